@@ -1,0 +1,154 @@
+"""The Python API, mirroring the command line: load a config, route, send, test."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .alert import Alert, Asset, Severity
+from .config import Config, config_from_dict, load_config, parse_config
+from .delivery import Delivery, State
+from .dispatcher import Dispatcher, resolved_copy
+from .errors import ConfigError, Problem
+from .intake import parse_alerts, read_alerts
+from .matching import Route
+from .plugins import PluginManager, load_plugins
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_QUEUED = 3
+
+
+@dataclass(frozen=True)
+class SendReport:
+    """Every delivery of one ``send``, and the exit code the command line gives for it."""
+
+    alerts: Sequence[Alert]
+    deliveries: Sequence[Delivery]
+
+    def count(self, state: State) -> int:
+        return sum(1 for d in self.deliveries if d.state is state)
+
+    @property
+    def exit_code(self) -> int:
+        """0 all delivered (or suppressed/skipped); 1 some failed; 3 some still queued."""
+        if self.count(State.failed):
+            return EXIT_FAILED
+        if self.count(State.queued) or self.count(State.in_flight):
+            return EXIT_QUEUED
+        return EXIT_OK
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "alerts": [{"id": a.id, "event_type": a.event_type, "title": a.title,
+                        "status": a.status} for a in self.alerts],
+            "deliveries": [d.as_dict() for d in self.deliveries],
+            "summary": {s.value: self.count(s) for s in State},
+            "exit_code": self.exit_code,
+        }
+
+
+class Notifier:
+    """armor-notify for Python programs.
+
+    >>> notifier = Notifier.from_file("armor-notify.yaml")
+    >>> report = notifier.send(notifier.parse_alerts({"event_type": "schema_change", ...}))
+    >>> [(d.destination, d.state.value) for d in report.deliveries]
+    """
+
+    def __init__(self, config: Config, plugins: PluginManager, *, max_workers: int = 32,
+                 rng: random.Random | None = None) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.dispatcher = Dispatcher(config, max_workers=max_workers,
+                                     rng=rng or random.Random())
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str] | None = None, *,
+                  plugins: PluginManager | None = None, **kwargs: Any) -> Notifier:
+        """Load plugins (once per process) and a config file (``None``: the default lookup)."""
+        pm = plugins or load_plugins()
+        return cls(load_config(path, pm.registry), pm, **kwargs)
+
+    @classmethod
+    def from_yaml(cls, text: str, *, plugins: PluginManager | None = None,
+                  environ: Mapping[str, str] | None = None, **kwargs: Any) -> Notifier:
+        pm = plugins or load_plugins()
+        return cls(parse_config(text, pm.registry, environ=environ), pm, **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, plugins: PluginManager | None = None,
+                  **kwargs: Any) -> Notifier:
+        pm = plugins or load_plugins()
+        return cls(config_from_dict(data, pm.registry), pm, **kwargs)
+
+    # -- alerts -----------------------------------------------------------------------------------
+    def parse_alerts(self, data: Any, *, source: str = "<input>") -> list[Alert]:
+        """Validate alert data (an object or a list); raises ``AlertError`` listing every problem."""
+        return parse_alerts(data, self.plugins.registry.event_types, source=source)
+
+    def read_alerts(self, path: str) -> list[Alert]:
+        """Alerts from a JSON file, ``-`` for standard input."""
+        return read_alerts(path, self.plugins.registry.event_types)
+
+    # -- what the commands do ---------------------------------------------------------------------
+    def route(self, alert: Alert) -> list[Route]:
+        """Which destinations get ``alert``, from which rule, with which dedup key. Sends nothing."""
+        return self.config.router.route(alert)
+
+    def matching_rules(self, alert: Alert) -> list[str]:
+        return [r.name for r in self.config.router.matching_rules(alert)]
+
+    def send(self, alerts: Alert | Iterable[Alert], *, dry_run: bool = False,
+             wait: float | None = None) -> SendReport:
+        """Route and deliver; returns when every delivery is final (or ``wait`` seconds passed)."""
+        alerts = [alerts] if isinstance(alerts, Alert) else list(alerts)
+        deliveries = self.dispatcher.plan(alerts)
+        self.dispatcher.run(deliveries, dry_run=dry_run, wait_seconds=wait)
+        return SendReport(alerts, deliveries)
+
+    def test(self, destination: str, *, resolve: bool = False,
+             rng: random.Random | None = None) -> list[Delivery]:
+        """Send a test event to one destination, as the product's Test button does.
+
+        The first delivery is the trigger; with ``resolve`` a second one resolves it (sent even
+        when the destination's ``send_resolved`` is off).
+        """
+        if destination not in self.config.destinations:
+            from .config import suggest
+
+            names = list(self.config.destinations)
+            raise ConfigError([Problem(self.config.path, "destinations",
+                                       f"no destination named '{destination}'"
+                                       f"{suggest(destination, names)}; configured: "
+                                       f"{', '.join(names) or 'none'}")])
+        number = (rng or random.Random()).randint(10000, 99999)
+        dedup = f"anomalyarmor-test-{number}"
+        alert = test_alert(dedup, self.config.defaults.source)
+        trigger = self.dispatcher.test_delivery(destination, alert, dedup)
+        self.dispatcher.run([trigger])
+        results = [trigger]
+        if resolve and trigger.state is State.delivered:
+            resolved = self.dispatcher.test_delivery(destination, resolved_copy(alert), dedup)
+            self.dispatcher.run([resolved])
+            results.append(resolved)
+        return results
+
+
+def test_alert(dedup_key: str, source: str) -> Alert:
+    """The synthetic alert ``armor-notify test`` sends."""
+    return Alert(
+        id=dedup_key,
+        event_type="schema_change",
+        severity=Severity.critical,
+        title=f"Test event from {source} (armor-notify)",
+        description="This is a test event sent by `armor-notify test` to check that this "
+                    "destination works. No action is needed; resolve it once you have seen it.",
+        asset=Asset(id="anomalyarmor-test", name="armor_notify.test.connection",
+                    data_source="armor-notify", environment="test"),
+        dedup_key=dedup_key,
+    )

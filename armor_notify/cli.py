@@ -1,0 +1,289 @@
+"""The ``armor-notify`` command line (SPEC §6)."""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from . import __version__
+from .api import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Notifier, SendReport
+from .delivery import Delivery, State
+from .errors import ArmorNotifyError, ProblemsError
+from .output import table
+from .plugins import PluginManager, load_plugins
+
+CONFIG_HELP = "Config file (default: $ARMOR_NOTIFY_CONFIG, else ./armor-notify.yaml)."
+
+
+class _Group(click.Group):
+    """Turns user errors into a message on stderr and exit code 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ArmorNotifyError as exc:
+            _report_error(ctx, exc)
+            ctx.exit(EXIT_USAGE)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.find_root().params.get("debug"):
+                traceback.print_exc()
+            else:
+                click.echo(f"armor-notify: internal error: {type(exc).__name__}: {exc}\n"
+                           "Run again with --debug for a traceback, and please report it.",
+                           err=True)
+            ctx.exit(EXIT_FAILED)
+
+
+def _report_error(ctx: click.Context, exc: ArmorNotifyError) -> None:
+    sub = ctx.invoked_subcommand
+    as_json = bool(sub and ctx.obj and ctx.obj.get("json"))
+    if as_json:
+        problems = [p.__dict__ for p in exc.problems] if isinstance(exc, ProblemsError) else []
+        click.echo(json.dumps({"error": str(exc), "problems": problems}, indent=2))
+    click.echo(f"armor-notify: {exc}", err=True)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="armor-notify")
+@click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Route data-observability alerts to PagerDuty, Slack, email and plugin destinations."""
+    ctx.obj = {"debug": debug}
+
+
+def _plugins() -> PluginManager:
+    pm = load_plugins()
+    for line in pm.plugin_errors():
+        click.echo(f"armor-notify: warning: {line}", err=True)
+    return pm
+
+
+def _notifier(config: str | None) -> Notifier:
+    return Notifier.from_file(config, plugins=_plugins())
+
+
+def _json_flag(ctx: click.Context, as_json: bool) -> None:
+    ctx.find_root().obj["json"] = as_json
+
+
+def _emit(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+# -- send -------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("event", metavar="EVENT")
+@click.option("--config", "-c", "config", metavar="F", help=CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option("--dry-run", is_flag=True, help="Route and show what would be sent; send nothing.")
+@click.pass_context
+def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_run: bool) -> None:
+    """Route and deliver the alert(s) in EVENT, a JSON file (- for stdin).
+
+    Exit codes: 0 all delivered (or suppressed/skipped), 1 some failed, 2 bad config or input,
+    3 some still queued for retry.
+    """
+    _json_flag(ctx, as_json)
+    notifier = _notifier(config)
+    alerts = notifier.read_alerts(event)
+    report = notifier.send(alerts, dry_run=dry_run)
+    if as_json:
+        _emit(report.as_dict())
+    else:
+        _print_report(report)
+    ctx.exit(report.exit_code)
+
+
+def _print_report(report: SendReport) -> None:
+    by_alert: dict[str, list[Delivery]] = {a.id: [] for a in report.alerts}
+    for d in report.deliveries:
+        by_alert[d.alert.id].append(d)
+    for alert in report.alerts:
+        click.echo(f"Alert {alert.id}: {alert.event_type} {alert.status} — {alert.title} "
+                   f"({alert.asset.name})")
+        items = by_alert[alert.id]
+        if not items:
+            click.echo("  no rule matched: nothing to send\n")
+            continue
+        rows = [[d.destination, d.destination_type, d.rule, _state_text(d.state),
+                 str(d.attempt_count), _detail(d)] for d in items]
+        click.echo(_indent(table(["DESTINATION", "TYPE", "RULE", "STATE", "ATTEMPTS", "DETAIL"],
+                                 rows)))
+        for d in items:
+            if d.state is State.failed and (d.reason or d.hint):
+                click.echo(f"  {d.destination}: {d.reason}")
+                if d.hint:
+                    click.echo(f"    hint: {d.hint}")
+        click.echo("")
+    counts = [f"{report.count(s)} {s.value}" for s in State if report.count(s)]
+    click.echo(", ".join(counts) if counts else "nothing to deliver")
+
+
+def _state_text(state: State) -> str:
+    return {State.queued: "queued (retrying)", State.in_flight: "in flight"}.get(state, state.value)
+
+
+def _detail(d: Delivery) -> str:
+    if d.state is State.delivered:
+        extra = ", ".join(f"{k}={v}" for k, v in d.details.items() if isinstance(v, (str, int)))
+        return extra or d.reason
+    return d.reason
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+# -- route ------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("event", metavar="EVENT")
+@click.option("--config", "-c", "config", metavar="F", help=CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.pass_context
+def route(ctx: click.Context, event: str, config: str | None, as_json: bool) -> None:
+    """Show which rules match EVENT and which destinations would get it; send nothing."""
+    _json_flag(ctx, as_json)
+    notifier = _notifier(config)
+    alerts = notifier.read_alerts(event)
+    results: list[dict[str, Any]] = []
+    for alert in alerts:
+        routes = notifier.route(alert)
+        suppressed = {d.destination for d in notifier.dispatcher.plan([alert])
+                      if d.state is State.suppressed}
+        results.append({
+            "alert_id": alert.id,
+            "event_type": alert.event_type,
+            "status": alert.status,
+            "title": alert.title,
+            "asset": alert.asset.name,
+            "matching_rules": notifier.matching_rules(alert),
+            "routes": [{
+                "destination": r.destination,
+                "type": notifier.config.destinations[r.destination].type.name,
+                "target": notifier.config.destinations[r.destination].describe(),
+                "rule": r.rule,
+                "also_matched": list(r.also_matched),
+                "dedup_key": r.dedup_key,
+                "sent": r.destination not in suppressed,
+            } for r in routes],
+        })
+    if as_json:
+        _emit({"alerts": results})
+        return
+    for res in results:
+        click.echo(f"Alert {res['alert_id']}: {res['event_type']} {res['status']} — "
+                   f"{res['title']} ({res['asset']})")
+        if not res["routes"]:
+            click.echo("  no rule matched: nothing would be sent\n")
+            continue
+        click.echo(f"  matching rules: {', '.join(res['matching_rules'])}")
+        rows = [[r["destination"], r["type"], r["target"], r["rule"],
+                 ", ".join(r["also_matched"]) or "-", r["dedup_key"],
+                 "yes" if r["sent"] else "no (send_resolved off)"] for r in res["routes"]]
+        click.echo(_indent(table(["DESTINATION", "TYPE", "TARGET", "RULE", "ALSO MATCHED",
+                                  "DEDUP KEY", "SENT"], rows, max_width=80)))
+        click.echo("")
+
+
+# -- test -------------------------------------------------------------------------------------------
+@cli.command("test")
+@click.argument("destination")
+@click.option("--config", "-c", "config", metavar="F", help=CONFIG_HELP)
+@click.option("--resolve", is_flag=True, help="Resolve the test event right after sending it.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.pass_context
+def test_command(ctx: click.Context, destination: str, config: str | None, resolve: bool,
+                 as_json: bool) -> None:
+    """Send a test event to DESTINATION, as the product's Test button does."""
+    _json_flag(ctx, as_json)
+    notifier = _notifier(config)
+    results = notifier.test(destination, resolve=resolve)
+    dest = notifier.config.destinations[destination]
+    trigger = results[0]
+    ok = all(d.state is State.delivered for d in results) and (not resolve or len(results) == 2)
+    if as_json:
+        _emit({"destination": destination, "type": dest.type.name, "ok": ok,
+               "deliveries": [d.as_dict() for d in results]})
+        ctx.exit(EXIT_OK if ok else EXIT_FAILED)
+    name = dest.type.title
+    if trigger.state is not State.delivered:
+        click.echo(f"Test event to {name} failed: {trigger.reason}", err=True)
+        if trigger.hint:
+            click.echo(f"Hint: {trigger.hint}", err=True)
+        ctx.exit(EXIT_FAILED)
+    click.echo(f"Success! Test event sent to {name}")
+    click.echo(f"Dedup Key: {trigger.details.get('dedup_key') or trigger.dedup_key}")
+    if not resolve:
+        if dest.type.test_reminder:
+            click.echo(dest.type.test_reminder)
+        ctx.exit(EXIT_OK)
+    resolved = results[1] if len(results) > 1 else None
+    if resolved is not None and resolved.state is State.delivered:
+        click.echo(f"Resolved the test event in {name}.")
+        ctx.exit(EXIT_OK)
+    reason = resolved.reason if resolved else "not attempted"
+    click.echo(f"Could not resolve the test event: {reason}", err=True)
+    ctx.exit(EXIT_FAILED)
+
+
+# -- validate ---------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--config", "-c", "config", metavar="F", help=CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.pass_context
+def validate(ctx: click.Context, config: str | None, as_json: bool) -> None:
+    """Check the config and report every error (exit 0 when valid, 2 otherwise)."""
+    _json_flag(ctx, as_json)
+    notifier = _notifier(config)
+    cfg = notifier.config
+    dests: list[dict[str, Any]] = [{"name": d.name, "type": d.type.name, "target": d.describe(),
+              "send_resolved": d.send_resolved,
+              "rate_limit": str(d.rate_limit) if d.rate_limit else "none"}
+             for d in cfg.destinations.values()]
+    rules = [{"name": r.name, "event": list(r.model.event), "enabled": r.model.enabled,
+              "destinations": list(r.destinations)} for r in cfg.rules]
+    if as_json:
+        _emit({"valid": True, "config": cfg.path, "destinations": dests, "rules": rules})
+        return
+    click.echo(f"{cfg.path}: valid — {len(dests)} destination{'s' * (len(dests) != 1)}, "
+               f"{len(rules)} rule{'s' * (len(rules) != 1)}")
+    click.echo(_indent(table(["DESTINATION", "TYPE", "TARGET", "SEND RESOLVED", "RATE LIMIT"],
+                             [[d["name"], d["type"], d["target"],
+                               "yes" if d["send_resolved"] else "no", d["rate_limit"]]
+                              for d in dests], max_width=80)))
+    unused = set(cfg.destinations) - {n for r in cfg.rules for n in r.destinations}
+    for name in sorted(unused):
+        click.echo(f"  note: destination '{name}' is not used by any rule")
+
+
+# -- plugins ----------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+def plugins(as_json: bool) -> None:
+    """List installed plugins: name, version, destination types and hooks."""
+    pm = load_plugins()
+    infos = sorted(pm.plugins.values(), key=lambda i: (not i.builtin, i.name))
+    if as_json:
+        _emit({"plugins": [i.as_dict() for i in infos]})
+        return
+    rows: Sequence[Sequence[str]] = [
+        [i.name, i.distribution, i.version, "built-in" if i.builtin else "third-party",
+         ", ".join(i.destination_types) or "-", ", ".join(i.hooks) or "-",
+         f"error: {i.error}" if i.error else "ok"] for i in infos]
+    click.echo(table(["PLUGIN", "DISTRIBUTION", "VERSION", "KIND", "DESTINATION TYPES", "HOOKS",
+                      "STATUS"], rows, max_width=70))
+
+
+def main() -> None:
+    cli(prog_name="armor-notify")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,401 @@
+"""Loading the config file (SPEC §2): YAML, ``${VAR}`` interpolation, and validation that reports
+every problem at once, each with the file, the line, the path inside the file and a suggestion."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .destinations import DestinationConfig, DestinationType, RateLimit
+from .errors import ConfigError, Problem
+from .matching import Router, Rule
+from .plugins import Registry
+from .rules import RuleModel
+
+CONFIG_ENV = "ARMOR_NOTIFY_CONFIG"
+DEFAULT_CONFIG = "armor-notify.yaml"
+
+_VAR = re.compile(r"\$(\$)?\{([^}]*)\}")
+_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DEST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+
+Loc = tuple[str | int, ...]
+
+
+class Defaults(BaseModel):
+    """Values shared by every destination."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Annotated[str, Field(min_length=1, max_length=255)] = "anomalyarmor"
+    """PagerDuty's ``payload.source`` and the product name in messages."""
+    link_text: Annotated[str, Field(min_length=1, max_length=200)] = "View in AnomalyArmor"
+    """The text of the link to the alert."""
+
+
+class ConfigFile(BaseModel):
+    """The file's top level; destinations are validated by their own types afterwards."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1]
+    defaults: Defaults = Defaults()
+    destinations: dict[str, Any]
+    rules: list[RuleModel] = []
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One configured destination: its name, its type and its validated config."""
+
+    name: str
+    type: DestinationType
+    config: DestinationConfig
+
+    @property
+    def send_resolved(self) -> bool:
+        if self.config.send_resolved is None:
+            return self.type.send_resolved_default
+        return self.config.send_resolved
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        text = self.config.rate_limit
+        return RateLimit.parse(self.type.default_rate_limit if text == "default" else text)
+
+    def describe(self) -> str:
+        return self.config.describe() or self.type.title
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated config: defaults, destinations by name, compiled rules and their router."""
+
+    path: str
+    defaults: Defaults
+    destinations: Mapping[str, Destination]
+    rules: tuple[Rule, ...]
+    router: Router
+
+
+def find_config(path: str | os.PathLike[str] | None) -> Path:
+    """``--config``, else ``$ARMOR_NOTIFY_CONFIG``, else ``./armor-notify.yaml``."""
+    if path:
+        return Path(path)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    return Path(DEFAULT_CONFIG)
+
+
+def load_config(path: str | os.PathLike[str] | None, registry: Registry) -> Config:
+    """Read, interpolate and validate a config file; raise :class:`ConfigError` listing every problem."""
+    file = find_config(path)
+    name = str(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        hint = "" if path else f" (pass --config PATH or set {CONFIG_ENV})"
+        raise ConfigError([Problem(name, "", f"config file not found{hint}")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(name, "", f"cannot read the config file: {exc}")]) from None
+    return parse_config(text, registry, source=name)
+
+
+def parse_config(
+    text: str,
+    registry: Registry,
+    *,
+    source: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate config text (YAML). ``environ`` defaults to the process environment."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([Problem(source, "", f"not valid YAML: {problem}", line)]) from None
+    return _Validator(source, _line_index(node), registry,
+                      os.environ if environ is None else environ).validate(data)
+
+
+def config_from_dict(data: Mapping[str, Any], registry: Registry, *,
+                     source: str = "<dict>") -> Config:
+    """Validate an already-parsed config mapping (for embedding and tests)."""
+    return _Validator(source, {}, registry, os.environ).validate(dict(data))
+
+
+def format_loc(loc: Loc) -> str:
+    """``("rules", 0, "destinations", 1)`` → ``rules[0].destinations[1]``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _line_index(node: yaml.Node | None) -> dict[Loc, int]:
+    lines: dict[Loc, int] = {}
+
+    def walk(n: yaml.Node, loc: Loc) -> None:
+        lines[loc] = n.start_mark.line + 1
+        if isinstance(n, yaml.MappingNode):
+            for key, value in n.value:
+                k = key.value if isinstance(key, yaml.ScalarNode) else str(key)
+                lines[(*loc, k)] = key.start_mark.line + 1
+                walk(value, (*loc, k))
+                lines[(*loc, k)] = key.start_mark.line + 1
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                walk(item, (*loc, i))
+
+    if node is not None:
+        walk(node, ())
+    return lines
+
+
+def suggest(word: str, choices: typing.Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when a close match exists, else ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _model_at(model: Any, loc: Loc) -> type[BaseModel] | None:
+    """The pydantic model class that owns the field at ``loc`` (to suggest valid keys)."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(part, int):
+            args = [a for a in typing.get_args(current) if a is not Ellipsis]
+            current = args[0] if args else None
+        elif isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(part)
+            if field is None:
+                field = next((f for f in current.model_fields.values() if f.alias == part), None)
+            current = field.annotation if field else None
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            candidates = [a for a in typing.get_args(tp) if a is not type(None)]
+            models = [a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)]
+            tp = models[0] if models else candidates[0]
+        else:
+            return tp
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+class _Validator:
+    def __init__(self, source: str, lines: dict[Loc, int], registry: Registry,
+                 environ: Mapping[str, str]) -> None:
+        self.source = source
+        self.lines = lines
+        self.registry = registry
+        self.environ = environ
+        self.problems: list[Problem] = []
+
+    def problem(self, loc: Loc, message: str) -> None:
+        line = None
+        for cut in range(len(loc), -1, -1):
+            if loc[:cut] in self.lines:
+                line = self.lines[loc[:cut]]
+                break
+        self.problems.append(Problem(self.source, format_loc(loc), message, line))
+
+    def pydantic_problems(self, exc: ValidationError, model: Any, prefix: Loc = ()) -> None:
+        for err in exc.errors(include_input=False, include_url=False):
+            loc = tuple(err["loc"])
+            kind = err["type"]
+            if kind == "extra_forbidden":
+                owner = _model_at(model, loc[:-1])
+                choices = _field_names(owner) if owner else []
+                key = str(loc[-1])
+                known = f"; valid keys: {', '.join(choices)}" if choices else ""
+                message = f"unknown key '{key}'{suggest(key, choices)}{known}"
+            elif kind == "missing":
+                message = f"missing required key '{loc[-1]}'"
+            elif kind == "literal_error" and loc and loc[-1] == "version":
+                message = "unsupported config version: write `version: 1`"
+            else:
+                message = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            self.problem(prefix + loc, message)
+
+    # -- ${VAR} ---------------------------------------------------------------------------------
+    def interpolate(self, value: Any, loc: Loc) -> Any:
+        if isinstance(value, dict):
+            return {k: self.interpolate(v, (*loc, str(k))) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.interpolate(v, (*loc, i)) for i, v in enumerate(value)]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+
+        def replace(match: re.Match[str]) -> str:
+            if match.group(1):  # $${NAME} is a literal ${NAME}
+                return "${" + match.group(2) + "}"
+            var = match.group(2)
+            if not _VAR_NAME.match(var):
+                self.problem(loc, f"'${{{var}}}' is not a valid environment variable reference")
+                return ""
+            if var not in self.environ:
+                self.problem(loc, f"environment variable {var} is not set "
+                                  f"(export {var}=... before running armor-notify)")
+                return ""
+            if self.environ[var] == "":
+                self.problem(loc, f"environment variable {var} is set but empty")
+            return self.environ[var]
+
+        return _VAR.sub(replace, value)
+
+    # -- the whole file -------------------------------------------------------------------------
+    def validate(self, data: Any) -> Config:
+        if not isinstance(data, dict):
+            self.problem((), "the config must be a mapping with version, destinations and rules")
+            raise ConfigError(self.problems)
+        data = self.interpolate(data, ())
+        top: ConfigFile | None = None
+        try:
+            top = ConfigFile.model_validate(data)
+        except ValidationError as exc:
+            self.pydantic_problems(exc, ConfigFile)
+        raw_destinations = data.get("destinations")
+        destinations = (
+            self.destinations(raw_destinations) if isinstance(raw_destinations, dict) else {}
+        )
+        rules = top.rules if top else self.salvage_rules(data.get("rules"))
+        self.check_rules(rules, set(raw_destinations or {}) if isinstance(raw_destinations, dict)
+                         else set())
+        if self.problems or top is None:
+            raise ConfigError(self.problems)
+        compiled = tuple(Rule.compile(i, r) for i, r in enumerate(top.rules))
+        return Config(self.source, top.defaults, destinations, compiled, Router(compiled))
+
+    def salvage_rules(self, raw: Any) -> list[RuleModel]:
+        """Rules that are valid on their own, so cross-checks still run when another part failed."""
+        good = []
+        for item in raw if isinstance(raw, list) else []:
+            try:
+                good.append(RuleModel.model_validate(item))
+            except ValidationError:
+                good.append(None)  # type: ignore[arg-type]
+        return good
+
+    def destinations(self, raw: dict[str, Any]) -> dict[str, Destination]:
+        out: dict[str, Destination] = {}
+        for name, spec in raw.items():
+            loc: Loc = ("destinations", str(name))
+            if not isinstance(name, str) or not _DEST_NAME.match(name):
+                self.problem(loc, "destination names use letters, digits, '-', '_' and '.' only")
+                continue
+            built = self.destination(name, spec, loc)
+            if built:
+                out[name] = built
+        return out
+
+    def destination(self, name: str, spec: Any, loc: Loc) -> Destination | None:
+        if isinstance(spec, str):
+            return self.url_destination(name, spec, loc)
+        if not isinstance(spec, dict):
+            self.problem(loc, "a destination is a mapping with a 'type' key, or a URL string")
+            return None
+        spec = dict(spec)
+        type_name = spec.pop("type", None)
+        if type_name is None:
+            self.problem(loc, f"missing required key 'type' (installed types: "
+                              f"{', '.join(self.registry.destination_types) or 'none'})")
+            return None
+        dtype = self.registry.destination_types.get(str(type_name))
+        if dtype is None:
+            installed = list(self.registry.destination_types)
+            self.problem((*loc, "type"),
+                         f"unknown destination type '{type_name}'{suggest(str(type_name), installed)}"
+                         f"; installed types: {', '.join(installed) or 'none'}"
+                         f"{self.registry.failure_note}")
+            return None
+        return self.build(name, dtype, spec, loc)
+
+    def url_destination(self, name: str, url: str, loc: Loc) -> Destination | None:
+        match = _URL_SCHEME.match(url)
+        if not match:
+            self.problem(loc, "a destination given as a string must be a URL such as "
+                              "pagerduty://... or slack://...")
+            return None
+        scheme = match.group(1).lower()
+        dtype = self.registry.type_for_scheme(scheme)
+        if dtype is None or dtype.from_url is None:
+            self.problem(loc, f"no installed destination type handles '{scheme}://' URLs"
+                              f"{self.registry.failure_note}")
+            return None
+        try:
+            spec = dict(dtype.from_url(url))
+        except ValueError as exc:
+            self.problem(loc, f"cannot read this {scheme}:// URL: {exc}")
+            return None
+        return self.build(name, dtype, spec, loc)
+
+    def build(self, name: str, dtype: DestinationType, spec: dict[str, Any],
+              loc: Loc) -> Destination | None:
+        try:
+            config = dtype.config_model.model_validate(spec)
+        except ValidationError as exc:
+            self.pydantic_problems(exc, dtype.config_model, loc)
+            return None
+        return Destination(name, dtype, config)
+
+    # -- cross references ------------------------------------------------------------------------
+    def check_rules(self, rules: list[RuleModel], destination_names: set[str]) -> None:
+        seen: dict[str, int] = {}
+        events = self.registry.event_types
+        for i, rule in enumerate(rules):
+            if rule is None:
+                continue
+            loc: Loc = ("rules", i)
+            if rule.name in seen:
+                self.problem((*loc, "name"), f"rule name '{rule.name}' is already used by "
+                                             f"rules[{seen[rule.name]}]; rule names must be unique "
+                                             "(they are part of the dedup key)")
+            seen.setdefault(rule.name, i)
+            for j, event in enumerate(rule.event):
+                if event not in events:
+                    self.problem((*loc, "event", j) if len(rule.event) > 1 else (*loc, "event"),
+                                 f"unknown event type '{event}'{suggest(event, events)}; "
+                                 f"known: {', '.join(events)}")
+            cond = rule.conditions
+            if cond.changes is not None and set(rule.event) != {"schema_change"}:
+                self.problem((*loc, "conditions", "changes"),
+                             "the changes condition applies only to rules with "
+                             "event: schema_change")
+            if cond.min_delay_hours is not None and set(rule.event) != {"freshness_violation"}:
+                self.problem((*loc, "conditions", "min_delay_hours"),
+                             "min_delay_hours applies only to rules with "
+                             "event: freshness_violation")
+            for j, dest in enumerate(rule.destinations):
+                if dest not in destination_names:
+                    self.problem((*loc, "destinations", j),
+                                 f"unknown destination '{dest}'"
+                                 f"{suggest(dest, destination_names)}")

@@ -1,0 +1,27 @@
+"""Dedup keys (SPEC §4): stable per rule, event type and asset, so repeats group and resolves close."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+PREFIX = "anomalyarmor-"
+MAX_LENGTH = 255  # PagerDuty's limit
+_HASH_LENGTH = 16
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "rule"
+
+
+def dedup_key(rule: str, event_type: str, asset_id: str, override: str | None = None) -> str:
+    """``anomalyarmor-<rule slug>-<event type>-<asset id>``; the alert's own key wins.
+
+    The asset id is kept verbatim (PagerDuty keys are case-sensitive). A key longer than 255
+    characters keeps its readable head and ends with a hash of the whole key, so it stays unique.
+    """
+    key = override or f"{PREFIX}{_slug(rule)}-{event_type}-{asset_id}"
+    if len(key) <= MAX_LENGTH:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()[:_HASH_LENGTH]
+    return f"{key[: MAX_LENGTH - _HASH_LENGTH - 1]}-{digest}"

@@ -1,0 +1,191 @@
+"""What a destination plugin provides: a config model, a sender, and how they are described.
+
+A plugin registers :class:`DestinationType` objects through the ``register_destination_types``
+hook. The core validates each configured destination with the type's ``config_model``, builds
+one sender per destination with ``sender(config)``, and calls ``sender.send(notification)`` once
+per attempt, inside its own error handling, timeout and retry policy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from .outcome import Outcome
+
+if TYPE_CHECKING:
+    from .alert import Alert
+
+Action = Literal["trigger", "acknowledge", "resolve"]
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour)s?\s*$")
+_PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ``::1``: the hosts allowed to skip TLS."""
+    if not host:
+        return False
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _https_or_loopback(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme == "https" and parts.hostname:
+        return value
+    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+        return value
+    raise ValueError(
+        "must be an https:// URL (plain http:// is allowed only for loopback hosts: "
+        "localhost, 127.0.0.0/8, ::1)"
+    )
+
+
+HttpsUrl = Annotated[str, AfterValidator(_https_or_loopback)]
+"""A URL that must be https, except on loopback hosts where local receivers and tests run."""
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``count`` notifications per ``period`` seconds."""
+
+    count: int
+    period: float
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit | None:
+        """``"120/minute"``, ``"1/second"``, ``"10/hour"``; ``"none"`` gives ``None``."""
+        if text.strip().lower() == "none":
+            return None
+        match = _RATE.match(text.lower())
+        if not match or int(match.group(1)) < 1:
+            raise ValueError(
+                f"'{text}' is not a rate limit: write COUNT/second, COUNT/minute or "
+                "COUNT/hour (e.g. 120/minute), or none"
+            )
+        return cls(int(match.group(1)), _PERIODS[match.group(2)])
+
+    def __str__(self) -> str:
+        unit = {1.0: "second", 60.0: "minute", 3600.0: "hour"}.get(self.period)
+        return f"{self.count}/{unit}" if unit else f"{self.count}/{self.period:g}s"
+
+
+class DestinationConfig(BaseModel):
+    """Options every destination accepts (SPEC §5). Plugins subclass it and add their own.
+
+    Declare secrets as :class:`armor_notify.Secret` or :class:`armor_notify.SecretUrl` so that
+    they are masked everywhere, and override :meth:`describe` to say where notifications go.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """Seconds one attempt may take."""
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    """Attempts before a retryable failure becomes final."""
+    retry_deadline: Annotated[float, Field(gt=0)] = 120.0
+    """Seconds after the first attempt after which no new attempt starts."""
+    retry_backoff: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    """The first retry's delay in seconds; it doubles each attempt (with jitter), up to 60 s."""
+    send_resolved: bool | None = None
+    """Send acknowledged/resolved alerts too; ``None`` takes the type's default."""
+    rate_limit: str = "default"
+    """``120/minute``, ``1/second``, ``none``, or ``default`` (the type's documented limit)."""
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _valid_rate_limit(cls, value: str) -> str:
+        if value != "default":
+            RateLimit.parse(value)
+        return value
+
+    def describe(self) -> str:
+        """Where notifications go, with every secret masked (shown by ``route`` and ``validate``)."""
+        return ""
+
+    def rate_limit_key(self) -> str | None:
+        """What a rate limit is counted against (an integration key, a webhook URL).
+
+        Destinations that share a key share the limit. ``None`` counts per destination name.
+        The key is used only in memory and is never printed.
+        """
+        return None
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One attempt's input: the alert and everything the core decided about it."""
+
+    alert: Alert
+    destination: str
+    """The destination's name in the config."""
+    rule: str
+    """The owning rule's name (the first matching rule in file order)."""
+    dedup_key: str
+    """The dedup key (SPEC §4): the same for trigger, acknowledge and resolve."""
+    source: str
+    """``defaults.source``: PagerDuty's ``payload.source`` and the product name in messages."""
+    link_text: str
+    """``defaults.link_text``: the text of the link to the alert."""
+    timeout: float
+    """Seconds this attempt may take: use it for every network call."""
+    attempt: int = 1
+    test: bool = False
+    """True for ``armor-notify test``."""
+
+    @property
+    def action(self) -> Action:
+        """``trigger``, ``acknowledge`` or ``resolve``, from the alert's status."""
+        return {"triggered": "trigger", "acknowledged": "acknowledge", "resolved": "resolve"}[
+            self.alert.status
+        ]  # type: ignore[return-value]
+
+
+@runtime_checkable
+class Sender(Protocol):
+    """Sends notifications to one configured destination. Built once per destination.
+
+    ``send`` is called from worker threads, once per attempt, possibly for several alerts at
+    once; it must classify every outcome and not retry or sleep on its own.
+    """
+
+    def send(self, notification: Notification) -> Outcome: ...
+
+
+@dataclass(frozen=True)
+class DestinationType:
+    """A kind of destination a plugin provides, registered through ``register_destination_types``."""
+
+    name: str
+    """The ``type:`` value in the config, e.g. ``pagerduty``."""
+    config_model: type[DestinationConfig]
+    """Validates the destination's config (the ``type`` key removed)."""
+    sender: Callable[[Any], Sender]
+    """Builds a sender from a validated ``config_model`` instance."""
+    display_name: str = ""
+    """The human name, e.g. ``PagerDuty``; defaults to ``name``."""
+    send_resolved_default: bool = True
+    """Whether acknowledged/resolved alerts are sent when the config does not say."""
+    default_rate_limit: str = "none"
+    """The provider's documented limit, e.g. ``120/minute``."""
+    url_schemes: tuple[str, ...] = ()
+    """URL schemes (``pagerduty``, ``slack``…) that a bare-URL destination may use for this type."""
+    from_url: Callable[[str], Mapping[str, Any]] | None = None
+    """Turns such a URL into this type's config mapping (raise ``ValueError`` to reject it)."""
+    test_reminder: str = ""
+    """Printed after a successful ``armor-notify test`` (e.g. resolve the test incident)."""
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.name

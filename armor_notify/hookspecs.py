@@ -1,0 +1,47 @@
+"""The plugin contract: every hook armor-notify calls, with what it passes and what it expects.
+
+Implement hooks with ``@armor_notify.hookimpl`` in a module named in your package's
+``armor_notify`` entry point. Hooks register objects; alerts are never fanned out through a hook
+call, so one broken plugin cannot silence another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pluggy
+
+from .destinations import DestinationType
+
+hookspec = pluggy.HookspecMarker("armor_notify")
+
+
+@hookspec
+def register_destination_types(register: Callable[[DestinationType], None]) -> None:
+    """Register the destination types this plugin provides.
+
+    Called once, when plugins are loaded (:func:`armor_notify.plugins.load_plugins`), before any
+    config is read. Call ``register(DestinationType(...))`` once per type. A type name already
+    registered by another plugin is an error that names both plugins.
+
+    Example::
+
+        @hookimpl
+        def register_destination_types(register):
+            register(DestinationType("webhook", WebhookConfig, WebhookSender))
+    """
+
+
+@hookspec
+def register_event_types(register: Callable[[str], None]) -> None:
+    """Register event types beyond the built-in ones (``schema_change``, ``freshness_violation``…).
+
+    Called once, when plugins are loaded. Call ``register("name")`` for each type; names are
+    lower-case identifiers. Alerts and rules may then use them in ``event_type`` and ``event``.
+
+    Example::
+
+        @hookimpl
+        def register_event_types(register):
+            register("dbt_test_failed")
+    """

@@ -1,0 +1,255 @@
+"""The plugin manager: explicit, idempotent loading of built-in and third-party plugins.
+
+Built-in destinations are ordinary entry points of the ``armor-notify`` distribution in the
+``armor_notify`` group, loaded exactly like third-party ones. ``ARMOR_NOTIFY_LOAD_PLUGINS``
+chooses which third-party distributions load: unset = all, empty = none (built-ins only), a
+comma list = only those distributions.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .alert import BUILTIN_EVENT_TYPES
+from .destinations import DestinationType
+from .errors import PluginError
+
+GROUP = "armor_notify"
+BUILTIN_DISTRIBUTION = "armor-notify"
+LOAD_ENV = "ARMOR_NOTIFY_LOAD_PLUGINS"
+TRACE_ENV = "ARMOR_NOTIFY_TRACE_PLUGINS"
+
+hookimpl = pluggy.HookimplMarker("armor_notify")
+
+
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(".", "-")
+
+
+@dataclass
+class PluginInfo:
+    """One loaded (or failed) plugin, as ``armor-notify plugins`` shows it."""
+
+    name: str
+    distribution: str
+    version: str
+    builtin: bool
+    hooks: list[str] = field(default_factory=list)
+    destination_types: list[str] = field(default_factory=list)
+    event_types: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "builtin": self.builtin,
+            "hooks": self.hooks,
+            "destination_types": self.destination_types,
+            "event_types": self.event_types,
+            "error": self.error,
+        }
+
+
+class Registry:
+    """What the loaded plugins registered: destination types and event types."""
+
+    def __init__(self) -> None:
+        self.destination_types: dict[str, DestinationType] = {}
+        self.event_types: list[str] = list(BUILTIN_EVENT_TYPES)
+        self._type_owner: dict[str, str] = {}
+        self.failed: list[str] = []
+
+    def add_destination_type(self, owner: str, dtype: DestinationType) -> None:
+        if not isinstance(dtype, DestinationType):
+            raise PluginError(
+                f"plugin '{owner}' registered {type(dtype).__name__!s}, not a DestinationType"
+            )
+        if dtype.name in self.destination_types:
+            raise PluginError(
+                f"destination type '{dtype.name}' is registered by both plugin "
+                f"'{self._type_owner[dtype.name]}' and plugin '{owner}'; uninstall one of them "
+                f"or exclude it with {LOAD_ENV}"
+            )
+        self.destination_types[dtype.name] = dtype
+        self._type_owner[dtype.name] = owner
+
+    def add_event_type(self, owner: str, name: str) -> None:
+        if not isinstance(name, str) or not name.isidentifier() or name.lower() != name:
+            raise PluginError(
+                f"plugin '{owner}' registered event type {name!r}: use a lower-case identifier"
+            )
+        if name not in self.event_types:
+            self.event_types.append(name)
+
+    @property
+    def failure_note(self) -> str:
+        """Names the plugins that failed to load, for errors about missing types."""
+        return f" (plugins that failed to load: {', '.join(self.failed)})" if self.failed else ""
+
+    def type_for_scheme(self, scheme: str) -> DestinationType | None:
+        for dtype in self.destination_types.values():
+            if scheme in dtype.url_schemes:
+                return dtype
+        return None
+
+
+class PluginManager:
+    """A typed facade over pluggy: host code never calls ``pm.hook.*`` directly."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.registry = Registry()
+        self.plugins: dict[str, PluginInfo] = {}
+        self._loaded = False
+        self._lock = threading.Lock()
+
+    # -- loading -------------------------------------------------------------------------------
+    def load(
+        self,
+        *,
+        entry_points: Iterable[metadata.EntryPoint] | None = None,
+        extra: Iterable[tuple[str, object]] = (),
+    ) -> PluginManager:
+        """Load plugins once; later calls do nothing. ``extra`` registers (name, plugin) pairs
+        directly (tests, embedding applications)."""
+        with self._lock:
+            if self._loaded:
+                return self
+            wanted = _wanted_distributions()
+            eps = metadata.entry_points(group=GROUP) if entry_points is None else entry_points
+            for ep in sorted(eps, key=lambda e: e.name):
+                self._load_entry_point(ep, wanted)
+            for name, plugin in extra:
+                self.register(plugin, name=name)
+            self.pm.check_pending()
+            if os.environ.get(TRACE_ENV):
+                self._trace_to_stderr()
+            self._collect()
+            self.registry.failed = [i.name for i in self.plugins.values() if i.error]
+            self._loaded = True
+        return self
+
+    def _load_entry_point(self, ep: metadata.EntryPoint, wanted: set[str] | None) -> None:
+        dist = ep.dist
+        dist_name = dist.metadata["Name"] if dist is not None else "unknown"
+        version = dist.version if dist is not None else "unknown"
+        builtin = _normalise(dist_name) == BUILTIN_DISTRIBUTION
+        if not builtin and wanted is not None and _normalise(dist_name) not in wanted:
+            return
+        info = PluginInfo(ep.name, dist_name, version, builtin)
+        self.plugins[ep.name] = info
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken plugin must not stop the others
+            info.error = f"failed to import {ep.value}: {type(exc).__name__}: {exc}"
+            return
+        if self.pm.is_registered(module) or self.pm.has_plugin(ep.name):
+            return
+        self.pm.register(module, name=ep.name)
+
+    def register(self, plugin: object, name: str) -> None:
+        """Register a plugin object or module (for tests and applications embedding armor-notify)."""
+        if name not in self.plugins:
+            version = getattr(plugin, "__version__", "") or "local"
+            self.plugins[name] = PluginInfo(name, name, str(version), builtin=False)
+        self.pm.register(plugin, name=name)
+        if self._loaded:
+            self._collect_from(name)
+
+    def _trace_to_stderr(self) -> None:
+        def before(hook_name: str, impls: Any, kwargs: Any) -> None:
+            print(f"[armor-notify] hook {hook_name} -> {[i.plugin_name for i in impls]}",
+                  file=sys.stderr)
+
+        def after(outcome: Any, hook_name: str, impls: Any, kwargs: Any) -> None:
+            print(f"[armor-notify] hook {hook_name} done", file=sys.stderr)
+
+        self.pm.add_hookcall_monitoring(before, after)
+
+    # -- registration hooks, called per plugin so one failure stays with its plugin -------------
+    def _collect(self) -> None:
+        for name in list(self.plugins):
+            if self.pm.has_plugin(name):
+                self._collect_from(name)
+
+    def _collect_from(self, name: str) -> None:
+        info = self.plugins[name]
+        plugin = self.pm.get_plugin(name)
+        info.hooks = sorted(
+            caller.name for caller in (self.pm.get_hookcallers(plugin) or [])
+        )
+        for hook_name, add in (
+            ("register_destination_types", self._adder(info, self.registry.add_destination_type,
+                                                        info.destination_types, "name")),
+            ("register_event_types", self._adder(info, self.registry.add_event_type,
+                                                  info.event_types, None)),
+        ):
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin_name != name:
+                    continue
+                try:
+                    impl.function(**{arg: add for arg in impl.argnames})
+                except PluginError:
+                    raise
+                except Exception as exc:
+                    info.error = f"{hook_name} raised {type(exc).__name__}: {exc}"
+
+    def _adder(
+        self,
+        info: PluginInfo,
+        add: Callable[[str, Any], None],
+        names: list[str],
+        attr: str | None,
+    ) -> Callable[[Any], None]:
+        def register(item: Any) -> None:
+            add(info.name, item)
+            names.append(getattr(item, attr) if attr else item)
+
+        return register
+
+    # -- what host code asks ---------------------------------------------------------------------
+    def plugin_errors(self) -> list[str]:
+        return [f"plugin '{i.name}' ({i.distribution} {i.version}): {i.error}"
+                for i in self.plugins.values() if i.error]
+
+
+
+def _wanted_distributions() -> set[str] | None:
+    raw = os.environ.get(LOAD_ENV)
+    if raw is None:
+        return None
+    return {_normalise(part) for part in raw.split(",") if part.strip()}
+
+
+_default: PluginManager | None = None
+_default_lock = threading.Lock()
+
+
+def load_plugins() -> PluginManager:
+    """The process-wide plugin manager, loaded on first use (never at import time)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = PluginManager().load()
+        return _default
+
+
+def reset_plugins() -> None:
+    """Forget the process-wide manager so the next :func:`load_plugins` loads afresh (tests)."""
+    global _default
+    with _default_lock:
+        _default = None
+
+

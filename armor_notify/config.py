@@ -287,28 +287,22 @@ class _Validator:
         destinations = (
             self.destinations(raw_destinations) if isinstance(raw_destinations, dict) else {}
         )
-        rules = top.rules if top else self.salvage_rules(data.get("rules"))
-        self.check_rules(rules, set(raw_destinations or {}) if isinstance(raw_destinations, dict)
-                         else set())
+        raw_rules = data.get("rules")
+        self.check_rules(raw_rules if isinstance(raw_rules, list) else [],
+                         set(raw_destinations) if isinstance(raw_destinations, dict) else set())
         if self.problems or top is None:
             raise ConfigError(self.problems)
         compiled = tuple(Rule.compile(i, r) for i, r in enumerate(top.rules))
         return Config(self.source, top.defaults, destinations, compiled, Router(compiled))
 
-    def salvage_rules(self, raw: Any) -> list[RuleModel]:
-        """Rules that are valid on their own, so cross-checks still run when another part failed."""
-        good = []
-        for item in raw if isinstance(raw, list) else []:
-            try:
-                good.append(RuleModel.model_validate(item))
-            except ValidationError:
-                good.append(None)  # type: ignore[arg-type]
-        return good
-
     def destinations(self, raw: dict[str, Any]) -> dict[str, Destination]:
         out: dict[str, Destination] = {}
         for name, spec in raw.items():
             loc: Loc = ("destinations", str(name))
+            if isinstance(name, bool) or name is None:
+                self.problem(loc, "put this destination's name in quotes: YAML reads "
+                                  "on/off/yes/no/true/false/null as values, not names")
+                continue
             if not isinstance(name, str) or not _DEST_NAME.match(name):
                 self.problem(loc, "destination names use letters, digits, '-', '_' and '.' only")
                 continue
@@ -368,34 +362,49 @@ class _Validator:
         return Destination(name, dtype, config)
 
     # -- cross references ------------------------------------------------------------------------
-    def check_rules(self, rules: list[RuleModel], destination_names: set[str]) -> None:
+    def check_rules(self, raw_rules: list[Any], destination_names: set[str]) -> None:
+        """Cross-references, checked on the raw rules so they are reported even when another
+        part of the same rule is invalid."""
         seen: dict[str, int] = {}
         events = self.registry.event_types
-        for i, rule in enumerate(rules):
-            if rule is None:
+        for i, raw in enumerate(raw_rules):
+            if not isinstance(raw, dict):
                 continue
             loc: Loc = ("rules", i)
-            if rule.name in seen:
-                self.problem((*loc, "name"), f"rule name '{rule.name}' is already used by "
-                                             f"rules[{seen[rule.name]}]; rule names must be unique "
-                                             "(they are part of the dedup key)")
-            seen.setdefault(rule.name, i)
-            for j, event in enumerate(rule.event):
+            name = raw.get("name")
+            if isinstance(name, str):
+                if name in seen:
+                    self.problem((*loc, "name"), f"rule name '{name}' is already used by "
+                                                 f"rules[{seen[name]}]; rule names must be unique "
+                                                 "(they are part of the dedup key)")
+                seen.setdefault(name, i)
+            rule_events = _strings(raw.get("event"))
+            for j, event in enumerate(rule_events):
                 if event not in events:
-                    self.problem((*loc, "event", j) if len(rule.event) > 1 else (*loc, "event"),
-                                 f"unknown event type '{event}'{suggest(event, events)}; "
-                                 f"known: {', '.join(events)}")
-            cond = rule.conditions
-            if cond.changes is not None and set(rule.event) != {"schema_change"}:
-                self.problem((*loc, "conditions", "changes"),
-                             "the changes condition applies only to rules with "
-                             "event: schema_change")
-            if cond.min_delay_hours is not None and set(rule.event) != {"freshness_violation"}:
-                self.problem((*loc, "conditions", "min_delay_hours"),
-                             "min_delay_hours applies only to rules with "
-                             "event: freshness_violation")
-            for j, dest in enumerate(rule.destinations):
+                    where = (*loc, "event", j) if isinstance(raw.get("event"), list) else (*loc, "event")
+                    self.problem(where, f"unknown event type '{event}'{suggest(event, events)}; "
+                                        f"known: {', '.join(events)}")
+            conditions = raw.get("conditions")
+            if isinstance(conditions, dict) and rule_events:
+                if "changes" in conditions and set(rule_events) != {"schema_change"}:
+                    self.problem((*loc, "conditions", "changes"),
+                                 "the changes condition applies only to rules with "
+                                 "event: schema_change")
+                if "min_delay_hours" in conditions and set(rule_events) != {"freshness_violation"}:
+                    self.problem((*loc, "conditions", "min_delay_hours"),
+                                 "min_delay_hours applies only to rules with "
+                                 "event: freshness_violation")
+            raw_dests = raw.get("destinations")
+            for j, dest in enumerate(_strings(raw_dests)):
                 if dest not in destination_names:
-                    self.problem((*loc, "destinations", j),
-                                 f"unknown destination '{dest}'"
-                                 f"{suggest(dest, destination_names)}")
+                    where = (*loc, "destinations", j) if isinstance(raw_dests, list) else (
+                        *loc, "destinations")
+                    self.problem(where, f"unknown destination '{dest}'"
+                                        f"{suggest(dest, destination_names)}")
+
+
+def _strings(value: Any) -> list[str]:
+    """A string or a list's strings (other items are reported by the model's own validation)."""
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []

@@ -133,6 +133,7 @@ class PluginManager:
                 self._load_entry_point(ep, wanted)
             for name, plugin in extra:
                 self.register(plugin, name=name)
+            self._drop_unknown_hooks()
             self.pm.check_pending()
             if os.environ.get(TRACE_ENV):
                 self._trace_to_stderr()
@@ -158,6 +159,25 @@ class PluginManager:
         if self.pm.is_registered(module) or self.pm.has_plugin(ep.name):
             return
         self.pm.register(module, name=ep.name)
+
+    def _drop_unknown_hooks(self) -> None:
+        """A plugin implementing a hook that does not exist (a misspelling) is unregistered and
+        reported, instead of silently never being called or stopping every other plugin."""
+        known = sorted(n for n, v in vars(hookspecs).items()
+                       if callable(v) and hasattr(v, "armor_notify_spec"))
+        for hook_name in dir(self.pm.hook):
+            caller = getattr(self.pm.hook, hook_name)
+            if hook_name.startswith("_") or not hasattr(caller, "has_spec") or caller.has_spec():
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.optionalhook or not self.pm.has_plugin(impl.plugin_name):
+                    continue
+                info = self.plugins.get(impl.plugin_name)
+                message = (f"implements unknown hook '{hook_name}'{_suggest(hook_name, known)}; "
+                           f"known hooks: {', '.join(known)}")
+                if info is not None:
+                    info.error = message
+                self.pm.unregister(name=impl.plugin_name)
 
     def register(self, plugin: object, name: str) -> None:
         """Register a plugin object or module (for tests and applications embedding armor-notify)."""
@@ -224,6 +244,13 @@ class PluginManager:
         return [f"plugin '{i.name}' ({i.distribution} {i.version}): {i.error}"
                 for i in self.plugins.values() if i.error]
 
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _wanted_distributions() -> set[str] | None:

@@ -6,7 +6,7 @@ exactly as a third-party plugin is.
 
 ``script`` lists what successive attempts do; the last entry repeats:
 ``ok`` | ``retry`` | ``retry-after:SECONDS`` | ``fail`` | ``hang`` | ``slow:SECONDS`` |
-``raise`` | ``oserror`` | ``nonsense``. Every attempt is appended to ``record`` (JSON lines).
+``raise`` | ``oserror`` | ``nonsense`` | ``barrier:N`` | ``broken-setup``. Every attempt is appended to ``record`` (JSON lines).
 """
 
 from __future__ import annotations
@@ -19,6 +19,11 @@ from typing import Any
 from armor_notify import DestinationConfig, DestinationType, Notification, Outcome, Secret, hookimpl
 
 __version__ = "1.0"
+
+# `barrier:N`: the attempt waits until N attempts are inside send() at once. Deliveries that are
+# not concurrent break the barrier (after 5 s) and fail, so concurrency is proven without timing.
+BARRIERS: dict[int, threading.Barrier] = {}
+_BARRIER_LOCK = threading.Lock()
 
 
 class ScriptedConfig(DestinationConfig):
@@ -64,6 +69,11 @@ class ScriptedSender:
             threading.Event().wait()
         if kind == "slow":
             time.sleep(float(arg))
+            return Outcome.delivered()
+        if kind == "barrier":
+            with _BARRIER_LOCK:
+                barrier = BARRIERS.setdefault(int(arg), threading.Barrier(int(arg), timeout=5))
+            barrier.wait()
             return Outcome.delivered()
         if kind == "raise":
             raise ValueError("scripted plugin bug")

@@ -1,0 +1,272 @@
+"""Delivery: concurrency, isolation of broken plugins, retries, timeouts and rate limits."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from armor_notify import Alert
+from armor_notify.api import EXIT_FAILED, EXIT_OK, EXIT_QUEUED, Notifier
+from armor_notify.delivery import State
+from armor_notify.dispatcher import hard_timeout
+from armor_notify.plugins import PluginManager
+from armor_notify.retry import MAX_BACKOFF, RetryPolicy
+
+
+def make_alert(n: int = 0, **over: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": f"alert_{n}",
+        "event_type": "schema_change",
+        "title": f"Column removed {n}",
+        "severity": "critical",
+        "asset": {"id": f"tbl_{n}", "name": f"analytics.public.t{n}", "environment": "production"},
+        "changes": [{"type": "column_removed", "column": "c"}],
+    }
+    data.update(over)
+    return data
+
+
+def notifier(destinations: dict[str, dict[str, Any]], record: Path | None = None,
+             **kwargs: Any) -> Notifier:
+    dests = {}
+    for name, spec in destinations.items():
+        spec = {"type": "scripted", **spec}
+        if record is not None:
+            spec.setdefault("record", str(record))
+        dests[name] = spec
+    config = {"version": 1, "destinations": dests,
+              "rules": [{"name": "All", "event": "schema_change", "destinations": list(dests)}]}
+    return Notifier.from_dict(config, plugins=PluginManager().load(),
+                              rng=random.Random(7), **kwargs)
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def by_dest(report: Any) -> dict[str, Any]:
+    return {d.destination: d for d in report.deliveries}
+
+
+def test_deliveries_to_different_destinations_run_concurrently() -> None:
+    n = 6
+    nt = notifier({f"d{i}": {"script": [f"barrier:{n}"], "timeout": 10} for i in range(n)})
+    report = nt.send(nt.parse_alerts(make_alert()))
+    assert [d.state for d in report.deliveries] == [State.delivered] * n
+    assert report.exit_code == EXIT_OK
+
+
+def test_many_alerts_fan_out_concurrently_through_an_io_sized_pool() -> None:
+    # 20 deliveries that each wait for all 20: a pool sized by CPU count (2 here) would deadlock.
+    nt = notifier({"d": {"script": ["barrier:20"], "timeout": 10}})
+    report = nt.send(nt.parse_alerts([make_alert(i) for i in range(20)]))
+    assert {d.state for d in report.deliveries} == {State.delivered}
+    assert len(report.deliveries) == 20
+
+
+def test_every_outcome_is_reported_and_failures_stay_with_their_destination(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    nt = notifier({
+        "ok": {"script": ["ok"]},
+        "flaky": {"script": ["retry", "ok"], "retry_backoff": 0.01},
+        "permanent": {"script": ["fail"]},
+        "buggy": {"script": ["raise"]},
+        "silly": {"script": ["nonsense"]},
+        "network": {"script": ["oserror", "ok"], "retry_backoff": 0.01},
+        "setup": {"script": ["broken-setup"]},
+    }, rec)
+    report = nt.send(nt.parse_alerts(make_alert()))
+    got = by_dest(report)
+    assert got["ok"].state is State.delivered and got["ok"].attempt_count == 1
+    assert got["flaky"].state is State.delivered and got["flaky"].attempt_count == 2
+    assert got["network"].state is State.delivered and got["network"].attempt_count == 2
+    assert got["network"].attempts[0].status == "retry"
+    assert "ConnectionRefusedError" in got["network"].attempts[0].reason
+    assert got["permanent"].state is State.failed
+    assert got["permanent"].attempt_count == 1  # permanent errors are never retried
+    assert got["permanent"].hint == "fix the token"
+    assert got["buggy"].state is State.failed
+    assert "raised ValueError: scripted plugin bug" in got["buggy"].reason
+    assert got["silly"].state is State.failed
+    assert "returned int instead of an Outcome" in got["silly"].reason
+    assert got["setup"].state is State.failed
+    assert "could not set up" in got["setup"].reason and got["setup"].attempt_count == 0
+    assert report.exit_code == EXIT_FAILED
+    assert len([r for r in records(rec) if r["destination"] == "permanent"]) == 1
+
+
+def test_a_hung_plugin_times_out_without_delaying_the_others() -> None:
+    nt = notifier({
+        "hung": {"script": ["hang"], "timeout": 0.3, "max_attempts": 1},
+        "a": {"script": ["slow:0.05"]},
+        "b": {"script": ["ok"]},
+    })
+    report = nt.send(nt.parse_alerts(make_alert()))
+    got = by_dest(report)
+    hung = got["hung"]
+    assert hung.state is State.failed
+    assert "no answer within 0.3s (timed out)" in hung.reason
+    assert hung.attempts[0].duration >= 0.3
+    deadline = hung.attempts[0].started_at + hard_timeout(0.3)
+    for name in ("a", "b"):
+        attempt = got[name].attempts[0]
+        assert got[name].state is State.delivered
+        assert attempt.started_at + attempt.duration < deadline
+
+
+def test_a_hung_attempt_is_retried_like_a_timeout(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    nt = notifier({"d": {"script": ["hang", "ok"], "timeout": 0.2, "retry_backoff": 0.01}}, rec)
+    report = nt.send(nt.parse_alerts(make_alert()))
+    d = report.deliveries[0]
+    assert d.state is State.delivered
+    assert [a.status for a in d.attempts] == ["retry", "delivered"]
+    assert [r["attempt"] for r in records(rec)] == [1, 2]
+
+
+def test_retries_stop_at_max_attempts_with_the_last_reason() -> None:
+    nt = notifier({"d": {"script": ["retry"], "max_attempts": 3, "retry_backoff": 0.01}})
+    d = nt.send(nt.parse_alerts(make_alert())).deliveries[0]
+    assert d.state is State.failed
+    assert d.attempt_count == 3
+    assert d.reason == "gave up after 3 attempts; last: 503 Service Unavailable"
+
+
+def test_retries_stop_at_the_deadline() -> None:
+    nt = notifier({"d": {"script": ["retry"], "max_attempts": 100, "retry_backoff": 0.1,
+                         "retry_deadline": 0.5}})
+    d = nt.send(nt.parse_alerts(make_alert())).deliveries[0]
+    assert d.state is State.failed
+    assert "retry deadline" in d.reason
+    assert 2 <= d.attempt_count < 10
+    assert d.attempts[-1].started_at - d.attempts[0].started_at <= 0.5
+
+
+def test_retry_after_is_honoured(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    nt = notifier({"d": {"script": ["retry-after:0.4", "ok"], "retry_backoff": 0.01}}, rec)
+    d = nt.send(nt.parse_alerts(make_alert())).deliveries[0]
+    assert d.state is State.delivered
+    assert d.attempts[1].started_at - d.attempts[0].started_at >= 0.4
+
+
+def test_retry_after_beyond_the_deadline_gives_up_at_once() -> None:
+    nt = notifier({"d": {"script": ["retry-after:30"], "retry_deadline": 5}})
+    d = nt.send(nt.parse_alerts(make_alert())).deliveries[0]
+    assert d.state is State.failed
+    assert d.attempt_count == 1
+    assert "asked to wait 30s" in d.reason
+
+
+def test_wait_returns_with_retrying_deliveries_still_queued() -> None:
+    nt = notifier({"slow": {"script": ["retry-after:5", "ok"]}, "fast": {"script": ["ok"]}})
+    report = nt.send(nt.parse_alerts(make_alert()), wait=0.3)
+    got = by_dest(report)
+    assert got["fast"].state is State.delivered
+    assert got["slow"].state is State.queued
+    assert got["slow"].next_attempt_at >= got["slow"].attempts[0].started_at + 5
+    assert report.exit_code == EXIT_QUEUED
+    assert report.as_dict()["summary"]["queued"] == 1
+
+
+def test_resolved_alerts_are_suppressed_where_send_resolved_is_off(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    nt = notifier({"on": {}, "off": {"send_resolved": False}}, rec)
+    report = nt.send(nt.parse_alerts(make_alert(status="resolved")))
+    got = by_dest(report)
+    assert got["on"].state is State.delivered
+    assert got["off"].state is State.suppressed
+    assert "send_resolved is off" in got["off"].reason
+    assert [(r["destination"], r["action"]) for r in records(rec)] == [("on", "resolve")]
+    assert report.exit_code == EXIT_OK
+
+
+def test_dry_run_sends_nothing(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    nt = notifier({"a": {}, "b": {}}, rec)
+    report = nt.send(nt.parse_alerts(make_alert()), dry_run=True)
+    assert {d.state for d in report.deliveries} == {State.skipped}
+    assert records(rec) == []
+    assert report.exit_code == EXIT_OK
+
+
+def test_trigger_acknowledge_and_resolve_share_one_dedup_key(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    nt = notifier({"d": {}}, rec)
+    for status in ("triggered", "acknowledged", "resolved"):
+        nt.send(nt.parse_alerts(make_alert(status=status)))
+    sent = records(rec)
+    assert [r["action"] for r in sent] == ["trigger", "acknowledge", "resolve"]
+    assert len({r["dedup_key"] for r in sent}) == 1
+    assert sent[0]["dedup_key"] == "anomalyarmor-all-schema_change-tbl_0"
+
+
+def test_a_rate_limit_delays_a_storm_and_drops_nothing(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    nt = notifier({"d": {"rate_limit": "2/second"}}, rec)
+    report = nt.send(nt.parse_alerts([make_alert(i) for i in range(5)]))
+    assert {d.state for d in report.deliveries} == {State.delivered}
+    times = sorted(r["time"] for r in records(rec))
+    assert len(times) == 5
+    # No window of one second ever holds more than two sends.
+    for i in range(len(times) - 2):
+        assert times[i + 2] - times[i] >= 0.99
+
+
+def test_secrets_are_masked_in_every_reason() -> None:
+    secret = "s3cr3t-token-0123456789abcdef"
+    nt = notifier({"d": {"script": ["fail"], "token": secret}})
+    report = nt.send(nt.parse_alerts(make_alert()))
+    text = json.dumps(report.as_dict())
+    assert secret not in text
+    assert "s3cr…cdef" in report.deliveries[0].reason
+
+
+def test_one_alert_object_is_accepted_directly() -> None:
+    nt = notifier({"d": {}})
+    alert = Alert.model_validate(make_alert())
+    assert nt.send(alert).deliveries[0].state is State.delivered
+
+
+# -- the retry policy itself --------------------------------------------------------------------
+
+
+def test_backoff_doubles_with_jitter_and_is_capped() -> None:
+    policy = RetryPolicy(max_attempts=10, deadline=1000, backoff=1.0)
+    rng = random.Random(1)
+    for attempts, base in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0)):
+        delays = [policy.delay(attempts, None, rng) for _ in range(200)]
+        assert all(base / 2 <= d <= base for d in delays)
+        assert max(delays) - min(delays) > base / 4  # jitter spreads retries out
+    assert all(policy.delay(20, None, rng) <= MAX_BACKOFF for _ in range(50))
+
+
+def test_retry_after_is_a_floor_on_the_delay() -> None:
+    policy = RetryPolicy(backoff=0.1)
+    assert policy.delay(1, 7.5, random.Random(0)) == 7.5
+
+
+def test_next_attempt_none_after_max_attempts_or_past_deadline() -> None:
+    policy = RetryPolicy(max_attempts=2, deadline=10, backoff=1)
+    rng = random.Random(0)
+    at, why = policy.next_attempt(1, 100.0, 100.0, None, rng)
+    assert at is not None and 100.5 <= at <= 101
+    assert why == ""
+    assert policy.next_attempt(2, 100.0, 100.0, None, rng) == (None, "gave up after 2 attempts")
+    at, why = RetryPolicy(max_attempts=9, deadline=10).next_attempt(1, 100.0, 109.9, None, rng)
+    assert at is None and "10s retry deadline" in why
+
+
+@pytest.mark.parametrize("status", ["triggered", "acknowledged", "resolved"])
+def test_notification_action_follows_the_alert_status(status: str, tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    nt = notifier({"d": {}}, rec)
+    nt.send(nt.parse_alerts(make_alert(status=status)))
+    expected = {"triggered": "trigger", "acknowledged": "acknowledge", "resolved": "resolve"}
+    assert records(rec)[0]["action"] == expected[status]

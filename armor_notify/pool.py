@@ -28,7 +28,8 @@ class IOPool:
         self._tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._workers = 0
-        self._idle = 0
+        self._idle = 0  # workers waiting for a task
+        self._pending = 0  # tasks no worker has taken yet
         self._abandoned: set[Future[Any]] = set()
         self._closed = False
 
@@ -38,10 +39,9 @@ class IOPool:
             if self._closed:
                 raise RuntimeError("the pool is closed")
             self._tasks.put((future, fn))
-            if self._idle == 0 and self._workers - len(self._abandoned) < self.max_workers:
+            self._pending += 1
+            if self._pending > self._idle and self._workers - len(self._abandoned) < self.max_workers:
                 self._start_worker()
-            else:
-                self._idle -= 1  # one idle worker will take this task
         return future
 
     def abandon(self, future: Future[Any]) -> None:
@@ -57,11 +57,15 @@ class IOPool:
 
     def _work(self) -> None:
         while True:
+            with self._lock:
+                self._idle += 1
             task = self._tasks.get()
-            if task is None:
-                with self._lock:
+            with self._lock:
+                self._idle -= 1
+                if task is None:
                     self._workers -= 1
-                return
+                    return
+                self._pending -= 1
             future, fn = task
             if future.set_running_or_notify_cancel():
                 try:
@@ -70,7 +74,6 @@ class IOPool:
                     future.set_exception(exc)
             with self._lock:
                 self._abandoned.discard(future)
-                self._idle += 1
 
     def close(self) -> None:
         """Let idle workers exit; a worker still stuck in a plugin exits when it returns."""

@@ -1,0 +1,455 @@
+"""The ``slack`` destination: a Block Kit message posted to a Slack incoming webhook.
+
+Alert text is untrusted: an asset called ``<!channel>`` must not page a whole channel. So every
+piece of it is escaped (``&``, ``<``, ``>``, the only characters Slack parses for mentions and
+links), mrkdwn text objects are ``verbatim`` (no auto-linking of ``#channel`` or URLs), and the
+payload never carries ``link_names`` or ``parse``, which would turn a bare ``@here`` into a mention.
+
+Slack answers ``200 ok`` on success and a plain-text error code otherwise (``channel_is_archived``,
+``invalid_token``…); the code is reported verbatim with a remedy hint.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from pydantic import ConfigDict, field_validator
+from requests.utils import requote_uri
+
+from armor_notify import (
+    DestinationConfig,
+    DestinationType,
+    Notification,
+    Outcome,
+    SecretUrl,
+    hookimpl,
+    is_loopback_host,
+    mask_url,
+    parse_retry_after,
+)
+
+from .message import Message, and_more, build_message
+
+__all__ = [
+    "SLACK",
+    "SlackConfig",
+    "SlackSender",
+    "build_payload",
+    "escape",
+    "register_destination_types",
+]
+
+# Block Kit limits (docs.slack.dev/reference/block-kit; slack_sdk models/blocks).
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3000
+MAX_FIELDS = 10
+MAX_FIELD_TEXT = 2000
+MAX_HEADER_TEXT = 150
+MAX_CONTEXT_ELEMENTS = 10
+# The top-level `text` is only the notification preview and fallback; Slack cuts at 40,000.
+MAX_FALLBACK_TEXT = 3000
+# Slack lists more schema changes than the shared default: a message has room, an inbox less so.
+MAX_LISTED_CHANGES = 25
+
+ELLIPSIS = "…"
+
+_STATE_EMOJI = {"resolved": ":white_check_mark:", "acknowledged": ":eyes:"}
+_SEVERITY_EMOJI = {
+    "critical": ":red_circle:",
+    "warning": ":large_orange_circle:",
+    "info": ":large_blue_circle:",
+}
+
+_REPORT_IT = (
+    "armor-notify sent a message Slack rejected: please report it, with the alert that caused it"
+)
+_REVOKED = (
+    "the webhook was revoked or removed: create a new incoming webhook and update "
+    "webhook_url (SLACK_WEBHOOK_URL)"
+)
+
+ERROR_HINTS: Mapping[str, str] = {
+    "invalid_payload": _REPORT_IT,
+    "invalid_blocks": _REPORT_IT,
+    "invalid_blocks_format": _REPORT_IT,
+    "no_text": _REPORT_IT,
+    "missing_text_or_fallback_or_attachments": _REPORT_IT,
+    "too_many_attachments": _REPORT_IT,
+    "invalid_token": _REVOKED,
+    "no_service": _REVOKED,
+    "no_service_id": _REVOKED,
+    "no_team": _REVOKED,
+    "no_active_hooks": (
+        "the Slack app's incoming webhooks are turned off: turn on Incoming Webhooks in the "
+        "app's settings, or create a new webhook and update webhook_url (SLACK_WEBHOOK_URL)"
+    ),
+    "team_disabled": "the Slack workspace was disabled: use a webhook from an active workspace",
+    "action_prohibited": (
+        "a Slack admin restriction blocks this app or channel: ask a workspace admin to allow "
+        "the app to post there, or use a webhook for another channel"
+    ),
+    "posting_to_general_channel_denied": (
+        "only admins may post in #general in this workspace: create the webhook for another "
+        "channel, or ask an admin to allow it"
+    ),
+    "channel_not_found": (
+        "the webhook's channel no longer exists: create a new webhook for an existing channel "
+        "and update webhook_url (SLACK_WEBHOOK_URL)"
+    ),
+    "channel_is_archived": (
+        "the channel was archived: unarchive it, or create a new webhook for an active channel "
+        "and update webhook_url (SLACK_WEBHOOK_URL)"
+    ),
+    "user_not_found": (
+        "the webhook posts to a user who no longer exists: create a new webhook for a channel "
+        "and update webhook_url (SLACK_WEBHOOK_URL)"
+    ),
+    "rollup_error": "Slack had an internal error; the message will be sent again",
+}
+
+_RATE_LIMIT_HINT = (
+    "Slack accepts about one message per second per webhook; armor-notify waits as Slack asks"
+)
+_UNEXPECTED_HINT = (
+    "that is not Slack's answer to an incoming webhook: check that webhook_url is the URL Slack "
+    "gave you (https://hooks.slack.com/services/…) and that no proxy is in between"
+)
+_TLS_HINT = (
+    "the server's certificate did not verify: if a proxy inspects TLS, point REQUESTS_CA_BUNDLE "
+    "at its CA bundle; otherwise something is intercepting the connection"
+)
+# An upstream body may be a proxy's HTML page: show enough to recognise it, not the whole page.
+_MAX_REASON = 300
+
+
+def escape(text: str) -> str:
+    """Slack's escaping: ``&`` → ``&amp;`` (first), ``<`` → ``&lt;``, ``>`` → ``&gt;``; no more."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _fit(text: str, limit: int) -> str:
+    """``text`` escaped and cut to ``limit`` characters with an ellipsis, never inside an entity."""
+    escaped = escape(text)
+    if len(escaped) <= limit:
+        return escaped
+    cut = escaped[: max(0, limit - len(ELLIPSIS))]
+    # After escaping, every '&' starts an entity; one without its ';' was cut in half.
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut.rstrip() + ELLIPSIS
+
+
+def _code(text: str, limit: int) -> str:
+    """``text`` as an inline code span (no mrkdwn styling inside), escaped and within ``limit``."""
+    if "`" in text:  # a backtick would end the span early: show it as ordinary text instead
+        return _fit(text, limit)
+    return f"`{_fit(text, limit - 2)}`"
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    # verbatim: Slack does not auto-link bare URLs and #channel names in it.
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": _mrkdwn(text)}
+
+
+def _link_url(link: str) -> str:
+    # Percent-encode what would end or split a <url|label> link ('>', '|', spaces, '<').
+    quoted = requote_uri(link)
+    return quoted.replace("|", "%7C")
+
+
+def _lines_within(head: str, lines: list[str], more: int, limit: int) -> str:
+    """``head`` and as many ``lines`` as fit in ``limit``; the rest join ``and N more``."""
+    kept = list(lines)
+    while True:
+        tail = [and_more(more)] if more else []
+        text = "\n".join([head, *kept, *tail])
+        if len(text) <= limit or not kept:
+            return text if len(text) <= limit else text[:limit]
+        kept.pop()
+        more += 1
+
+
+def _change_line(message: Message, index: int) -> str:
+    change = message.changes[index]
+    line = f"• {escape(change.kind)}"
+    if change.column:
+        line += f": {_code(change.column, 500)}"
+    if change.detail:
+        line += f" ({_fit(change.detail, 500)})"
+    if change.breaking:
+        line += " — *breaking*"
+    return line
+
+
+def build_payload(notification: Notification) -> dict[str, Any]:
+    """The JSON body for Slack: a Block Kit message within Slack's limits, plus a ``text`` fallback.
+
+    Every alert-derived string is escaped; the payload never includes ``link_names`` or ``parse``.
+    """
+    message = build_message(notification, max_changes=MAX_LISTED_CHANGES)
+    emoji = _STATE_EMOJI.get(message.state) or _SEVERITY_EMOJI.get(message.severity, ":bell:")
+
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {
+                "type": "plain_text",
+                "text": _fit(f"{emoji} {message.headline}", MAX_HEADER_TEXT),
+                "emoji": True,
+            },
+        }
+    ]
+    if message.test_notice:
+        blocks.append(_section(":test_tube: " + _fit(message.test_notice, MAX_SECTION_TEXT - 20)))
+
+    title = f"*{_fit(message.title, MAX_SECTION_TEXT - 40)}*"
+    if message.state == "resolved":
+        title = f"Resolved: {title}"
+    elif message.state == "acknowledged":
+        title = f"Acknowledged: {title}"
+    blocks.append(_section(title))
+
+    fields = []
+    for field in message.fields[:MAX_FIELDS]:
+        if not field.value:
+            continue
+        label = f"*{escape(field.label)}*\n"
+        room = MAX_FIELD_TEXT - len(label)
+        value = _code(field.value, room) if field.label == "Asset" else _fit(field.value, room)
+        fields.append(_mrkdwn(label + value))
+    if fields:
+        blocks.append({"type": "section", "fields": fields})
+
+    # The resolved and acknowledged forms are short: the details were in the triggered message.
+    if message.state == "triggered":
+        if message.description:
+            blocks.append(_section(_fit(message.description, MAX_SECTION_TEXT)))
+        if message.changes or message.more_changes:
+            head = "*Changes*"
+            if message.changes_summary:
+                head += f" · {escape(message.changes_summary)}"
+            lines = [_change_line(message, i) for i in range(len(message.changes))]
+            blocks.append(
+                _section(_lines_within(head, lines, message.more_changes, MAX_SECTION_TEXT))
+            )
+        if message.freshness:
+            blocks.append(_section(":hourglass: " + _fit(message.freshness, MAX_SECTION_TEXT - 20)))
+
+    if message.link:
+        url = _link_url(message.link)
+        label = _fit(message.link_text or "View alert", 200)
+        # A plain link, not a button: link buttons need an interactivity endpoint, or Slack
+        # shows a warning after every click.
+        link = f":link: <{escape(url)}|{label}>"
+        if len(link) <= MAX_SECTION_TEXT:
+            blocks.append(_section(link))
+
+    context = f"{escape(message.time_text)} · alert {_code(message.alert_id, 600)}"
+    context += f" · from {_fit(notification.source, 100)} via armor-notify"
+    blocks.append({"type": "context", "elements": [_mrkdwn(context)]})
+
+    fallback = f"{emoji} {message.summary}"
+    if message.state == "triggered":
+        fallback += f" ({notification.alert.asset.name})"
+    return {
+        "text": _fit(fallback, MAX_FALLBACK_TEXT),
+        "blocks": blocks[:MAX_BLOCKS],
+        "unfurl_links": False,
+        "unfurl_media": False,
+    }
+
+
+def _check_webhook_url(value: SecretUrl) -> SecretUrl:
+    parts = urlsplit(value.get_secret_value())
+    if parts.scheme == "https" and parts.hostname:
+        return value
+    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+        return value
+    # Never quote the URL: its path is the secret.
+    raise ValueError(
+        "must be an https:// URL such as https://hooks.slack.com/services/T…/B…/… "
+        "(plain http:// is allowed only for loopback hosts: localhost, 127.0.0.0/8, ::1)"
+    )
+
+
+class SlackConfig(DestinationConfig):
+    """``type: slack``: a Slack incoming webhook."""
+
+    # The webhook URL is the credential: keep it out of pydantic's error messages too.
+    # (pydantic merges this with the base class's settings.)
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    webhook_url: SecretUrl
+    """``https://hooks.slack.com/services/T…/B…/…`` (keep it in ``${SLACK_WEBHOOK_URL}``)."""
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _https_webhook(cls, value: SecretUrl) -> SecretUrl:
+        return _check_webhook_url(value)
+
+    def describe(self) -> str:
+        return f"Slack webhook {mask_url(self.webhook_url.get_secret_value())}"
+
+    def rate_limit_key(self) -> str | None:
+        return self.webhook_url.get_secret_value()
+
+
+class SlackSender:
+    """Posts one message per attempt to the configured webhook and classifies Slack's answer."""
+
+    def __init__(self, config: SlackConfig) -> None:
+        self._config = config
+        self._url = config.webhook_url.get_secret_value()
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+
+    def _session(self) -> requests.Session:
+        # requests.Session is not thread-safe: one per worker thread, each reusing its connection.
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
+    def close(self) -> None:
+        """Close every thread's connections (a later ``send`` opens new ones)."""
+        with self._sessions_lock:
+            for session in self._sessions:
+                session.close()
+
+    def send(self, notification: Notification) -> Outcome:
+        payload = build_payload(notification)
+        where = mask_url(self._url)
+        try:
+            response = self._session().post(
+                self._url,
+                json=payload,
+                timeout=notification.timeout,
+                allow_redirects=False,
+            )
+        except requests.Timeout:
+            return Outcome.retry(
+                f"no answer from {where} within {notification.timeout:g} s (timeout)"
+            )
+        except requests.exceptions.SSLError as exc:
+            cause = self._scrub(_root_cause(exc))
+            if "CERTIFICATE_VERIFY_FAILED" in cause:
+                # Waiting will not make an untrusted certificate trusted.
+                return Outcome.failed(
+                    f"TLS certificate of {where} not trusted: {cause}",
+                    hint=_TLS_HINT,
+                )
+            return Outcome.retry(f"TLS error with {where}: {cause}")
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            return Outcome.retry(f"could not connect to {where}: {self._scrub(_root_cause(exc))}")
+        except requests.RequestException as exc:
+            return Outcome.failed(
+                f"could not send to {where}: {self._scrub(_root_cause(exc))}",
+                hint="check webhook_url",
+            )
+        with response:
+            return self._classify(response)
+
+    def _classify(self, response: requests.Response) -> Outcome:
+        status = response.status_code
+        body = self._scrub(response.text.strip())
+        if 200 <= status < 300 and body == "ok":
+            return Outcome.delivered(status=status)
+        code = body[:_MAX_REASON] if body else f"HTTP {status} {response.reason or ''}".strip()
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if status == 429:
+            return Outcome.retry(
+                code, retry_after=retry_after, hint=_RATE_LIMIT_HINT, status=status
+            )
+        if status >= 500:
+            return Outcome.retry(
+                code, retry_after=retry_after, hint=ERROR_HINTS.get(body), status=status
+            )
+        if 300 <= status < 400:
+            return Outcome.failed(
+                f"HTTP {status} redirect", hint=_UNEXPECTED_HINT, status=status
+            )
+        # 4xx, and a 2xx whose body is not "ok" (the message may have been posted, so a retry
+        # could duplicate it): permanent either way.
+        return Outcome.failed(code, hint=ERROR_HINTS.get(body, _UNEXPECTED_HINT), status=status)
+
+    def _scrub(self, text: str) -> str:
+        """Mask the webhook URL, and its path on its own, wherever upstream text quotes them."""
+        if self._url in text:
+            text = text.replace(self._url, mask_url(self._url))
+        path = urlsplit(self._url).path
+        if len(path) > 1 and path in text:
+            text = text.replace(path, "/" + ELLIPSIS)
+        return text
+
+
+_CONNECTION_PREFIX = re.compile(r"^(?:<[^<>]*>|HTTPS?Connection\([^()]*\)): ")
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost cause's words (``[Errno 111] Connection refused``), without object reprs."""
+    seen: set[int] = set()
+    cause: BaseException = exc
+    while id(cause) not in seen:
+        seen.add(id(cause))
+        inner = getattr(cause, "reason", None)
+        if not isinstance(inner, BaseException) and cause.args and isinstance(
+            cause.args[0], BaseException
+        ):
+            inner = cause.args[0]
+        if not isinstance(inner, BaseException):
+            break
+        cause = inner
+    # urllib3 prefixes the connection: "HTTPConnection(host=…, port=…): Failed…" (or its repr).
+    text = _CONNECTION_PREFIX.sub("", str(cause))
+    return text or type(cause).__name__
+
+
+def _from_apprise_url(url: str) -> dict[str, Any]:
+    """``slack://TokenA/TokenB/TokenC`` (Apprise's webhook form) → the native config."""
+    parts = urlsplit(url)
+    tokens = [part for part in [parts.hostname or "", *parts.path.split("/")] if part]
+    if parts.username or parts.query or parts.fragment or len(tokens) != 3:
+        if tokens and tokens[0].lower().startswith("xox"):
+            raise ValueError(
+                "Slack bot tokens are not supported: use an incoming webhook "
+                "(type: slack, webhook_url: ${SLACK_WEBHOOK_URL})"
+            )
+        raise ValueError(
+            "only Apprise's incoming-webhook form slack://TokenA/TokenB/TokenC is supported "
+            "(a webhook always posts to the channel it was created for, under the app's name)"
+        )
+    token_a, token_b, token_c = tokens
+    return {"webhook_url": f"https://hooks.slack.com/services/{token_a.upper()}/{token_b.upper()}/{token_c}"}
+
+
+SLACK = DestinationType(
+    name="slack",
+    config_model=SlackConfig,
+    sender=SlackSender,
+    display_name="Slack",
+    send_resolved_default=True,
+    default_rate_limit="1/second",
+    url_schemes=("slack",),
+    from_url=_from_apprise_url,
+    test_reminder="",
+)
+
+
+@hookimpl
+def register_destination_types(register: Callable[[DestinationType], None]) -> None:
+    """Register the ``slack`` destination type."""
+    register(SLACK)

@@ -86,6 +86,16 @@ class Notifier:
         pm = plugins or load_plugins()
         return cls(config_from_dict(data, pm.registry), pm, **kwargs)
 
+    def close(self) -> None:
+        """Release senders' connections; the notifier builds new ones if used again."""
+        self.dispatcher.close()
+
+    def __enter__(self) -> Notifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- alerts -----------------------------------------------------------------------------------
     def parse_alerts(self, data: Any, *, source: str = "<input>") -> list[Alert]:
         """Validate alert data (an object or a list); raises ``AlertError`` listing every problem."""

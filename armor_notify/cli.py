@@ -93,7 +93,8 @@ def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_
     _json_flag(ctx, as_json)
     notifier = _notifier(config)
     alerts = notifier.read_alerts(event)
-    report = notifier.send(alerts, dry_run=dry_run)
+    with notifier:
+        report = notifier.send(alerts, dry_run=dry_run)
     if as_json:
         _emit(report.as_dict())
     else:
@@ -204,7 +205,8 @@ def test_command(ctx: click.Context, destination: str, config: str | None, resol
     """Send a test event to DESTINATION, as the product's Test button does."""
     _json_flag(ctx, as_json)
     notifier = _notifier(config)
-    results = notifier.test(destination, resolve=resolve)
+    with notifier:
+        results = notifier.test(destination, resolve=resolve)
     dest = notifier.config.destinations[destination]
     trigger = results[0]
     ok = all(d.state is State.delivered for d in results) and (not resolve or len(results) == 2)

@@ -6,6 +6,7 @@ All record changes happen on the calling thread; worker threads only run ``sende
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import random
 import time
@@ -185,6 +186,16 @@ class Dispatcher:
             except Exception as exc:
                 self._senders[dest.name] = exc
         return self._senders[dest.name]
+
+    def close(self) -> None:
+        """Close every sender that has a ``close()`` (kept-alive connections, sessions)."""
+        for sender in self._senders.values():
+            close = getattr(sender, "close", None)
+            if callable(close):
+                # Closing is best effort: the deliveries are already final.
+                with contextlib.suppress(Exception):
+                    close()
+        self._senders.clear()
 
     def _start(self, delivery: Delivery, pool: IOPool,
                now: float) -> tuple[Future[Outcome], _Running] | None:

@@ -47,7 +47,8 @@ def notifier(destinations: dict[str, dict[str, Any]], record: Path | None = None
 def records(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return [r for r in lines if "closed" not in r]
 
 
 def by_dest(report: Any) -> dict[str, Any]:
@@ -270,3 +271,12 @@ def test_notification_action_follows_the_alert_status(status: str, tmp_path: Pat
     nt.send(nt.parse_alerts(make_alert(status=status)))
     expected = {"triggered": "trigger", "acknowledged": "acknowledge", "resolved": "resolve"}
     assert records(rec)[0]["action"] == expected[status]
+
+
+def test_closing_the_notifier_closes_each_sender_once(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    with notifier({"a": {}, "b": {}}, rec) as nt:
+        nt.send(nt.parse_alerts(make_alert()))
+    lines = [json.loads(line) for line in rec.read_text().splitlines()]
+    assert len(records(rec)) == 2
+    assert sum(1 for r in lines if r.get("closed")) == 2

@@ -43,6 +43,11 @@ class ScriptedSender:
         self.lock = threading.Lock()
         self.calls = 0
 
+    def close(self) -> None:
+        if self.config.record:
+            with open(self.config.record, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"closed": True}) + "\n")
+
     def send(self, notification: Notification) -> Any:
         with self.lock:
             step = self.config.script[min(self.calls, len(self.config.script) - 1)]

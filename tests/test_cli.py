@@ -255,6 +255,7 @@ def test_test_command_success_and_resolve(tmp_path: Path) -> None:
     assert res.returncode == 0
     assert "Resolved the test event in Scripted." in res.stdout
     sent = [json.loads(line) for line in record.read_text().splitlines()]
+    sent = [s for s in sent if "closed" not in s]
     assert [s["action"] for s in sent] == ["trigger", "trigger", "resolve"]
     assert sent[1]["dedup_key"] == sent[2]["dedup_key"]
     assert all(s["test"] for s in sent)

@@ -47,7 +47,8 @@ _SEVERITY_RANK = {Severity.info: 0, Severity.warning: 1, Severity.critical: 2}
 Status = Literal["triggered", "acknowledged", "resolved"]
 
 # `scheme://user:password@host`: a connection string with credentials in it.
-_CREDENTIAL_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s/@:]*:[^\s/@]*@")
+# The lookbehind keeps a match from starting inside a scheme, so long runs of letters stay linear.
+_CREDENTIAL_URL = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://[^\s/@:]*:[^\s/@]*@")
 # Every character str.splitlines() breaks on, so no header or Slack line can be smuggled in.
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]+")
 

@@ -228,7 +228,10 @@ def test_command(ctx: click.Context, destination: str, config: str | None, resol
         ctx.exit(EXIT_OK)
     resolved = results[1] if len(results) > 1 else None
     if resolved is not None and resolved.state is State.delivered:
-        click.echo(f"Resolved the test event in {name}.")
+        if resolved.details.get("skipped"):
+            click.echo(f"Nothing to resolve: {resolved.reason}")
+        else:
+            click.echo(f"Resolved the test event in {name}.")
         ctx.exit(EXIT_OK)
     reason = resolved.reason if resolved else "not attempted"
     click.echo(f"Could not resolve the test event: {reason}", err=True)

@@ -6,7 +6,9 @@ exactly as a third-party plugin is.
 
 ``script`` lists what successive attempts do; the last entry repeats:
 ``ok`` | ``retry`` | ``retry-after:SECONDS`` | ``fail`` | ``hang`` | ``slow:SECONDS`` |
-``raise`` | ``oserror`` | ``nonsense`` | ``barrier:N`` | ``broken-setup``. Every attempt is appended to ``record`` (JSON lines).
+``raise`` |
+``oserror`` | ``nonsense`` | ``barrier:N`` | ``broken-setup``.
+Every attempt is appended to ``record`` (JSON lines).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ _BARRIER_LOCK = threading.Lock()
 
 
 class ScriptedConfig(DestinationConfig):
-    script: list[str] = ["ok"]
+    script: tuple[str, ...] = ("ok",)
     record: str | None = None
     token: Secret | None = None
 

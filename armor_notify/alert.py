@@ -140,16 +140,17 @@ class Change(_Strict):
         return data
 
 
+def _utc(value: datetime) -> datetime:
+    """A time without a zone is UTC."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
 class Freshness(_Strict):
     """How late the data is."""
 
     delay_hours: Annotated[float, Field(ge=0)]
     threshold_hours: Annotated[float | None, Field(ge=0)] = None
-    last_updated_at: datetime | None = None
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+    last_updated_at: Annotated[datetime, AfterValidator(_utc)] | None = None
 
 
 class Alert(_Strict):

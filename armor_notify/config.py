@@ -16,11 +16,13 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .dedup import rule_slug
 from .destinations import DestinationConfig, DestinationType, RateLimit
 from .errors import ConfigError, Problem
 from .matching import Router, Rule
 from .plugins import Registry
 from .rules import RuleModel
+from .secrets import redact
 
 CONFIG_ENV = "ARMOR_NOTIFY_CONFIG"
 DEFAULT_CONFIG = "armor-notify.yaml"
@@ -51,7 +53,7 @@ class ConfigFile(BaseModel):
 
     version: Literal[1]
     defaults: Defaults = Defaults()
-    destinations: dict[str, Any]
+    destinations: dict[Any, Any]  # names are checked one by one, with their own messages
     rules: list[RuleModel] = []
 
 
@@ -128,45 +130,69 @@ def parse_config(
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([Problem(source, "", f"not valid YAML: {problem}", line)]) from None
-    return _Validator(source, _line_index(node), registry,
-                      os.environ if environ is None else environ).validate(data)
+    layout = _layout(node)
+    validator = _Validator(source, layout, registry, os.environ if environ is None else environ)
+    for loc, line, first in layout.duplicates:
+        validator.problem(loc, f"'{loc[-1]}' is defined twice (first on line {first}); "
+                               "YAML would silently keep only the last one", line=line)
+    return validator.validate(data)
 
 
 def config_from_dict(data: Mapping[str, Any], registry: Registry, *,
                      source: str = "<dict>") -> Config:
     """Validate an already-parsed config mapping (for embedding and tests)."""
-    return _Validator(source, {}, registry, os.environ).validate(dict(data))
+    return _Validator(source, _Layout({}, [], {}), registry, os.environ).validate(dict(data))
 
 
 def format_loc(loc: Loc) -> str:
     """``("rules", 0, "destinations", 1)`` → ``rules[0].destinations[1]``."""
     out = ""
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
         else:
             out += f".{part}" if out else str(part)
     return out
 
 
-def _line_index(node: yaml.Node | None) -> dict[Loc, int]:
-    lines: dict[Loc, int] = {}
+@dataclass
+class _Layout:
+    """Where things are in the YAML text: lines by path, duplicate keys, original key text."""
+
+    lines: dict[Loc, int]
+    duplicates: list[tuple[Loc, int, int]]
+    """(path, line of the repeat, line of the first definition)."""
+    key_text: dict[tuple[Any, ...], str]
+    """For keys YAML reads as non-strings (``off:``, ``null:``): path with the value → the text."""
+
+
+def _layout(node: yaml.Node | None) -> _Layout:
+    layout = _Layout({}, [], {})
 
     def walk(n: yaml.Node, loc: Loc) -> None:
-        lines[loc] = n.start_mark.line + 1
+        layout.lines.setdefault(loc, n.start_mark.line + 1)
         if isinstance(n, yaml.MappingNode):
+            first: dict[str, int] = {}
             for key, value in n.value:
-                k = key.value if isinstance(key, yaml.ScalarNode) else str(key)
-                lines[(*loc, k)] = key.start_mark.line + 1
-                walk(value, (*loc, k))
-                lines[(*loc, k)] = key.start_mark.line + 1
+                text = key.value if isinstance(key, yaml.ScalarNode) else str(key)
+                line = key.start_mark.line + 1
+                if text in first:
+                    layout.duplicates.append(((*loc, text), line, first[text]))
+                    continue
+                first[text] = line
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:str":
+                    value_key = yaml.safe_load(text) if text else None
+                    layout.key_text[(*loc, value_key)] = text
+                layout.lines[(*loc, text)] = line
+                walk(value, (*loc, text))
+                layout.lines[(*loc, text)] = line
         elif isinstance(n, yaml.SequenceNode):
             for i, item in enumerate(n.value):
                 walk(item, (*loc, i))
 
     if node is not None:
         walk(node, ())
-    return lines
+    return layout
 
 
 def suggest(word: str, choices: typing.Iterable[str]) -> str:
@@ -212,20 +238,24 @@ def _field_names(model: type[BaseModel]) -> list[str]:
 
 
 class _Validator:
-    def __init__(self, source: str, lines: dict[Loc, int], registry: Registry,
+    def __init__(self, source: str, layout: _Layout, registry: Registry,
                  environ: Mapping[str, str]) -> None:
         self.source = source
-        self.lines = lines
+        self.lines = layout.lines
+        self.key_text = layout.key_text
+        self.interpolated: set[str] = set()
         self.registry = registry
         self.environ = environ
         self.problems: list[Problem] = []
 
-    def problem(self, loc: Loc, message: str) -> None:
-        line = None
-        for cut in range(len(loc), -1, -1):
-            if loc[:cut] in self.lines:
-                line = self.lines[loc[:cut]]
-                break
+    def problem(self, loc: Loc, message: str, *, line: int | None = None) -> None:
+        if line is None:
+            for cut in range(len(loc), -1, -1):
+                if loc[:cut] in self.lines:
+                    line = self.lines[loc[:cut]]
+                    break
+        # Values that came from the environment may be secrets: never echo them.
+        message = redact(message, sorted(self.interpolated))
         self.problems.append(Problem(self.source, format_loc(loc), message, line))
 
     def pydantic_problems(self, exc: ValidationError, model: Any, prefix: Loc = ()) -> None:
@@ -268,6 +298,8 @@ class _Validator:
                 return ""
             if self.environ[var] == "":
                 self.problem(loc, f"environment variable {var} is set but empty")
+            elif len(self.environ[var]) >= 4:
+                self.interpolated.add(self.environ[var])
             return self.environ[var]
 
         return _VAR.sub(replace, value)
@@ -298,12 +330,12 @@ class _Validator:
     def destinations(self, raw: dict[str, Any]) -> dict[str, Destination]:
         out: dict[str, Destination] = {}
         for name, spec in raw.items():
-            loc: Loc = ("destinations", str(name))
-            if isinstance(name, bool) or name is None:
+            loc: Loc = ("destinations", self.key_text.get(("destinations", name), str(name)))
+            if not isinstance(name, str):
                 self.problem(loc, "put this destination's name in quotes: YAML reads "
-                                  "on/off/yes/no/true/false/null as values, not names")
+                                  "on/off/yes/no/true/false/null and numbers as values, not names")
                 continue
-            if not isinstance(name, str) or not _DEST_NAME.match(name):
+            if not _DEST_NAME.match(name):
                 self.problem(loc, "destination names use letters, digits, '-', '_' and '.' only")
                 continue
             built = self.destination(name, spec, loc)
@@ -372,12 +404,16 @@ class _Validator:
                 continue
             loc: Loc = ("rules", i)
             name = raw.get("name")
-            if isinstance(name, str):
-                if name in seen:
-                    self.problem((*loc, "name"), f"rule name '{name}' is already used by "
-                                                 f"rules[{seen[name]}]; rule names must be unique "
-                                                 "(they are part of the dedup key)")
-                seen.setdefault(name, i)
+            if isinstance(name, str) and name:
+                slug = rule_slug(name)
+                if slug in seen:
+                    other = raw_rules[seen[slug]].get("name")
+                    same = "is already used by" if other == name else (
+                        f"gives the same dedup key as '{other}' in")
+                    self.problem((*loc, "name"), f"rule name '{name}' {same} rules[{seen[slug]}]; "
+                                                 "rule names must be unique (they are part of "
+                                                 "the dedup key)")
+                seen.setdefault(slug, i)
             rule_events = _strings(raw.get("event"))
             for j, event in enumerate(rule_events):
                 if event not in events:

@@ -10,8 +10,17 @@ MAX_LENGTH = 255  # PagerDuty's limit
 _HASH_LENGTH = 16
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "rule"
+def rule_slug(name: str) -> str:
+    """The rule's part of a dedup key: lower-case letters, digits and dashes.
+
+    A name with characters outside ASCII keeps what it can and gains a short hash of the exact
+    name, so rules named in other scripts (``本番の破壊的変更``, ``テスト環境``) stay distinct.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    if name.isascii() and slug:
+        return slug
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{slug}-{digest}" if slug else f"rule-{digest}"
 
 
 def dedup_key(rule: str, event_type: str, asset_id: str, override: str | None = None) -> str:
@@ -20,7 +29,7 @@ def dedup_key(rule: str, event_type: str, asset_id: str, override: str | None = 
     The asset id is kept verbatim (PagerDuty keys are case-sensitive). A key longer than 255
     characters keeps its readable head and ends with a hash of the whole key, so it stays unique.
     """
-    key = override or f"{PREFIX}{_slug(rule)}-{event_type}-{asset_id}"
+    key = override or f"{PREFIX}{rule_slug(rule)}-{event_type}-{asset_id}"
     if len(key) <= MAX_LENGTH:
         return key
     digest = hashlib.sha256(key.encode()).hexdigest()[:_HASH_LENGTH]

@@ -71,8 +71,8 @@ class RateLimit:
         match = _RATE.match(text.lower())
         if not match or int(match.group(1)) < 1:
             raise ValueError(
-                f"'{text}' is not a rate limit: write COUNT/second, COUNT/minute or "
-                "COUNT/hour (e.g. 120/minute), or none"
+                "not a rate limit: write COUNT/second, COUNT/minute or COUNT/hour "
+                "(e.g. 120/minute), or none"
             )
         return cls(int(match.group(1)), _PERIODS[match.group(2)])
 

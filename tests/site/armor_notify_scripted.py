@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Any
 
+from pydantic import Field
+
 from armor_notify import DestinationConfig, DestinationType, Notification, Outcome, Secret, hookimpl
 
 __version__ = "1.0"
@@ -29,7 +31,7 @@ _BARRIER_LOCK = threading.Lock()
 
 
 class ScriptedConfig(DestinationConfig):
-    script: tuple[str, ...] = ("ok",)
+    script: list[str] = Field(default_factory=lambda: ["ok"])
     record: str | None = None
     token: Secret | None = None
 

@@ -1,0 +1,618 @@
+"""PagerDuty destination: Events API v2 alerts (trigger, acknowledge, resolve) and change events.
+
+Wire facts (endpoints, limits, answers) follow PagerDuty's Events API v2 documentation and its
+OpenAPI description; see ``docs/readme-sections/pagerduty.md`` for the user-facing behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from armor_notify import (
+    DestinationConfig,
+    DestinationType,
+    HttpsUrl,
+    Notification,
+    Outcome,
+    Secret,
+    __version__,
+    hookimpl,
+    mask_secret,
+    mask_url,
+    parse_retry_after,
+)
+from armor_notify.secrets import redact
+
+REGION_BASES: Mapping[str, str] = {
+    "us": "https://events.pagerduty.com",
+    "eu": "https://events.eu.pagerduty.com",
+}
+ALERT_PATH = "/v2/enqueue"
+CHANGE_PATH = "/v2/change/enqueue"
+
+INTEGRATION_KEY_LENGTH = 32
+REST_API_KEY_LENGTH = 20
+MAX_SUMMARY_CHARS = 1024
+# PagerDuty documents "512 KB" without saying whether K is 1000 or 1024: stay under the smaller.
+MAX_EVENT_BYTES = 512_000
+# Optional payload strings have no documented limit; these caps keep one runaway value
+# (a data source name, a rule name) from crowding out everything else.
+MAX_FIELD_CHARS = 1024
+# Keep at least this much of the title when the context (event type, asset) is appended.
+MIN_TITLE_CHARS = 256
+TEST_PREFIX = "Test event from armor-notify: "
+ELLIPSIS = "…"
+USER_AGENT = f"armor-notify/{__version__} (+pagerduty)"
+
+Severity = Literal["critical", "error", "warning", "info"]
+
+ROUTING_KEY_HINT = (
+    "Check that the Events API v2 integration still exists on the PagerDuty service "
+    "(Services → your service → Integrations), copy a fresh Integration Key, and update "
+    "integration_key of destination '{destination}'. Events API v1 integrations are not supported."
+)
+RULESET_CHANGE_HINT = (
+    " Keys of global rulesets (they start with R) cannot receive change events: use the key of "
+    "an Events API v2 integration on a service."
+)
+RATE_LIMIT_HINT = (
+    "PagerDuty accepts about 120 events a minute per integration key. Review your rules' "
+    "thresholds, route lower-priority alerts to Slack or email, or lower this destination's "
+    "rate_limit."
+)
+REJECTED_CONTENT_HINT = (
+    "PagerDuty refused the event's content. armor-notify validates events against PagerDuty's "
+    "schema, so a proxy may have changed the request, or this is a bug in armor-notify: please "
+    "report it with the errors above."
+)
+
+
+class PagerDutyConfig(DestinationConfig):
+    """A PagerDuty service reached through one Events API v2 integration."""
+
+    # The key must never reach an error message, even as pydantic's echoed input.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    integration_key: Secret
+    """The 32-character Integration Key (routing key) of an Events API v2 integration."""
+    region: Literal["us", "eu"] | None = None
+    """PagerDuty's own endpoint for US (the default) or EU accounts; exclusive with ``url``."""
+    url: HttpsUrl | None = None
+    """The Events API base (``https://events.pagerduty.com``) or its ``…/v2/enqueue`` endpoint."""
+    source: Annotated[str, Field(min_length=1)] | None = None
+    """``payload.source``; ``defaults.source`` when absent."""
+    severity: Severity = "critical"
+    """``payload.severity`` of every trigger: PagerDuty is for pages."""
+    event_kind: Literal["alert", "change"] = "alert"
+    """``alert`` events open and close incidents; ``change`` events only annotate the service."""
+
+    @field_validator("integration_key", mode="before")
+    @classmethod
+    def _strip_pasted_whitespace(cls, value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("integration_key")
+    @classmethod
+    def _looks_like_integration_key(cls, value: Secret) -> Secret:
+        length = len(value.get_secret_value())
+        where = (
+            "In PagerDuty open the service, go to Integrations, add (or open) the Events API v2 "
+            "integration and copy its Integration Key."
+        )
+        if length == REST_API_KEY_LENGTH:
+            raise ValueError(
+                "is 20 characters long, which looks like a PagerDuty REST API key, not an Events "
+                "API v2 Integration Key (REST API keys cannot send events). " + where
+            )
+        if length != INTEGRATION_KEY_LENGTH:
+            found = "is empty" if length == 0 else f"is {length} characters long"
+            raise ValueError(
+                f"{found}, but an Events API v2 Integration Key has exactly 32 characters. "
+                + where
+                + " Events API v1 integrations are not supported."
+            )
+        if not value.get_secret_value().isalnum() or not value.get_secret_value().isascii():
+            raise ValueError(
+                "contains characters other than letters and digits; an Events API v2 Integration "
+                "Key has only letters and digits (check for quotes or spaces copied with it)"
+            )
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _change_events_have_no_lifecycle(cls, data: Any) -> Any:
+        # Change events cannot be acknowledged or resolved, so by default the core suppresses
+        # those notifications instead of sending something PagerDuty cannot apply.
+        if (
+            isinstance(data, dict)
+            and data.get("event_kind") == "change"
+            and data.get("send_resolved") is None
+        ):
+            data = {**data, "send_resolved": False}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PagerDutyConfig:
+        if self.region is not None and self.url is not None:
+            raise ValueError(
+                "set either region (PagerDuty's own us or eu endpoint) or url (a proxy or a "
+                "local receiver), not both"
+            )
+        if self.event_kind == "change" and self.send_resolved:
+            raise ValueError(
+                "send_resolved cannot be true with event_kind: change, because change events "
+                "cannot be acknowledged or resolved; remove send_resolved"
+            )
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return self.url if self.url is not None else REGION_BASES[self.region or "us"]
+
+    @property
+    def alert_endpoint(self) -> str:
+        return _endpoints(self.base_url)[0]
+
+    @property
+    def change_endpoint(self) -> str:
+        return _endpoints(self.base_url)[1]
+
+    @property
+    def endpoint(self) -> str:
+        """Where this destination's events go, for its ``event_kind``."""
+        return self.change_endpoint if self.event_kind == "change" else self.alert_endpoint
+
+    def describe(self) -> str:
+        where = mask_url(self.url) if self.url is not None else (self.region or "us")
+        kind = " change events" if self.event_kind == "change" else ""
+        key = mask_secret(self.integration_key.get_secret_value())
+        return f"PagerDuty {where}{kind}, key {key}"
+
+    def rate_limit_key(self) -> str | None:
+        # PagerDuty counts its limit per integration key, whichever destination uses it.
+        return self.integration_key.get_secret_value()
+
+
+def _endpoints(base: str) -> tuple[str, str]:
+    """The alert and change endpoints for an Events API base or an endpoint URL."""
+    parts = urlsplit(base)
+    path = parts.path.rstrip("/")
+    for known_tail in (CHANGE_PATH, ALERT_PATH, "/v2"):
+        if path.endswith(known_tail):
+            path = path[: -len(known_tail)]
+            break
+    return (
+        urlunsplit(parts._replace(path=path + ALERT_PATH)),
+        urlunsplit(parts._replace(path=path + CHANGE_PATH)),
+    )
+
+
+# -- building events ---------------------------------------------------------------------------
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, at a word boundary when one is near."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space >= (limit - 1) * 4 // 5:
+        cut = cut[:space]
+    return cut.rstrip() + ELLIPSIS
+
+
+def event_summary(notification: Notification) -> str:
+    """The alert title with its context: ``<title> — <event type> on <asset>``, ≤ 1024 chars."""
+    alert = notification.alert
+    title = alert.title
+    if notification.test and not title.lower().startswith("test"):
+        title = TEST_PREFIX + title
+    event = alert.event_type.replace("_", " ")
+    context = f" — {event}" if alert.asset.name in title else f" — {event} on {alert.asset.name}"
+    if len(title) + len(context) <= MAX_SUMMARY_CHARS:
+        return title + context
+    if len(context) <= MAX_SUMMARY_CHARS - MIN_TITLE_CHARS:
+        return shorten(title, MAX_SUMMARY_CHARS - len(context)) + context
+    return shorten(title + context, MAX_SUMMARY_CHARS)
+
+
+@dataclass(frozen=True)
+class _Trim:
+    """How much of the optional detail fits: ``None`` keeps everything."""
+
+    changes: int | None = None
+    description: int | None = None
+    minimal: bool = False
+
+
+def _finite(value: float | None) -> float | str | None:
+    # JSON has no Infinity or NaN: PagerDuty would answer "JSON parse error".
+    return value if value is None or math.isfinite(value) else str(value)
+
+
+def _custom_details(notification: Notification, trim: _Trim) -> dict[str, Any]:
+    alert = notification.alert
+    asset = alert.asset
+    details: dict[str, Any] = {
+        "rule": shorten(notification.rule, MAX_FIELD_CHARS),
+        "event_type": alert.event_type,
+        "asset_id": asset.id,
+        "asset_name": asset.name,
+    }
+    if trim.minimal:
+        details["trimmed"] = (
+            "Only the essentials are shown: the full details would exceed PagerDuty's 512 KB "
+            f"event limit. See the alert in {notification.source} for the rest."
+        )
+        return details
+    if notification.test:
+        details["test"] = True
+    if alert.description:
+        details["description"] = (
+            alert.description
+            if trim.description is None
+            else shorten(alert.description, max(trim.description, 1))
+        )
+    details["alert_id"] = alert.id
+    details["monitor_severity"] = alert.severity.value
+    for key, value in (
+        ("data_source", asset.data_source),
+        ("schema", asset.schema_),
+        ("asset_kind", asset.kind),
+        ("environment", asset.environment),
+    ):
+        if value:
+            details[key] = shorten(value, MAX_FIELD_CHARS)
+    if asset.tags:
+        details["tags"] = list(asset.tags)
+    if alert.link:
+        details["link"] = alert.link
+    if alert.changes:
+        kept = alert.changes if trim.changes is None else alert.changes[: trim.changes]
+        if kept:
+            details["changes"] = [
+                {
+                    key: value
+                    for key, value in (
+                        ("type", change.type),
+                        ("column", change.column),
+                        ("from", change.from_),
+                        ("to", change.to),
+                        ("breaking", change.breaking),
+                    )
+                    if value is not None
+                }
+                for change in kept
+            ]
+        details["breaking_changes"] = len(alert.breaking_changes)
+    if alert.freshness is not None:
+        freshness = alert.freshness
+        details["freshness_delay_hours"] = _finite(freshness.delay_hours)
+        if freshness.threshold_hours is not None:
+            details["freshness_threshold_hours"] = _finite(freshness.threshold_hours)
+        if freshness.last_updated_at is not None:
+            details["last_updated_at"] = freshness.last_updated_at.isoformat()
+    notes = []
+    if trim.changes == 0 and alert.changes:
+        notes.append(f"all {len(alert.changes)} schema changes left out")
+    elif trim.changes is not None and trim.changes < len(alert.changes):
+        notes.append(f"showing {trim.changes} of {len(alert.changes)} schema changes")
+    if trim.description is not None and alert.description:
+        notes.append(
+            f"description cut to {len(details['description'])} of {len(alert.description)} "
+            "characters"
+        )
+    if notes:
+        details["trimmed"] = (
+            "Shortened to stay under PagerDuty's 512 KB event limit: " + "; ".join(notes)
+        )
+    return details
+
+
+def encode_event(event: Mapping[str, Any]) -> bytes:
+    """The exact bytes sent, so size checks measure what PagerDuty receives."""
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _largest_fitting(low: int, high: int, fits: Callable[[int], bool]) -> int:
+    """The largest n in [low, high] with fits(n), given fits(low) and monotonic ``fits``."""
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _within_size_limit(make: Callable[[_Trim], dict[str, Any]], alert_changes: int,
+                       description_chars: int) -> dict[str, Any]:
+    """The fullest event from ``make`` under 512 KB: changes go first, then the description."""
+
+    def fits(trim: _Trim) -> bool:
+        return len(encode_event(make(trim))) <= MAX_EVENT_BYTES
+
+    if fits(_Trim()):
+        return make(_Trim())
+    if fits(_Trim(changes=0)):
+        kept = _largest_fitting(0, alert_changes, lambda n: fits(_Trim(changes=n)))
+        return make(_Trim(changes=kept))
+    if description_chars and fits(_Trim(changes=0, description=1)):
+        kept = _largest_fitting(
+            1, description_chars, lambda n: fits(_Trim(changes=0, description=n))
+        )
+        return make(_Trim(changes=0, description=kept))
+    return make(_Trim(minimal=True))
+
+
+def _links(notification: Notification, trim: _Trim) -> list[dict[str, str]]:
+    link = notification.alert.link
+    if not link or trim.minimal:
+        return []
+    entry = {"href": link}
+    if notification.link_text:
+        entry["text"] = notification.link_text
+    return [entry]
+
+
+def _source(config: PagerDutyConfig, notification: Notification) -> str:
+    return config.source or notification.source or "armor-notify"
+
+
+def _timestamp(notification: Notification) -> str:
+    return notification.alert.occurred_at.isoformat(timespec="milliseconds")
+
+
+def trigger_event(config: PagerDutyConfig, notification: Notification) -> dict[str, Any]:
+    """The ``trigger`` event for an alert, under 512 KB."""
+    alert = notification.alert
+
+    def make(trim: _Trim) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "summary": event_summary(notification),
+            "source": _source(config, notification),
+            "severity": config.severity,
+            "timestamp": _timestamp(notification),
+            "component": alert.asset.name,
+        }
+        if alert.asset.data_source:
+            payload["group"] = shorten(alert.asset.data_source, MAX_FIELD_CHARS)
+        payload["class"] = alert.event_type
+        payload["custom_details"] = _custom_details(notification, trim)
+        event: dict[str, Any] = {
+            "routing_key": config.integration_key.get_secret_value(),
+            "event_action": "trigger",
+            "dedup_key": notification.dedup_key,
+            "payload": payload,
+            "client": notification.source or "armor-notify",
+        }
+        links = _links(notification, trim)
+        if links:
+            event["links"] = links
+            event["client_url"] = links[0]["href"]
+        return event
+
+    return _within_size_limit(make, len(alert.changes), len(alert.description or ""))
+
+
+def lifecycle_event(config: PagerDutyConfig, notification: Notification) -> dict[str, Any]:
+    """The ``acknowledge`` or ``resolve`` event: PagerDuty applies it by dedup key alone."""
+    return {
+        "routing_key": config.integration_key.get_secret_value(),
+        "dedup_key": notification.dedup_key,
+        "event_action": notification.action,
+    }
+
+
+def change_event(config: PagerDutyConfig, notification: Notification) -> dict[str, Any]:
+    """A change event: shown on the service's timeline, never pages anyone."""
+    alert = notification.alert
+
+    def make(trim: _Trim) -> dict[str, Any]:
+        event: dict[str, Any] = {
+            "routing_key": config.integration_key.get_secret_value(),
+            "payload": {
+                "summary": event_summary(notification),
+                "source": _source(config, notification),
+                "timestamp": _timestamp(notification),
+                "custom_details": _custom_details(notification, trim),
+            },
+        }
+        links = _links(notification, trim)
+        if links:
+            event["links"] = links
+        return event
+
+    return _within_size_limit(make, len(alert.changes), len(alert.description or ""))
+
+
+# -- sending -----------------------------------------------------------------------------------
+
+
+class PagerDutySender:
+    """Posts events for one destination. Thread-safe: each worker thread has its own Session."""
+
+    def __init__(self, config: PagerDutyConfig) -> None:
+        self.config = config
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+        secrets = [config.integration_key.get_secret_value()]
+        if config.url is not None and urlsplit(config.url).password:
+            secrets.append(urlsplit(config.url).password or "")
+        self._secrets = secrets
+
+    def __repr__(self) -> str:
+        return f"PagerDutySender({self.config.describe()})"
+
+    def send(self, notification: Notification) -> Outcome:
+        if self.config.event_kind == "change":
+            if notification.action != "trigger":
+                return Outcome.delivered(
+                    f"nothing sent: PagerDuty change events cannot be {notification.action}d",
+                    skipped=True,
+                )
+            return self._post(self.config.change_endpoint, change_event(self.config, notification),
+                              notification)
+        if notification.action == "trigger":
+            event = trigger_event(self.config, notification)
+        else:
+            event = lifecycle_event(self.config, notification)
+        return self._post(self.config.alert_endpoint, event, notification)
+
+    def close(self) -> None:
+        """Close every connection this sender opened (any thread's)."""
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+            self._local = threading.local()
+        for session in sessions:
+            session.close()
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+            with self._lock:
+                self._sessions.append(session)
+                self._local.session = session
+        return session
+
+    def _post(self, endpoint: str, event: Mapping[str, Any], notification: Notification) -> Outcome:
+        where = mask_url(endpoint)
+        try:
+            with self._session().post(
+                endpoint,
+                data=encode_event(event),
+                headers={"Content-Type": "application/json"},
+                timeout=notification.timeout,
+                allow_redirects=False,
+            ) as response:
+                status = response.status_code
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                body = response.content
+        except requests.Timeout:
+            return Outcome.retry(
+                f"no answer from PagerDuty ({where}) within {notification.timeout:g} s"
+            )
+        except requests.exceptions.SSLError as exc:
+            text = self._redact(str(exc))
+            if "certificate verify failed" in text.lower():
+                return Outcome.failed(
+                    f"TLS certificate of {where} could not be verified: {text}",
+                    hint="If a proxy with its own certificate authority sits in between, point "
+                    "REQUESTS_CA_BUNDLE at that authority's certificate.",
+                )
+            return Outcome.retry(f"TLS error talking to {where}: {text}")
+        except requests.ConnectionError as exc:
+            return Outcome.retry(
+                f"could not reach {where}: {self._redact(str(exc))}",
+                hint="Check network access to the Events API (HTTPS, port 443) and any proxy "
+                "settings.",
+            )
+        except requests.RequestException as exc:
+            return Outcome.failed(f"could not send to {where}: {self._redact(str(exc))}")
+        return self._classify(status, body, retry_after, notification)
+
+    def _classify(
+        self, status: int, body: bytes, retry_after: float | None, notification: Notification
+    ) -> Outcome:
+        answer = _json_object(body)
+        if 200 <= status < 300:
+            returned_key = answer.get("dedup_key") if answer else None
+            message = answer.get("message") if answer else None
+            reason = message if isinstance(message, str) else f"HTTP {status} (answer not JSON)"
+            if self.config.event_kind == "change":
+                return Outcome.delivered(self._redact(reason))
+            dedup_key = returned_key if isinstance(returned_key, str) else notification.dedup_key
+            return Outcome.delivered(self._redact(reason), dedup_key=dedup_key)
+        said = self._redact(_describe_answer(answer, body))
+        if status == 400:
+            return Outcome.failed(f"HTTP 400 {said}", hint=self._hint_for_400(answer, notification))
+        if status == 429:
+            return Outcome.retry(
+                f"HTTP 429 Too Many Requests{': ' + said if said else ''}",
+                retry_after=retry_after,
+                hint=RATE_LIMIT_HINT,
+            )
+        if status >= 500:
+            return Outcome.retry(f"HTTP {status}{': ' + said if said else ''}",
+                                 retry_after=retry_after)
+        hint = None
+        if status in (404, 405) or 300 <= status < 400:
+            hint = (
+                f"{mask_url(self.config.base_url)} does not look like a PagerDuty Events API: set "
+                "url to its base (e.g. https://events.pagerduty.com) or use region instead."
+            )
+        return Outcome.failed(f"HTTP {status}{': ' + said if said else ''}", hint=hint)
+
+    def _hint_for_400(self, answer: Mapping[str, Any] | None, notification: Notification) -> str:
+        errors = " ".join(_errors(answer)).lower()
+        if "routing_key" in errors or "routing key" in errors:
+            hint = ROUTING_KEY_HINT.format(destination=notification.destination)
+            key = self.config.integration_key.get_secret_value()
+            if self.config.event_kind == "change" and key.startswith("R"):
+                hint += RULESET_CHANGE_HINT
+            return hint
+        return REJECTED_CONTENT_HINT
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._secrets)
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
+def _errors(answer: Mapping[str, Any] | None) -> list[str]:
+    errors = answer.get("errors") if answer else None
+    return [str(e) for e in errors] if isinstance(errors, list) else []
+
+
+def _describe_answer(answer: Mapping[str, Any] | None, body: bytes) -> str:
+    """PagerDuty's own words: ``<status> (<message>): <errors>``, or the raw body's start."""
+    if answer is None:
+        return shorten(body.decode("utf-8", "replace").strip(), 500)
+    status, message = answer.get("status"), answer.get("message")
+    head = str(status) if status else ""
+    if message:
+        head = f"{head} ({message})" if head else str(message)
+    errors = _errors(answer)
+    if errors:
+        return f"{head}: {'; '.join(errors)}" if head else "; ".join(errors)
+    return head or shorten(body.decode("utf-8", "replace").strip(), 500)
+
+
+PAGERDUTY = DestinationType(
+    name="pagerduty",
+    config_model=PagerDutyConfig,
+    sender=PagerDutySender,
+    display_name="PagerDuty",
+    send_resolved_default=True,
+    default_rate_limit="120/minute",
+    url_schemes=(),
+    test_reminder=(
+        "Remember to resolve the test incident in PagerDuty to avoid confusion, or run the test "
+        "again with --resolve."
+    ),
+)
+
+
+@hookimpl
+def register_destination_types(register: Callable[[DestinationType], None]) -> None:
+    register(PAGERDUTY)

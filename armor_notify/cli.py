@@ -156,7 +156,7 @@ def route(ctx: click.Context, event: str, config: str | None, as_json: bool) -> 
     results: list[dict[str, Any]] = []
     for alert in alerts:
         routes = notifier.route(alert)
-        suppressed = {d.destination for d in notifier.dispatcher.plan([alert])
+        suppressed = {d.destination: d.reason for d in notifier.dispatcher.plan([alert])
                       if d.state is State.suppressed}
         results.append({
             "alert_id": alert.id,
@@ -173,6 +173,7 @@ def route(ctx: click.Context, event: str, config: str | None, as_json: bool) -> 
                 "also_matched": list(r.also_matched),
                 "dedup_key": r.dedup_key,
                 "sent": r.destination not in suppressed,
+                "not_sent_because": suppressed.get(r.destination),
             } for r in routes],
         })
     if as_json:
@@ -187,7 +188,7 @@ def route(ctx: click.Context, event: str, config: str | None, as_json: bool) -> 
         click.echo(f"  matching rules: {', '.join(res['matching_rules'])}")
         rows = [[r["destination"], r["type"], r["target"], r["rule"],
                  ", ".join(r["also_matched"]) or "-", r["dedup_key"],
-                 "yes" if r["sent"] else "no (send_resolved off)"] for r in res["routes"]]
+                 "yes" if r["sent"] else f"no: {r['not_sent_because']}"] for r in res["routes"]]
         click.echo(_indent(table(["DESTINATION", "TYPE", "TARGET", "RULE", "ALSO MATCHED",
                                   "DEDUP KEY", "SENT"], rows, max_width=80)))
         click.echo("")

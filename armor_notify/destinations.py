@@ -114,13 +114,22 @@ class DestinationConfig(BaseModel):
         """Where notifications go, with every secret masked (shown by ``route`` and ``validate``)."""
         return ""
 
-    def rate_limit_key(self) -> str | None:
-        """What a rate limit is counted against (an integration key, a webhook URL).
+    def target_key(self) -> str | None:
+        """Identifies where notifications land (a PagerDuty integration key, a Slack webhook).
 
-        Destinations that share a key share the limit. ``None`` counts per destination name.
-        The key is used only in memory and is never printed.
+        When two configured destinations have the same target key, an alert that matches both is
+        delivered once, by the first, so overlapping rules never open two incidents for one alert
+        on one integration. ``None`` (the default) means every destination is distinct. The key is
+        used only in memory and is never printed.
         """
         return None
+
+    def rate_limit_key(self) -> str | None:
+        """What a rate limit is counted against; destinations that share it share the limit.
+
+        Defaults to :meth:`target_key`; ``None`` counts per destination name. Never printed.
+        """
+        return self.target_key()
 
 
 @dataclass(frozen=True)

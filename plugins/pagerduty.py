@@ -179,6 +179,10 @@ class PagerDutyConfig(DestinationConfig):
         key = mask_secret(self.integration_key.get_secret_value())
         return f"PagerDuty {where}{kind}, key {key}"
 
+    def target_key(self) -> str | None:
+        # PagerDuty deduplicates per integration key: two destinations with one key are one target.
+        return f"{self.event_kind}:{self.integration_key.get_secret_value()}"
+
     def rate_limit_key(self) -> str | None:
         # PagerDuty counts its limit per integration key, whichever destination uses it.
         return self.integration_key.get_secret_value()

@@ -300,7 +300,8 @@ class SlackConfig(DestinationConfig):
     def describe(self) -> str:
         return f"Slack webhook {mask_url(self.webhook_url.get_secret_value())}"
 
-    def rate_limit_key(self) -> str | None:
+    def target_key(self) -> str | None:
+        # One webhook posts to one channel; its rate limit follows (rate_limit_key's default).
         return self.webhook_url.get_secret_value()
 
 

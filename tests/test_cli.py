@@ -164,6 +164,9 @@ def test_route_shows_resolved_alerts_suppressed_where_send_resolved_is_off(tmp_p
     doc = json.loads(run_cli("route", str(alert), "--config", str(config), "--json").stdout)
     assert {r["destination"]: r["sent"] for r in doc["alerts"][0]["routes"]} == {
         "yes-dest": True, "no-dest": False}
+    assert "send_resolved is off" in doc["alerts"][0]["routes"][1]["not_sent_because"]
+    human = run_cli("route", str(alert), "--config", str(config)).stdout
+    assert "no: send_resolved is off for this destination" in human
 
 
 # -- send -------------------------------------------------------------------------------------------

@@ -280,3 +280,17 @@ def test_closing_the_notifier_closes_each_sender_once(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in rec.read_text().splitlines()]
     assert len(records(rec)) == 2
     assert sum(1 for r in lines if r.get("closed")) == 2
+
+
+def test_two_destinations_with_one_target_deliver_an_alert_once(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    nt = notifier({"first": {"target": "K"}, "second": {"target": "K"}, "other": {"target": "L"}},
+                  rec)
+    report = nt.send(nt.parse_alerts([make_alert(1), make_alert(2)]))
+    states = [(d.alert.id, d.destination, d.state) for d in report.deliveries]
+    assert states == [
+        ("alert_1", "first", State.delivered), ("alert_1", "second", State.suppressed),
+        ("alert_1", "other", State.delivered), ("alert_2", "first", State.delivered),
+        ("alert_2", "second", State.suppressed), ("alert_2", "other", State.delivered)]
+    assert "'first' sends to the same Scripted target" in report.deliveries[1].reason
+    assert len(records(rec)) == 4

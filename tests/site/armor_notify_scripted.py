@@ -34,6 +34,10 @@ class ScriptedConfig(DestinationConfig):
     script: list[str] = Field(default_factory=lambda: ["ok"])
     record: str | None = None
     token: Secret | None = None
+    target: str | None = None
+
+    def target_key(self) -> str | None:
+        return self.target
 
     def describe(self) -> str:
         return f"scripted {'/'.join(self.script)}" + (f" token {self.token}" if self.token else "")

@@ -116,7 +116,7 @@ def _print_report(report: SendReport) -> None:
         rows = [[d.destination, d.destination_type, d.rule, _state_text(d.state),
                  str(d.attempt_count), _detail(d)] for d in items]
         click.echo(_indent(table(["DESTINATION", "TYPE", "RULE", "STATE", "ATTEMPTS", "DETAIL"],
-                                 rows)))
+                                 rows, max_width=90)))
         for d in items:
             if d.state is State.failed and (d.reason or d.hint):
                 click.echo(f"  {d.destination}: {d.reason}")
@@ -132,9 +132,8 @@ def _state_text(state: State) -> str:
 
 
 def _detail(d: Delivery) -> str:
-    if d.state is State.delivered:
-        extra = ", ".join(f"{k}={v}" for k, v in d.details.items() if isinstance(v, (str, int)))
-        return extra or d.reason
+    if d.state is State.delivered and d.details.get("dedup_key"):
+        return f"dedup key {d.details['dedup_key']}"
     return d.reason
 
 

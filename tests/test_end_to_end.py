@@ -3,6 +3,7 @@ the real ``armor-notify`` command: what a new user sees, checked on the wire."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,3 +136,23 @@ def test_the_test_command_against_pagerduty(
     assert lines[1].startswith("Dedup Key: anomalyarmor-test-") and len(lines[1]) == 34
     assert [r.body["event_action"] for r in pd.requests] == ["trigger", "resolve"]
     assert pd.requests[0].body["dedup_key"] == pd.requests[1].body["dedup_key"] == lines[1][11:]
+
+
+def test_slack_429_waits_for_retry_after_before_the_next_attempt(
+        tmp_path: Path, receivers: Receivers) -> None:
+    from datetime import datetime
+
+    from fake_slack import rate_limited
+
+    pd, slack, _, smtp = receivers
+    slack.script(rate_limited("1"), rate_limited("1"))
+    config = local_config(tmp_path, pd, smtp)
+    code, doc, text = send(ALERTS / "metric_anomaly.json", config, receivers.env())
+    assert code == 0, text
+    (delivery,) = doc["deliveries"]
+    assert delivery["destination"] == "slack-data-incidents" and delivery["state"] == "delivered"
+    starts = [datetime.fromisoformat(h["started_at"]) for h in delivery["history"]]
+    assert [h["status"] for h in delivery["history"]] == ["retry", "retry", "delivered"]
+    assert all((later - earlier).total_seconds() >= 1.0
+               for earlier, later in itertools.pairwise(starts))
+    assert len(slack.requests) == 3

@@ -9,6 +9,7 @@ from .destinations import (
     HttpsUrl,
     Notification,
     RateLimit,
+    SecretHttpsUrl,
     Sender,
     is_loopback_host,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "PluginError",
     "RateLimit",
     "Secret",
+    "SecretHttpsUrl",
     "SecretUrl",
     "Sender",
     "Severity",

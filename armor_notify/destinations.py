@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from .outcome import Outcome
+from .secrets import SecretUrl
 
 if TYPE_CHECKING:
     from .alert import Alert
@@ -52,8 +53,16 @@ def _https_or_loopback(value: str) -> str:
     )
 
 
+def _secret_https_or_loopback(value: SecretUrl) -> SecretUrl:
+    _https_or_loopback(value.get_secret_value())
+    return value
+
+
 HttpsUrl = Annotated[str, AfterValidator(_https_or_loopback)]
 """A URL that must be https, except on loopback hosts where local receivers and tests run."""
+
+SecretHttpsUrl = Annotated[SecretUrl, AfterValidator(_secret_https_or_loopback)]
+"""A secret URL (a webhook) with the same rule; it is masked everywhere and never quoted."""
 
 
 @dataclass(frozen=True)

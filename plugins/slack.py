@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from pydantic import ConfigDict, field_validator
+from pydantic import ConfigDict
 from requests.utils import requote_uri
 
 from armor_notify import (
@@ -26,9 +26,8 @@ from armor_notify import (
     DestinationType,
     Notification,
     Outcome,
-    SecretUrl,
+    SecretHttpsUrl,
     hookimpl,
-    is_loopback_host,
     mask_url,
     parse_retry_after,
 )
@@ -269,19 +268,6 @@ def build_payload(notification: Notification) -> dict[str, Any]:
     }
 
 
-def _check_webhook_url(value: SecretUrl) -> SecretUrl:
-    parts = urlsplit(value.get_secret_value())
-    if parts.scheme == "https" and parts.hostname:
-        return value
-    if parts.scheme == "http" and is_loopback_host(parts.hostname):
-        return value
-    # Never quote the URL: its path is the secret.
-    raise ValueError(
-        "must be an https:// URL such as https://hooks.slack.com/services/T…/B…/… "
-        "(plain http:// is allowed only for loopback hosts: localhost, 127.0.0.0/8, ::1)"
-    )
-
-
 class SlackConfig(DestinationConfig):
     """``type: slack``: a Slack incoming webhook."""
 
@@ -289,13 +275,8 @@ class SlackConfig(DestinationConfig):
     # (pydantic merges this with the base class's settings.)
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    webhook_url: SecretUrl
+    webhook_url: SecretHttpsUrl
     """``https://hooks.slack.com/services/T…/B…/…`` (keep it in ``${SLACK_WEBHOOK_URL}``)."""
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _https_webhook(cls, value: SecretUrl) -> SecretUrl:
-        return _check_webhook_url(value)
 
     def describe(self) -> str:
         return f"Slack webhook {mask_url(self.webhook_url.get_secret_value())}"

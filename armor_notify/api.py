@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from .dispatcher import Dispatcher, resolved_copy
 from .errors import ConfigError, Problem
 from .intake import parse_alerts, read_alerts
 from .matching import Route
+from .outbox import Outbox, SqliteOutbox
 from .plugins import PluginManager, load_plugins
 
 EXIT_OK = 0
@@ -36,7 +37,7 @@ class SendReport:
     @property
     def exit_code(self) -> int:
         """0 all delivered (or suppressed/skipped); 1 some failed; 3 some still queued."""
-        if self.count(State.failed):
+        if self.count(State.failed) or self.count(State.dead):
             return EXIT_FAILED
         if self.count(State.queued) or self.count(State.in_flight):
             return EXIT_QUEUED
@@ -60,10 +61,13 @@ class Notifier:
     >>> [(d.destination, d.state.value) for d in report.deliveries]
     """
 
-    def __init__(self, config: Config, plugins: PluginManager, *, max_workers: int = 32,
+    def __init__(self, config: Config, plugins: PluginManager, *,
+                 outbox: Outbox | None = None, max_workers: int = 32,
                  rng: random.Random | None = None) -> None:
         self.config = config
         self.plugins = plugins
+        self.outbox: Outbox = outbox if outbox is not None else SqliteOutbox.memory()
+        """Where deliveries are written before they are attempted (in memory unless given)."""
         self.dispatcher = Dispatcher(config, max_workers=max_workers,
                                      rng=rng or random.Random())
 
@@ -87,8 +91,9 @@ class Notifier:
         return cls(config_from_dict(data, pm.registry), pm, **kwargs)
 
     def close(self) -> None:
-        """Release senders' connections; the notifier builds new ones if used again."""
+        """Release senders' connections and the outbox."""
         self.dispatcher.close()
+        self.outbox.close()
 
     def __enter__(self) -> Notifier:
         return self
@@ -113,13 +118,56 @@ class Notifier:
     def matching_rules(self, alert: Alert) -> list[str]:
         return [r.name for r in self.config.router.matching_rules(alert)]
 
+    def enqueue(self, alerts: Alert | Iterable[Alert]) -> list[Delivery]:
+        """Route alerts and write their deliveries to the outbox; send nothing yet.
+
+        A delivery of an alert already accepted within ``defaults.repeat_window`` (same alert
+        id and status, same destination) is not written again: the stored one is returned with
+        ``repeat`` set.
+        """
+        alerts = [alerts] if isinstance(alerts, Alert) else list(alerts)
+        planned = self.dispatcher.plan(alerts)
+        out = []
+        for delivery, new in self.outbox.enqueue(
+                planned, repeat_window=self.config.defaults.repeat_window,
+                now=self.dispatcher.clock()):
+            delivery.repeat = not new
+            out.append(delivery)
+        return out
+
+    def drain(self, *, wait: float | None = None, ids: Collection[str] | None = None,
+              on_final: Callable[[Delivery], None] | None = None) -> None:
+        """Deliver what is queued in the outbox (only ``ids``, if given) until nothing is left
+        or ``wait`` seconds have passed."""
+        self.dispatcher.deliver(self.outbox, ids=ids, wait_seconds=wait, on_final=on_final)
+
+    def inspect(self, states: Iterable[str | State] = (), limit: int = 100) -> list[Delivery]:
+        """Deliveries in the outbox, newest first, optionally only in these states."""
+        return self.outbox.find([State(s).value for s in states], limit)
+
     def send(self, alerts: Alert | Iterable[Alert], *, dry_run: bool = False,
              wait: float | None = None) -> SendReport:
-        """Route and deliver; returns when every delivery is final (or ``wait`` seconds passed)."""
+        """Route, write to the outbox and deliver; returns when every delivery is final or
+        ``wait`` seconds have passed (what is still retrying then stays queued)."""
         alerts = [alerts] if isinstance(alerts, Alert) else list(alerts)
-        deliveries = self.dispatcher.plan(alerts)
-        self.dispatcher.run(deliveries, dry_run=dry_run, wait_seconds=wait)
+        if dry_run:
+            planned = self.dispatcher.plan(alerts)
+            for d in planned:
+                if d.state is State.queued:
+                    d.finish(State.skipped, "dry run: nothing was sent")
+            return SendReport(alerts, planned)
+        deliveries = self.enqueue(alerts)
+        fresh = [d.id for d in deliveries if not d.repeat and not d.state.final]
+        if fresh:
+            self.drain(wait=wait, ids=fresh)
+            stored = {d.id: d for d in self.outbox.find(ids=fresh, limit=len(fresh))}
+            deliveries = [self._mark_repeat(stored.get(d.id, d), d.repeat) for d in deliveries]
         return SendReport(alerts, deliveries)
+
+    @staticmethod
+    def _mark_repeat(delivery: Delivery, repeat: bool) -> Delivery:
+        delivery.repeat = repeat
+        return delivery
 
     def test(self, destination: str, *, resolve: bool = False,
              rng: random.Random | None = None) -> list[Delivery]:
@@ -139,14 +187,20 @@ class Notifier:
         number = (rng or random.Random()).randint(10000, 99999)
         dedup = f"anomalyarmor-test-{number}"
         alert = test_alert(dedup, self.config.defaults.source)
-        trigger = self.dispatcher.test_delivery(destination, alert, dedup)
-        self.dispatcher.run([trigger])
-        results = [trigger]
-        if resolve and trigger.state is State.delivered:
-            resolved = self.dispatcher.test_delivery(destination, resolved_copy(alert), dedup)
-            self.dispatcher.run([resolved])
-            results.append(resolved)
-        return results
+        # Test events never go to the durable outbox: one that fails is reported, not retried later.
+        scratch = SqliteOutbox.memory()
+        try:
+            results = []
+            for event in (alert, resolved_copy(alert)) if resolve else (alert,):
+                delivery = self.dispatcher.test_delivery(destination, event, dedup)
+                scratch.enqueue([delivery], repeat_window=0, now=self.dispatcher.clock())
+                self.dispatcher.deliver(scratch, ids=[delivery.id])
+                results.append(scratch.get(delivery.id) or delivery)
+                if results[-1].state is not State.delivered:
+                    break
+            return results
+        finally:
+            scratch.close()
 
 
 def test_alert(dedup_key: str, source: str) -> Alert:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
 import traceback
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import click
 
 from . import __version__
-from .api import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Notifier, SendReport
+from .api import EXIT_FAILED, EXIT_OK, EXIT_QUEUED, EXIT_USAGE, Notifier, SendReport
+from .config import load_config
 from .delivery import Delivery, State
 from .errors import ArmorNotifyError, ProblemsError
+from .outbox import SqliteOutbox
 from .output import table
 from .plugins import PluginManager, load_plugins
 
@@ -78,27 +83,50 @@ def _emit(data: Any) -> None:
 
 
 # -- send -------------------------------------------------------------------------------------------
+STATE_DIR_HELP = ("Where the outbox lives (default: $ARMOR_NOTIFY_STATE_DIR, else "
+                  "$XDG_STATE_HOME/armor-notify, else ~/.local/state/armor-notify).")
+DEFAULT_WAIT = 30.0
+
+
+def _open_outbox(state_dir: str | None) -> SqliteOutbox:
+    return SqliteOutbox.open(state_dir)
+
+
 @cli.command()
 @click.argument("event", metavar="EVENT")
 @click.option("--config", "-c", "config", metavar="F", help=CONFIG_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.option("--dry-run", is_flag=True, help="Route and show what would be sent; send nothing.")
+@click.option("--wait", "wait", type=click.FloatRange(min=0), default=DEFAULT_WAIT,
+              show_default=True, metavar="SECONDS",
+              help="How long to keep delivering; what is still retrying then stays queued for "
+                   "`armor-notify worker`. 0 accepts and queues without sending.")
+@click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
 @click.pass_context
-def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_run: bool) -> None:
+def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_run: bool,
+         wait: float, state_dir: str | None) -> None:
     """Route and deliver the alert(s) in EVENT, a JSON file (- for stdin).
 
+    Every delivery is written to the outbox before it is attempted.
     Exit codes: 0 all delivered (or suppressed/skipped), 1 some failed, 2 bad config or input,
     3 some still queued for retry.
     """
     _json_flag(ctx, as_json)
-    notifier = _notifier(config)
-    alerts = notifier.read_alerts(event)
-    with notifier:
-        report = notifier.send(alerts, dry_run=dry_run)
+    pm = _plugins()
+    cfg = load_config(config, pm.registry)
+    outbox = None if dry_run else _open_outbox(state_dir)
+    with Notifier(cfg, pm, outbox=outbox) as notifier:
+        alerts = notifier.read_alerts(event)
+        report = notifier.send(alerts, dry_run=dry_run, wait=wait)
     if as_json:
         _emit(report.as_dict())
     else:
         _print_report(report)
+        queued = report.count(State.queued) + report.count(State.in_flight)
+        if queued:
+            click.echo(f"{queued} deliver{'ies are' if queued != 1 else 'y is'} still queued in "
+                       f"the outbox: `armor-notify worker` delivers "
+                       f"{'them' if queued != 1 else 'it'}.")
     ctx.exit(report.exit_code)
 
 
@@ -118,7 +146,7 @@ def _print_report(report: SendReport) -> None:
         click.echo(_indent(table(["DESTINATION", "TYPE", "RULE", "STATE", "ATTEMPTS", "DETAIL"],
                                  rows, max_width=90)))
         for d in items:
-            if d.state is State.failed and (d.reason or d.hint):
+            if d.state in (State.failed, State.dead) and (d.reason or d.hint):
                 click.echo(f"  {d.destination}: {d.reason}")
                 if d.hint:
                     click.echo(f"    hint: {d.hint}")
@@ -132,9 +160,17 @@ def _state_text(state: State) -> str:
 
 
 def _detail(d: Delivery) -> str:
+    if d.repeat:
+        return f"already accepted at {_when(d.created_at)}: not sent again"
+    if d.state is State.queued:
+        return f"next attempt {_when(d.next_attempt_at)}; last: {d.reason}"
     if d.state is State.delivered and d.details.get("dedup_key"):
         return f"dedup key {d.details['dedup_key']}"
     return d.reason
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _indent(text: str) -> str:
@@ -266,6 +302,184 @@ def validate(ctx: click.Context, config: str | None, as_json: bool) -> None:
     unused = set(cfg.destinations) - {n for r in cfg.rules for n in r.destinations}
     for name in sorted(unused):
         click.echo(f"  note: destination '{name}' is not used by any rule")
+
+
+# -- worker -----------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--config", "-c", "config", metavar="F", help=CONFIG_HELP)
+@click.option("--once", is_flag=True,
+              help="Deliver what is queued, then exit (retries are bounded by each "
+                   "destination's retry_deadline).")
+@click.option("--wait", "wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="With --once: stop after this long even if deliveries are still retrying.")
+@click.option("--poll", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              metavar="SECONDS", help="How often an idle worker looks for new deliveries.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per finished delivery.")
+@click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
+@click.pass_context
+def worker(ctx: click.Context, config: str | None, once: bool, wait: float | None, poll: float,
+           as_json: bool, state_dir: str | None) -> None:
+    """Deliver queued deliveries from the outbox as they fall due.
+
+    Several workers may share one outbox: each delivery is leased to one worker at a time, and a
+    delivery whose worker died is picked up again when its lease expires.
+    """
+    _json_flag(ctx, as_json)
+    pm = _plugins()
+    cfg = load_config(config, pm.registry)
+    finished: list[Delivery] = []
+
+    def report(d: Delivery) -> None:
+        finished.append(d)
+        if as_json:
+            click.echo(json.dumps(d.as_dict(), default=str))
+        else:
+            detail = f": {d.reason}" if d.state is not State.delivered and d.reason else ""
+            click.echo(f"{d.state.value:<10} {d.destination}  {d.alert.id}  "
+                       f"({d.attempt_count} attempt{'s' * (d.attempt_count != 1)}){detail}")
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    with Notifier(cfg, pm, outbox=_open_outbox(state_dir)) as notifier:
+        try:
+            notifier.dispatcher.deliver(notifier.outbox, wait_seconds=wait if once else None,
+                                        stop_when_idle=once, on_final=report, poll=poll)
+        except KeyboardInterrupt:
+            click.echo("armor-notify worker: stopped; deliveries in flight are picked up again "
+                       "when their lease expires", err=True)
+            ctx.exit(EXIT_OK)
+        left = len(notifier.outbox.find([State.queued.value, State.in_flight.value], limit=1))
+    if any(d.state in (State.failed, State.dead) for d in finished):
+        ctx.exit(EXIT_FAILED)
+    ctx.exit(EXIT_QUEUED if left else EXIT_OK)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+# -- outbox -----------------------------------------------------------------------------------------
+@cli.group()
+def outbox() -> None:
+    """See and act on what is queued, failed or dead in the outbox."""
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not a duration such as 30m, 12h or 7d") from None
+
+
+@outbox.command("list")
+@click.option("--state", "states", multiple=True,
+              type=click.Choice([s.value for s in State]), help="Only these states (repeatable).")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
+@click.pass_context
+def outbox_list(ctx: click.Context, states: tuple[str, ...], limit: int, as_json: bool,
+                state_dir: str | None) -> None:
+    """List deliveries, newest first."""
+    _json_flag(ctx, as_json)
+    box = _open_outbox(state_dir)
+    try:
+        found = box.find(states, limit)
+    finally:
+        box.close()
+    if as_json:
+        _emit({"deliveries": [d.as_dict() for d in found]})
+        return
+    if not found:
+        click.echo("the outbox is empty" if not states else "no deliveries in those states")
+        return
+    click.echo(table(["ID", "ACCEPTED", "ALERT", "STATUS", "DESTINATION", "STATE", "ATTEMPTS",
+                      "DETAIL"],
+                     [[d.id[:12], _when(d.created_at), d.alert.id, d.alert.status, d.destination,
+                       _state_text(d.state), str(d.attempt_count), _detail(d)] for d in found],
+                     max_width=70))
+
+
+@outbox.command("show")
+@click.argument("delivery_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
+@click.pass_context
+def outbox_show(ctx: click.Context, delivery_id: str, as_json: bool, state_dir: str | None) -> None:
+    """Show one delivery (an id or a unique prefix of 6+ characters) with its attempts."""
+    _json_flag(ctx, as_json)
+    box = _open_outbox(state_dir)
+    try:
+        found = box.get(delivery_id)
+    finally:
+        box.close()
+    if found is None:
+        raise ArmorNotifyError(f"no delivery with id '{delivery_id}' in the outbox (or the "
+                               "prefix is ambiguous)")
+    data = found.as_dict()
+    if as_json:
+        _emit(data)
+        return
+    for key in ("id", "alert_id", "alert_title", "status", "destination", "destination_type",
+                "rule", "dedup_key", "state", "attempts", "reason", "hint", "accepted_at",
+                "next_attempt_at"):
+        if data.get(key) not in (None, ""):
+            click.echo(f"{key + ':':<18}{data[key]}")
+    for attempt in data["history"]:
+        click.echo(f"  attempt {attempt['number']}: {attempt['started_at']} "
+                   f"{attempt['status']} ({attempt['duration_ms']} ms) {attempt['reason']}")
+
+
+@outbox.command("retry")
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+@click.option("--failed", "include_failed", is_flag=True,
+              help="Also requeue failed and dead deliveries, with a fresh retry budget.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
+@click.pass_context
+def outbox_retry(ctx: click.Context, ids: tuple[str, ...], include_failed: bool, as_json: bool,
+                 state_dir: str | None) -> None:
+    """Make queued deliveries (all, or these ids) due now; the next worker run sends them."""
+    _json_flag(ctx, as_json)
+    box = _open_outbox(state_dir)
+    try:
+        full_ids = []
+        for i in ids:
+            found = box.get(i)
+            if found is None:
+                raise ArmorNotifyError(f"no delivery with id '{i}' in the outbox")
+            full_ids.append(found.id)
+        count = box.retry(full_ids, include_failed=include_failed, now=time.time())
+    finally:
+        box.close()
+    if as_json:
+        _emit({"requeued": count})
+    else:
+        click.echo(f"{count} deliver{'y' if count == 1 else 'ies'} due now; run "
+                   "`armor-notify worker` to send them")
+
+
+@outbox.command("purge")
+@click.option("--older-than", "older_than", default="7d", show_default=True, metavar="DURATION",
+              help="Delete finished deliveries finalized longer ago than this (30m, 12h, 7d, 0).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
+@click.pass_context
+def outbox_purge(ctx: click.Context, older_than: str, as_json: bool, state_dir: str | None) -> None:
+    """Delete finished deliveries (delivered, failed, dead, suppressed); never queued ones."""
+    _json_flag(ctx, as_json)
+    age = _duration(older_than)
+    box = _open_outbox(state_dir)
+    try:
+        count = box.purge(older_than=age, now=time.time())
+    finally:
+        box.close()
+    if as_json:
+        _emit({"purged": count})
+    else:
+        click.echo(f"purged {count} finished deliver{'y' if count == 1 else 'ies'}")
 
 
 # -- plugins ----------------------------------------------------------------------------------------

@@ -44,6 +44,8 @@ class Defaults(BaseModel):
     """PagerDuty's ``payload.source`` and the product name in messages."""
     link_text: Annotated[str, Field(min_length=1, max_length=200)] = "View in AnomalyArmor"
     """The text of the link to the alert."""
+    repeat_window: Annotated[float, Field(ge=0)] = 600.0
+    """Seconds during which the same alert (id and status) is accepted only once per destination."""
 
 
 class ConfigFile(BaseModel):

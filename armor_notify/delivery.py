@@ -24,7 +24,9 @@ class State(str, Enum):
     """An attempt is running."""
     delivered = "delivered"
     failed = "failed"
-    """Permanent failure, or retries exhausted."""
+    """A permanent failure: the destination refused it (never retried)."""
+    dead = "dead"
+    """Retries exhausted: attempts or the retry deadline ran out on retryable failures."""
     suppressed = "suppressed"
     """Deliberately not sent (e.g. a resolved alert to a destination with send_resolved off)."""
     skipped = "skipped"
@@ -75,6 +77,10 @@ class Delivery:
     hint: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     test: bool = False
+    created_at: float = 0.0
+    """When the delivery was accepted (written to the outbox)."""
+    repeat: bool = False
+    """True when this alert was already accepted within the repeat window: not sent again."""
 
     @property
     def attempt_count(self) -> int:
@@ -102,6 +108,8 @@ class Delivery:
             "hint": self.hint,
             "details": self.details,
             "next_attempt_at": _iso(self.next_attempt_at) if self.state is State.queued else None,
+            "accepted_at": _iso(self.created_at) if self.created_at else None,
+            "repeat": self.repeat,
             "history": [a.as_dict() for a in self.attempts],
         }
 

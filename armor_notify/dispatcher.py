@@ -1,24 +1,27 @@
-"""The dispatcher: runs deliveries concurrently, one attempt at a time each, with the shared retry
-policy, per-destination timeouts and rate limits, isolating every plugin failure to its delivery.
+"""The dispatcher: claims deliveries from the outbox and runs them concurrently, one attempt at a
+time each, with the shared retry policy and per-destination timeouts, isolating every plugin
+failure to its delivery. Rate limits and leases live in the outbox, so they hold across processes.
 
-All record changes happen on the calling thread; worker threads only run ``sender.send``.
+All record changes happen on the calling thread; I/O threads only run ``sender.send``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
+import os
 import random
+import socket
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+import uuid
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
 from .alert import Alert
 from .config import Config, Destination
 from .delivery import Attempt, Delivery, State
-from .destinations import Notification, RateLimit, Sender
+from .destinations import Notification, Sender
+from .outbox import ClaimRules, Outbox
 from .outcome import Outcome
 from .pool import IOPool
 from .retry import RetryPolicy
@@ -28,27 +31,14 @@ from .secrets import redact, secret_values
 # apply a timeout per connect and per read, so a well-behaved sender can overrun it slightly.
 GRACE_FRACTION = 0.25
 GRACE_MAX = 5.0
+# A lease outlives two hard timeouts by this much, so only a dead worker's lease expires.
+LEASE_MARGIN = 1.0
+# How long to wait before looking again at deliveries that are due but cannot be claimed yet.
+MIN_IDLE = 0.05
 
 
 def hard_timeout(timeout: float) -> float:
     return timeout + min(GRACE_MAX, max(0.2, timeout * GRACE_FRACTION))
-
-
-class RateLimiter:
-    """A sliding-window limit per key, in memory: a storm is delayed, never dropped."""
-
-    def __init__(self) -> None:
-        self._sent: dict[str, deque[float]] = {}
-
-    def next_free(self, key: str, limit: RateLimit, now: float) -> float:
-        """The earliest time another notification may go out under ``key``."""
-        sent = self._sent.setdefault(key, deque())
-        while sent and sent[0] <= now - limit.period:
-            sent.popleft()
-        return now if len(sent) < limit.count else sent[0] + limit.period
-
-    def record(self, key: str, now: float) -> None:
-        self._sent.setdefault(key, deque()).append(now)
 
 
 @dataclass
@@ -67,8 +57,10 @@ class Dispatcher:
     max_workers: int = 32
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:"
+                                               f"{uuid.uuid4().hex[:8]}")
+    """Who holds the leases this dispatcher takes."""
     _senders: dict[str, Sender | Exception] = field(default_factory=dict, init=False)
-    _limiter: RateLimiter = field(default_factory=RateLimiter, init=False)
 
     # -- planning ---------------------------------------------------------------------------------
     def plan(self, alerts: Iterable[Alert]) -> list[Delivery]:
@@ -99,59 +91,72 @@ class Dispatcher:
                 deliveries.append(delivery)
         return deliveries
 
-    # -- running ----------------------------------------------------------------------------------
-    def run(
-        self,
-        deliveries: Sequence[Delivery],
-        *,
-        dry_run: bool = False,
-        wait_seconds: float | None = None,
-    ) -> Sequence[Delivery]:
-        """Deliver every queued delivery; return when all are final or ``wait_seconds`` passed.
+    # -- delivering -------------------------------------------------------------------------------
+    def rules_for(self, destination: str) -> ClaimRules | None:
+        """How the outbox claims this destination's deliveries (``None``: no longer configured)."""
+        dest = self.config.destinations.get(destination)
+        if dest is None:
+            return None
+        return ClaimRules(
+            lease=2 * hard_timeout(dest.config.timeout) + LEASE_MARGIN,
+            max_attempts=dest.config.max_attempts,
+            rate_key=self._rate_key(dest),
+            rate_limit=dest.rate_limit,
+        )
 
-        Deliveries still waiting for a retry after ``wait_seconds`` stay ``queued``.
+    @staticmethod
+    def _rate_key(dest: Destination) -> str:
+        return f"{dest.type.name}:{dest.config.rate_limit_key() or 'name:' + dest.name}"
+
+    def deliver(
+        self,
+        outbox: Outbox,
+        *,
+        ids: Collection[str] | None = None,
+        wait_seconds: float | None = None,
+        stop_when_idle: bool = True,
+        on_final: Callable[[Delivery], None] | None = None,
+        poll: float = 1.0,
+    ) -> None:
+        """Claim and deliver due deliveries from ``outbox`` (only ``ids``, if given).
+
+        Returns when nothing is left to do (``stop_when_idle``) or after ``wait_seconds``;
+        deliveries still waiting for a retry then stay queued in the outbox. A worker passes
+        ``stop_when_idle=False`` and polls for new work every ``poll`` seconds.
         """
         start = self.clock()
-        due: list[tuple[float, int, Delivery]] = []
-        for n, d in enumerate(deliveries):
-            if d.state is State.queued:
-                if dry_run:
-                    d.finish(State.skipped, "dry run: nothing was sent")
-                else:
-                    heapq.heappush(due, (d.next_attempt_at, n, d))
-        if not due:
-            return deliveries
         pool = IOPool(self.max_workers)
         running: dict[Future[Outcome], _Running] = {}
-        seq = len(deliveries)
         try:
-            while due or running:
+            while True:
                 now = self.clock()
                 out_of_time = wait_seconds is not None and now - start >= wait_seconds
-                while due and due[0][0] <= now and not out_of_time:
-                    _, _, delivery = heapq.heappop(due)
-                    later = self._rate_limited_until(delivery, now)
-                    if later > now:
-                        delivery.next_attempt_at = later
-                        seq += 1
-                        heapq.heappush(due, (later, seq, delivery))
-                        continue
-                    started = self._start(delivery, pool, now)
-                    if started is not None:
-                        running[started[0]] = started[1]
-                if out_of_time and not running:
-                    break
+                claimed = 0
+                if not out_of_time and len(running) < self.max_workers:
+                    for delivery in outbox.claim(self.owner, now, self.max_workers - len(running),
+                                                 self.rules_for, ids):
+                        claimed += 1
+                        started = self._start(delivery, pool, now)
+                        if started is None:
+                            self._finish(outbox, delivery, now, on_final)
+                        else:
+                            running[started[0]] = started[1]
+                due = None if out_of_time else outbox.next_due(ids)
+                if due is not None and not claimed:
+                    due = max(due, now + MIN_IDLE)  # due but not claimable yet (order, leases)
+                if not running:
+                    if out_of_time or (due is None and stop_when_idle):
+                        break
+                    until = min(due if due is not None else now + poll, now + poll)
+                    if wait_seconds is not None:
+                        until = min(until, start + wait_seconds)
+                    time.sleep(max(0.0, until - self.clock()))
+                    continue
                 timers = [r.hard_deadline for r in running.values()]
-                if due and not out_of_time:
-                    timers.append(due[0][0])
-                if wait_seconds is not None:
-                    timers.append(start + wait_seconds)
-                timeout = max(0.0, min(timers) - self.clock()) if timers else None
-                if running:
-                    done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
-                else:
-                    time.sleep(timeout or 0.0)
-                    done = set()
+                timers += [t for t in (due, start + wait_seconds if wait_seconds else None)
+                           if t is not None]
+                timeout = max(0.0, min(timers) - self.clock())
+                done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
                 now = self.clock()
                 for future in list(running):
                     run = running[future]
@@ -164,23 +169,20 @@ class Dispatcher:
                     else:
                         continue
                     del running[future]
-                    if self._record(run, outcome, now):
-                        seq += 1
-                        heapq.heappush(due, (run.delivery.next_attempt_at, seq, run.delivery))
+                    self._record(run, outcome, now)
+                    if outcome.retry_after:
+                        dest = self.config.destinations[run.delivery.destination]
+                        if dest.rate_limit is not None:  # the provider asked everyone to wait
+                            outbox.hold_key(self._rate_key(dest), now + outcome.retry_after)
+                    self._finish(outbox, run.delivery, now, on_final)
         finally:
             pool.close()
-        return deliveries
 
-    def _rate_limited_until(self, delivery: Delivery, now: float) -> float:
-        dest = self.config.destinations[delivery.destination]
-        limit = dest.rate_limit
-        if limit is None:
-            return now
-        return self._limiter.next_free(self._limit_key(dest), limit, now)
-
-    @staticmethod
-    def _limit_key(dest: Destination) -> str:
-        return f"{dest.type.name}:{dest.config.rate_limit_key() or 'name:' + dest.name}"
+    def _finish(self, outbox: Outbox, delivery: Delivery, now: float,
+                on_final: Callable[[Delivery], None] | None) -> None:
+        outbox.complete(delivery, self.owner, now)
+        if on_final is not None and delivery.state.final:
+            on_final(delivery)
 
     def sender_for(self, dest: Destination) -> Sender | Exception:
         """The destination's sender, built once; a plugin that cannot build one yields the error."""
@@ -209,15 +211,13 @@ class Dispatcher:
         dest = self.config.destinations[delivery.destination]
         sender = self.sender_for(dest)
         if isinstance(sender, Exception):
-            delivery.finish(State.failed, self._clean(
-                dest, f"plugin for type '{dest.type.name}' could not set up this destination: "
-                      f"{type(sender).__name__}: {sender}"))
+            reason = self._clean(dest, f"plugin for type '{dest.type.name}' could not set up "
+                                       f"this destination: {type(sender).__name__}: {sender}")
+            delivery.attempts.append(Attempt(delivery.attempt_count + 1, now, 0.0, "failed", reason))
+            delivery.finish(State.failed, reason)
             return None
-        if dest.rate_limit is not None:
-            self._limiter.record(self._limit_key(dest), now)
         if delivery.first_attempt_at is None:
             delivery.first_attempt_at = now
-        delivery.state = State.in_flight
         notification = Notification(
             alert=delivery.alert,
             destination=dest.name,
@@ -273,7 +273,7 @@ class Dispatcher:
         at, why = policy.next_attempt(delivery.attempt_count, delivery.first_attempt_at or now,
                                       now, outcome.retry_after, self.rng)
         if at is None:
-            delivery.finish(State.failed, f"{why}; last: {reason}", hint)
+            delivery.finish(State.dead, f"{why}; last: {reason}", hint)
             return False
         delivery.state = State.queued
         delivery.reason, delivery.hint = reason, hint

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,11 +27,27 @@ def fresh_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test loads plugins afresh, with no loading or config variables leaking in."""
     from armor_notify.plugins import reset_plugins
 
-    for var in ("ARMOR_NOTIFY_LOAD_PLUGINS", "ARMOR_NOTIFY_CONFIG", "ARMOR_NOTIFY_TRACE_PLUGINS"):
+    for var in ("ARMOR_NOTIFY_LOAD_PLUGINS", "ARMOR_NOTIFY_CONFIG", "ARMOR_NOTIFY_TRACE_PLUGINS",
+                "ARMOR_NOTIFY_STATE_DIR"):
         monkeypatch.delenv(var, raising=False)
     reset_plugins()
     yield
     reset_plugins()
+
+
+class _TempDirs:
+    """Temporary state directories, removed when the test session ends."""
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+        atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in self.made])
+
+    def mkdtemp(self) -> str:
+        self.made.append(tempfile.mkdtemp(prefix="armor-notify-state-"))
+        return self.made[-1]
+
+
+_state_dirs = _TempDirs()
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
@@ -36,6 +55,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = N
     """Run the installed ``armor-notify`` command as a user would, in a new process."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ARMOR_NOTIFY_")}
     full_env["PYTHONPATH"] = os.pathsep.join([str(SITE), full_env.get("PYTHONPATH", "")])
+    # Each run gets its own outbox unless the test shares one on purpose.
+    full_env["ARMOR_NOTIFY_STATE_DIR"] = _state_dirs.mkdtemp()
     full_env.update(env or {})
     exe = Path(sys.executable).with_name("armor-notify")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, env=full_env,

@@ -185,14 +185,15 @@ def test_send_reports_each_outcome_and_exit_code(tmp_path: Path) -> None:
     doc = json.loads(res.stdout)
     states = {d["destination"]: (d["state"], d["attempts"]) for d in doc["deliveries"]}
     assert states == {"good": ("delivered", 1), "recovers": ("delivered", 2),
-                      "hangs": ("failed", 1), "raises": ("failed", 1), "rejects": ("failed", 1)}
-    assert doc["summary"]["delivered"] == 2 and doc["summary"]["failed"] == 3
+                      "hangs": ("dead", 1), "raises": ("failed", 1), "rejects": ("failed", 1)}
+    assert doc["summary"]["delivered"] == 2 and doc["summary"]["failed"] == 2
+    assert doc["summary"]["dead"] == 1
     assert doc["exit_code"] == 1
     assert TOKEN not in res.stdout + res.stderr
 
     human = run_cli("send", str(write_alert(tmp_path)), "--config", str(config))
     assert human.returncode == 1
-    assert "2 delivered, 3 failed" in human.stdout
+    assert "2 delivered, 2 failed, 1 dead" in human.stdout
     assert "hint: fix the token" in human.stdout
     assert TOKEN not in human.stdout + human.stderr
     assert_no_traceback(human.stdout, human.stderr)

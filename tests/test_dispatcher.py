@@ -97,7 +97,7 @@ def test_every_outcome_is_reported_and_failures_stay_with_their_destination(tmp_
     assert got["silly"].state is State.failed
     assert "returned int instead of an Outcome" in got["silly"].reason
     assert got["setup"].state is State.failed
-    assert "could not set up" in got["setup"].reason and got["setup"].attempt_count == 0
+    assert "could not set up" in got["setup"].reason and got["setup"].attempt_count == 1
     assert report.exit_code == EXIT_FAILED
     assert len([r for r in records(rec) if r["destination"] == "permanent"]) == 1
 
@@ -111,7 +111,7 @@ def test_a_hung_plugin_times_out_without_delaying_the_others() -> None:
     report = nt.send(nt.parse_alerts(make_alert()))
     got = by_dest(report)
     hung = got["hung"]
-    assert hung.state is State.failed
+    assert hung.state is State.dead
     assert "no answer within 0.3s (timed out)" in hung.reason
     assert hung.attempts[0].duration >= 0.3
     deadline = hung.attempts[0].started_at + hard_timeout(0.3)
@@ -134,7 +134,7 @@ def test_a_hung_attempt_is_retried_like_a_timeout(tmp_path: Path) -> None:
 def test_retries_stop_at_max_attempts_with_the_last_reason() -> None:
     nt = notifier({"d": {"script": ["retry"], "max_attempts": 3, "retry_backoff": 0.01}})
     d = nt.send(nt.parse_alerts(make_alert())).deliveries[0]
-    assert d.state is State.failed
+    assert d.state is State.dead
     assert d.attempt_count == 3
     assert d.reason == "gave up after 3 attempts; last: 503 Service Unavailable"
 
@@ -143,7 +143,7 @@ def test_retries_stop_at_the_deadline() -> None:
     nt = notifier({"d": {"script": ["retry"], "max_attempts": 100, "retry_backoff": 0.1,
                          "retry_deadline": 0.5}})
     d = nt.send(nt.parse_alerts(make_alert())).deliveries[0]
-    assert d.state is State.failed
+    assert d.state is State.dead
     assert "retry deadline" in d.reason
     assert 2 <= d.attempt_count < 10
     assert d.attempts[-1].started_at - d.attempts[0].started_at <= 0.5
@@ -160,7 +160,7 @@ def test_retry_after_is_honoured(tmp_path: Path) -> None:
 def test_retry_after_beyond_the_deadline_gives_up_at_once() -> None:
     nt = notifier({"d": {"script": ["retry-after:30"], "retry_deadline": 5}})
     d = nt.send(nt.parse_alerts(make_alert())).deliveries[0]
-    assert d.state is State.failed
+    assert d.state is State.dead
     assert d.attempt_count == 1
     assert "asked to wait 30s" in d.reason
 

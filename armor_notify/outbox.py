@@ -1,0 +1,463 @@
+"""The outbox: every delivery written down before it is attempted, in SQLite.
+
+One file (WAL mode) shared by ``send`` and any number of ``worker`` processes on one machine.
+Workers claim due deliveries under a lease inside a short ``BEGIN IMMEDIATE`` transaction, so two
+workers never send one delivery at the same time, and a delivery whose worker died is claimed
+again when its lease expires (at-least-once). Per-destination rate limits are kept here too
+(GCRA: one "theoretical arrival time" per key), so they hold across processes.
+
+The same class runs on an in-memory database for programs that want no file
+(:meth:`SqliteOutbox.memory`). A server-backed outbox only has to provide the methods of
+:class:`Outbox`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from .alert import Alert
+from .delivery import Attempt, Delivery, State
+from .destinations import RateLimit
+from .errors import ArmorNotifyError
+
+STATE_ENV = "ARMOR_NOTIFY_STATE_DIR"
+FILE_NAME = "outbox.sqlite3"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 5000
+
+FINAL = tuple(s.value for s in State if s.final)
+PENDING = (State.queued.value, State.in_flight.value)
+
+
+class OutboxError(ArmorNotifyError):
+    """The state file cannot be used (corrupt, locked, unwritable)."""
+
+
+@dataclass(frozen=True)
+class ClaimRules:
+    """What the outbox needs to know about a destination to claim its deliveries."""
+
+    lease: float
+    """Seconds a claim lasts; longer than the attempt's hard timeout."""
+    max_attempts: int
+    rate_key: str | None = None
+    rate_limit: RateLimit | None = None
+
+
+RulesFor = Callable[[str], "ClaimRules | None"]
+"""Destination name → its claim rules, or ``None`` when the config no longer has it."""
+
+
+class Outbox(Protocol):
+    """What the dispatcher needs from a store (SQLite today; a server-backed one later)."""
+
+    def enqueue(self, deliveries: Sequence[Delivery], *, repeat_window: float,
+                now: float) -> list[tuple[Delivery, bool]]: ...
+    def claim(self, owner: str, now: float, limit: int, rules_for: RulesFor,
+              ids: Collection[str] | None = None) -> list[Delivery]: ...
+    def complete(self, delivery: Delivery, owner: str, now: float) -> bool: ...
+    def hold_key(self, key: str, until: float) -> None: ...
+    def next_due(self, ids: Collection[str] | None = None) -> float | None: ...
+    def get(self, delivery_id: str) -> Delivery | None: ...
+    def find(self, states: Iterable[str] = (), limit: int = 100,
+             ids: Collection[str] | None = None) -> list[Delivery]: ...
+    def retry(self, ids: Collection[str] = (), *, include_failed: bool = False,
+              now: float) -> int: ...
+    def purge(self, *, older_than: float, now: float) -> int: ...
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    alert_id TEXT NOT NULL,
+    alert_status TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    destination_type TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    also_matched TEXT NOT NULL,
+    dedup_key TEXT NOT NULL,
+    alert TEXT NOT NULL,
+    test INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    run_at REAL NOT NULL,
+    lease_owner TEXT,
+    first_attempt_at REAL,
+    created_at REAL NOT NULL,
+    finalized_at REAL,
+    reason TEXT NOT NULL DEFAULT '',
+    hint TEXT,
+    details TEXT NOT NULL DEFAULT '{}',
+    history TEXT NOT NULL DEFAULT '[]',
+    CHECK ((finalized_at IS NULL) = (state IN ('queued', 'in_flight')))
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, run_at);
+CREATE INDEX IF NOT EXISTS deliveries_intake ON deliveries(alert_id, alert_status, destination);
+CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries(destination, dedup_key, seq);
+CREATE TABLE IF NOT EXISTS rate_state (key TEXT PRIMARY KEY, tat REAL NOT NULL);
+"""
+
+_COLUMNS = ("id, alert_id, alert_status, destination, destination_type, rule, also_matched, "
+            "dedup_key, alert, test, state, attempt, run_at, first_attempt_at, created_at, reason, "
+            "hint, details, history")
+
+
+def default_state_dir() -> Path:
+    """``$ARMOR_NOTIFY_STATE_DIR``, else ``$XDG_STATE_HOME/armor-notify``, else
+    ``~/.local/state/armor-notify``."""
+    if os.environ.get(STATE_ENV):
+        return Path(os.environ[STATE_ENV])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "armor-notify"
+
+
+def _explain(exc: sqlite3.Error, where: str) -> OutboxError:
+    name = getattr(exc, "sqlite_errorname", "")
+    if name.startswith("SQLITE_BUSY"):
+        return OutboxError(f"{where}: the state file is locked by another process and stayed "
+                           f"locked for {BUSY_TIMEOUT_MS // 1000} s; try again")
+    if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+        return OutboxError(f"{where}: the state file is damaged or is not an armor-notify outbox "
+                           f"({exc}); move it aside (keep it for inspection) and run again to "
+                           "start a new one")
+    if name == "SQLITE_READONLY":
+        return OutboxError(f"{where}: the state file is read-only; check its permissions")
+    if name == "SQLITE_CANTOPEN":
+        return OutboxError(f"{where}: cannot open the state file; check that the state "
+                           f"directory exists and is writable (--state-dir or ${STATE_ENV})")
+    return OutboxError(f"{where}: {exc}")
+
+
+class SqliteOutbox:
+    """The outbox on SQLite. One connection, used by one thread at a time (a lock guards it)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                       isolation_level=None, check_same_thread=False)
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if path != ":memory:":
+                self._db.execute("PRAGMA journal_mode = WAL")
+            # An accepted ("queued") alert must survive power loss, not only a crash.
+            self._db.execute("PRAGMA synchronous = FULL")
+            with self._write() as db:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
+                                 (str(SCHEMA_VERSION),))
+            version = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise _explain(exc, path) from None
+        if int(version) != SCHEMA_VERSION:
+            raise OutboxError(f"{path}: written by another armor-notify version (schema "
+                              f"{version}, this one reads {SCHEMA_VERSION})")
+
+    @classmethod
+    def open(cls, state_dir: str | os.PathLike[str] | None = None) -> SqliteOutbox:
+        """The outbox file in ``state_dir`` (default: :func:`default_state_dir`), created if needed."""
+        directory = Path(state_dir) if state_dir else default_state_dir()
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutboxError(f"cannot create the state directory {directory}: "
+                              f"{exc.strerror or exc}") from None
+        return cls(str(directory / FILE_NAME))
+
+    @classmethod
+    def memory(cls) -> SqliteOutbox:
+        """An outbox that lives only as long as this process (nothing survives a crash)."""
+        return cls(":memory:")
+
+    # -- transactions ---------------------------------------------------------------------------
+    class _Tx:
+        def __init__(self, outbox: SqliteOutbox) -> None:
+            self.outbox = outbox
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.outbox._lock.acquire()
+            try:
+                self.outbox._db.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self.outbox._lock.release()
+                raise
+            return self.outbox._db
+
+        def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+            try:
+                self.outbox._db.execute("COMMIT" if kind is None else "ROLLBACK")
+            finally:
+                self.outbox._lock.release()
+
+    def _write(self) -> SqliteOutbox._Tx:
+        return SqliteOutbox._Tx(self)
+
+    def _run(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except sqlite3.Error as exc:
+            raise _explain(exc, f"{self.path} ({what})") from None
+
+    # -- intake -----------------------------------------------------------------------------------
+    def enqueue(self, deliveries: Sequence[Delivery], *, repeat_window: float,
+                now: float) -> list[tuple[Delivery, bool]]:
+        """Write deliveries in one transaction. A delivery of the same alert id, status and
+        destination accepted within ``repeat_window`` seconds is not written again: the stored
+        one is returned with ``False``."""
+
+        def run() -> list[tuple[Delivery, bool]]:
+            out: list[tuple[Delivery, bool]] = []
+            with self._write() as db:
+                for d in deliveries:
+                    row = db.execute(
+                        f"SELECT {_COLUMNS} FROM deliveries WHERE alert_id=? AND alert_status=? "
+                        "AND destination=? AND created_at>=? AND test=0 ORDER BY seq DESC LIMIT 1",
+                        (d.alert.id, d.alert.status, d.destination, now - repeat_window),
+                    ).fetchone()
+                    if row is not None and not d.test:
+                        out.append((_from_row(row), False))
+                        continue
+                    d.created_at = now
+                    if d.state is State.queued and not d.next_attempt_at:
+                        d.next_attempt_at = now
+                    db.execute(
+                        f"INSERT INTO deliveries ({_COLUMNS}, finalized_at) VALUES "
+                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (*_to_row(d), None if not d.state.final else now),
+                    )
+                    out.append((d, True))
+            return out
+
+        result: list[tuple[Delivery, bool]] = self._run("enqueue", run)
+        return result
+
+    # -- claiming ---------------------------------------------------------------------------------
+    def claim(self, owner: str, now: float, limit: int, rules_for: RulesFor,
+              ids: Collection[str] | None = None) -> list[Delivery]:
+        """Lease up to ``limit`` due deliveries to ``owner``.
+
+        Due means queued with its time come, or in flight with an expired lease (its worker died:
+        that attempt is recorded as lost and counts). A delivery waits while an older delivery
+        for the same destination and dedup key is unfinished, so a retried trigger never
+        overtakes its resolve. Rate limits are checked here, in the same transaction: a limited
+        delivery is moved to its allowed time without using an attempt.
+        """
+
+        def run() -> list[Delivery]:
+            claimed: list[Delivery] = []
+            with self._write() as db:
+                where, params = _id_filter(ids)
+                rows = db.execute(
+                    f"SELECT {_COLUMNS} FROM deliveries d WHERE state IN ('queued','in_flight') "
+                    f"AND run_at<=? {where} AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE "
+                    "o.destination=d.destination AND o.dedup_key=d.dedup_key AND o.seq<d.seq "
+                    "AND o.state IN ('queued','in_flight')) ORDER BY run_at, seq LIMIT ?",
+                    (now, *params, max(limit * 4, limit)),
+                ).fetchall()
+                for row in rows:
+                    if len(claimed) >= limit:
+                        break
+                    d = _from_row(row)
+                    rules = rules_for(d.destination)
+                    if d.state is State.in_flight:  # the lease ran out: its worker died or hung
+                        d.attempts.append(Attempt(d.attempt_count + 1, d.next_attempt_at, 0.0,
+                                                  "lost", "no answer was recorded before the "
+                                                  "worker's lease expired (it may have died)"))
+                        d.state = State.queued
+                    if rules is None:
+                        d.finish(State.failed, f"destination '{d.destination}' is no longer in "
+                                               "the config")
+                        _save(db, d, now)
+                        continue
+                    if d.attempt_count >= rules.max_attempts:
+                        d.finish(State.dead, f"gave up after {d.attempt_count} attempts; last: "
+                                             f"{d.attempts[-1].reason if d.attempts else ''}")
+                        _save(db, d, now)
+                        continue
+                    if rules.rate_limit is not None and rules.rate_key:
+                        allowed = _gcra(db, rules.rate_key, rules.rate_limit, now)
+                        if allowed > now:
+                            d.next_attempt_at = allowed
+                            _save(db, d, now)
+                            continue
+                    d.state = State.in_flight
+                    d.next_attempt_at = now + rules.lease
+                    if d.first_attempt_at is None:
+                        d.first_attempt_at = now
+                    _save(db, d, now, attempt=d.attempt_count + 1, owner=owner)
+                    claimed.append(d)
+            return claimed
+
+        result: list[Delivery] = self._run("claim", run)
+        return result
+
+    def complete(self, delivery: Delivery, owner: str, now: float) -> bool:
+        """Store the outcome of the attempt ``owner`` holds; ``False`` if the lease was lost."""
+
+        def run() -> bool:
+            with self._write() as db:
+                cur = db.execute(
+                    "UPDATE deliveries SET state=?, run_at=?, lease_owner=NULL, reason=?, hint=?, "
+                    "details=?, history=?, finalized_at=?, first_attempt_at=? WHERE id=? AND "
+                    "lease_owner=? AND attempt=? AND state='in_flight'",
+                    (delivery.state.value, delivery.next_attempt_at, delivery.reason,
+                     delivery.hint, json.dumps(delivery.details, default=str),
+                     _history(delivery), now if delivery.state.final else None,
+                     delivery.first_attempt_at, delivery.id, owner, delivery.attempt_count),
+                )
+                return cur.rowcount == 1
+
+        done: bool = self._run("complete", run)
+        return done
+
+    def hold_key(self, key: str, until: float) -> None:
+        """No notification under rate key ``key`` before ``until`` (a destination's Retry-After)."""
+
+        def run() -> None:
+            with self._write() as db:
+                db.execute("INSERT INTO rate_state(key, tat) VALUES (?, ?) ON CONFLICT(key) DO "
+                           "UPDATE SET tat=max(tat, excluded.tat)", (key, until))
+
+        self._run("rate limit", run)
+
+    # -- reading ----------------------------------------------------------------------------------
+    def next_due(self, ids: Collection[str] | None = None) -> float | None:
+        """When the next unfinished delivery falls due (or its lease runs out); ``None``: none."""
+        where, params = _id_filter(ids)
+        row = self._run("read", lambda: self._db.execute(
+            f"SELECT min(run_at) FROM deliveries WHERE state IN ('queued','in_flight') {where}",
+            params).fetchone())
+        return None if row is None or row[0] is None else float(row[0])
+
+    def get(self, delivery_id: str) -> Delivery | None:
+        """One delivery by id (a unique prefix of at least 6 characters is enough)."""
+        rows = self._run("read", lambda: self._db.execute(
+            f"SELECT {_COLUMNS} FROM deliveries WHERE id=? OR (length(?)>=6 AND id LIKE ? || '%') "
+            "LIMIT 2", (delivery_id, delivery_id, delivery_id)).fetchall())
+        exact = [r for r in rows if r[0] == delivery_id]
+        if exact or len(rows) == 1:
+            return _from_row((exact or rows)[0])
+        return None
+
+    def find(self, states: Iterable[str] = (), limit: int = 100,
+             ids: Collection[str] | None = None) -> list[Delivery]:
+        """Deliveries, newest first, optionally only in ``states`` or with these ``ids``."""
+        states = list(states)
+        where, params = _id_filter(ids)
+        if states:
+            where += f" AND state IN ({','.join('?' * len(states))})"
+            params = (*params, *states)
+        rows = self._run("read", lambda: self._db.execute(
+            f"SELECT {_COLUMNS} FROM deliveries WHERE 1=1 {where} ORDER BY seq DESC LIMIT ?",
+            (*params, limit)).fetchall())
+        return [_from_row(r) for r in rows]
+
+    # -- acting -----------------------------------------------------------------------------------
+    def retry(self, ids: Collection[str] = (), *, include_failed: bool = False,
+              now: float) -> int:
+        """Make queued deliveries (all, or ``ids``) due now; with ``include_failed`` also requeue
+        failed and dead ones with a fresh retry budget. Returns how many changed."""
+        states = ["queued"] + (["failed", "dead"] if include_failed else [])
+
+        def run() -> int:
+            with self._write() as db:
+                where, params = _id_filter(ids or None)
+                marks = ",".join("?" * len(states))
+                cur = db.execute(
+                    "UPDATE deliveries SET run_at=?, state='queued', finalized_at=NULL, "
+                    "first_attempt_at=CASE WHEN state='queued' THEN first_attempt_at ELSE NULL END,"
+                    " history=CASE WHEN state='queued' THEN history ELSE '[]' END, "
+                    "attempt=CASE WHEN state='queued' THEN attempt ELSE 0 END "
+                    f"WHERE state IN ({marks}) {where}", (now, *states, *params))
+                return cur.rowcount
+
+        count: int = self._run("retry", run)
+        return count
+
+    def purge(self, *, older_than: float, now: float) -> int:
+        """Delete finished deliveries finalized more than ``older_than`` seconds ago."""
+
+        def run() -> int:
+            with self._write() as db:
+                cur = db.execute(
+                    "DELETE FROM deliveries WHERE finalized_at IS NOT NULL AND finalized_at<=?",
+                    (now - older_than,))
+                return cur.rowcount
+
+        count: int = self._run("purge", run)
+        return count
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _id_filter(ids: Collection[str] | None) -> tuple[str, tuple[str, ...]]:
+    if ids is None:
+        return "", ()
+    ids = tuple(ids)
+    if not ids:
+        return " AND 0", ()
+    return f" AND id IN ({','.join('?' * len(ids))})", ids
+
+
+def _gcra(db: sqlite3.Connection, key: str, limit: RateLimit, now: float) -> float:
+    """Generic cell rate algorithm, burst 1: conforming requests are spaced ``period/count``
+    apart, so no window of ``period`` ever holds more than ``count``. Returns ``now`` when this
+    request may go (and books it), else the time it may go."""
+    interval = limit.period / limit.count
+    row = db.execute("SELECT tat FROM rate_state WHERE key=?", (key,)).fetchone()
+    tat = max(float(row[0]) if row else now, now)
+    if tat > now:
+        return tat
+    db.execute("INSERT INTO rate_state(key, tat) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+               "tat=excluded.tat", (key, now + interval))
+    return now
+
+
+def _history(d: Delivery) -> str:
+    return json.dumps([{"number": a.number, "started_at": a.started_at, "duration": a.duration,
+                        "status": a.status, "reason": a.reason} for a in d.attempts])
+
+
+def _to_row(d: Delivery) -> tuple[Any, ...]:
+    return (d.id, d.alert.id, d.alert.status, d.destination, d.destination_type, d.rule,
+            json.dumps(list(d.also_matched)), d.dedup_key, d.alert.model_dump_json(by_alias=True),
+            int(d.test), d.state.value, d.attempt_count, d.next_attempt_at, d.first_attempt_at,
+            d.created_at, d.reason, d.hint, json.dumps(d.details, default=str), _history(d))
+
+
+def _save(db: sqlite3.Connection, d: Delivery, now: float, *, attempt: int | None = None,
+          owner: str | None = None) -> None:
+    db.execute(
+        "UPDATE deliveries SET state=?, run_at=?, lease_owner=?, attempt=?, first_attempt_at=?, "
+        "reason=?, hint=?, history=?, finalized_at=? WHERE id=?",
+        (d.state.value, d.next_attempt_at, owner, d.attempt_count if attempt is None else attempt,
+         d.first_attempt_at, d.reason, d.hint, _history(d), now if d.state.final else None, d.id))
+
+
+def _from_row(row: Sequence[Any]) -> Delivery:
+    (id_, _alert_id, _status, destination, dtype, rule, also, dedup, alert_json, test, state,
+     _attempt, run_at, first, created, reason, hint, details, history) = row
+    d = Delivery(
+        alert=Alert.model_validate_json(alert_json, context={"event_types": None}),
+        destination=destination, destination_type=dtype, rule=rule,
+        dedup_key=dedup, also_matched=tuple(json.loads(also)), id=id_, state=State(state),
+        next_attempt_at=float(run_at), first_attempt_at=first, reason=reason, hint=hint,
+        details=json.loads(details), test=bool(test), created_at=float(created),
+    )
+    d.attempts = [Attempt(a["number"], a["started_at"], a["duration"], a["status"], a["reason"])
+                  for a in json.loads(history)]
+    return d

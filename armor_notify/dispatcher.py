@@ -180,8 +180,9 @@ class Dispatcher:
 
     def _finish(self, outbox: Outbox, delivery: Delivery, now: float,
                 on_final: Callable[[Delivery], None] | None) -> None:
-        outbox.complete(delivery, self.owner, now)
-        if on_final is not None and delivery.state.final:
+        # A lost lease means another worker took the delivery over: its answer is the one kept.
+        kept = outbox.complete(delivery, self.owner, now)
+        if kept and on_final is not None and delivery.state.final:
             on_final(delivery)
 
     def sender_for(self, dest: Destination) -> Sender | Exception:

@@ -374,17 +374,21 @@ class _Validator:
                               "pagerduty://... or slack://...")
             return None
         scheme = match.group(1).lower()
-        dtype = self.registry.type_for_scheme(scheme)
-        if dtype is None or dtype.from_url is None:
-            self.problem(loc, f"no installed destination type handles '{scheme}://' URLs"
-                              f"{self.registry.failure_note}")
-            return None
-        try:
-            spec = dict(dtype.from_url(url))
-        except ValueError as exc:
-            self.problem(loc, f"cannot read this {scheme}:// URL: {exc}")
-            return None
-        return self.build(name, dtype, spec, loc)
+        # Each candidate either takes the URL (a mapping), rejects it as wrong (ValueError), or
+        # declines it as not its own (None: an https URL of another host), passing it on.
+        for dtype in self.registry.types_for_scheme(scheme):
+            if dtype.from_url is None:
+                continue
+            try:
+                spec = dtype.from_url(url)
+            except ValueError as exc:
+                self.problem(loc, f"cannot read this {scheme}:// URL: {exc}")
+                return None
+            if spec is not None:
+                return self.build(name, dtype, dict(spec), loc)
+        self.problem(loc, f"no installed destination type handles '{scheme}://' URLs"
+                          f"{self.registry.failure_note}")
+        return None
 
     def build(self, name: str, dtype: DestinationType, spec: dict[str, Any],
               loc: Loc) -> Destination | None:

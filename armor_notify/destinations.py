@@ -199,8 +199,13 @@ class DestinationType:
     """The provider's documented limit, e.g. ``120/minute``."""
     url_schemes: tuple[str, ...] = ()
     """URL schemes (``pagerduty``, ``slack``…) that a bare-URL destination may use for this type."""
-    from_url: Callable[[str], Mapping[str, Any]] | None = None
-    """Turns such a URL into this type's config mapping (raise ``ValueError`` to reject it)."""
+    from_url: Callable[[str], Mapping[str, Any] | None] | None = None
+    """Turns such a URL into this type's config mapping. Raise ``ValueError`` for a URL of this
+    type that is wrong (the message is shown); return ``None`` for a URL that is not this type's
+    after all (an ``https`` URL of another host), so that the next candidate type is asked."""
+    url_fallback: bool = False
+    """Also offered bare URLs that no type's ``url_schemes`` claims, or that every claiming type
+    declined: the catch-all for a bridge such as Apprise. At most one installed type may set it."""
     test_reminder: str = ""
     """Printed after a successful ``armor-notify test`` (e.g. resolve the test incident)."""
 

@@ -8,6 +8,7 @@ All record changes happen on the calling thread; I/O threads only run ``sender.s
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import socket
@@ -106,7 +107,10 @@ class Dispatcher:
 
     @staticmethod
     def _rate_key(dest: Destination) -> str:
-        return f"{dest.type.name}:{dest.config.rate_limit_key() or 'name:' + dest.name}"
+        # Rate keys are often secrets (an integration key, a webhook URL) and are written to the
+        # outbox file, so only a digest of them is kept.
+        identity = dest.config.rate_limit_key() or f"name:{dest.name}"
+        return f"{dest.type.name}:{hashlib.sha256(identity.encode()).hexdigest()[:32]}"
 
     def deliver(
         self,

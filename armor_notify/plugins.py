@@ -81,6 +81,13 @@ class Registry:
                 f"'{self._type_owner[dtype.name]}' and plugin '{owner}'; uninstall one of them "
                 f"or exclude it with {LOAD_ENV}"
             )
+        fallback = next((t for t in self.destination_types.values() if t.url_fallback), None)
+        if dtype.url_fallback and fallback is not None:
+            raise PluginError(
+                f"destination types '{fallback.name}' (plugin '{self._type_owner[fallback.name]}') "
+                f"and '{dtype.name}' (plugin '{owner}') both take every otherwise unclaimed URL "
+                f"scheme; uninstall one of them or exclude it with {LOAD_ENV}"
+            )
         self.destination_types[dtype.name] = dtype
         self._type_owner[dtype.name] = owner
 
@@ -97,11 +104,18 @@ class Registry:
         """Names the plugins that failed to load, for errors about missing types."""
         return f" (plugins that failed to load: {', '.join(self.failed)})" if self.failed else ""
 
+    def types_for_scheme(self, scheme: str) -> list[DestinationType]:
+        """The types a bare ``scheme://`` URL is offered to, in order: those listing the scheme
+        in ``url_schemes``, then the fallback type (``url_fallback``), if one is installed."""
+        claiming = [t for t in self.destination_types.values() if scheme in t.url_schemes]
+        fallback = [t for t in self.destination_types.values()
+                    if t.url_fallback and t not in claiming]
+        return claiming + fallback
+
     def type_for_scheme(self, scheme: str) -> DestinationType | None:
-        for dtype in self.destination_types.values():
-            if scheme in dtype.url_schemes:
-                return dtype
-        return None
+        """The first type a bare ``scheme://`` URL is offered to (see :meth:`types_for_scheme`)."""
+        types = self.types_for_scheme(scheme)
+        return types[0] if types else None
 
 
 class PluginManager:

@@ -74,10 +74,23 @@ def redact(text: str, secrets: list[str]) -> str:
 
 
 def secret_values(model: Any) -> list[str]:
-    """Every secret value held by a pydantic model (fields typed ``SecretStr`` or subclasses)."""
+    """Every secret value held by a pydantic model: fields typed ``SecretStr`` (or subclasses),
+    also inside dicts, lists, tuples and nested models (a plugin's ``headers: dict[str, Secret]``)."""
     found: list[str] = []
-    for name in type(model).model_fields:
-        value = getattr(model, name, None)
+
+    def collect(value: Any) -> None:
         if isinstance(value, SecretStr):
             found.append(value.get_secret_value())
+        elif isinstance(value, dict):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            for item in value:
+                collect(item)
+        elif hasattr(type(value), "model_fields"):
+            for name in type(value).model_fields:
+                collect(getattr(value, name, None))
+
+    for name in type(model).model_fields:
+        collect(getattr(model, name, None))
     return found

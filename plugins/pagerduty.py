@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import requests
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -602,6 +602,52 @@ def _describe_answer(answer: Mapping[str, Any] | None, body: bytes) -> str:
     return head or shorten(body.decode("utf-8", "replace").strip(), 500)
 
 
+# Apprise's pagerduty:// parameters that armor-notify decides itself, or that have no meaning
+# here: the event action and dedup key follow the alert, component/group/class come from it.
+_APPRISE_IGNORED_PARAMS = frozenset({
+    "apikey", "component", "group", "class", "click", "image", "action", "dedup",
+    # Apprise's options for every service
+    "format", "overflow", "emojis", "tz", "store", "retry", "wait", "optional", "cto", "rto",
+    "verify", "redirect",
+})
+
+
+def _from_apprise_url(url: str) -> dict[str, Any]:
+    """Apprise's ``pagerduty://{integration_key}@{api_key}[/{source}[/{component}]]`` → native.
+
+    The REST API key (Apprise requires one) is not needed for the Events API and is ignored;
+    ``?region=us|eu``, ``?severity=`` and ``?source=`` map to the native options.
+    """
+    parts = urlsplit(url)
+    # As Apprise reads it: "+" stays a plus ("+name=value" is a custom detail), keys ignore case.
+    query = parse_qsl(parts.query.replace("+", "%2B"), keep_blank_values=True)
+    params = {key.lower(): value for key, value in query}
+    unknown = sorted(key for key in params if key not in _APPRISE_IGNORED_PARAMS
+                     and key not in ("integrationkey", "region", "severity", "source")
+                     and not key.startswith(("+", "-", ":")))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter '{unknown[0]}'; Apprise's pagerduty:// URL takes region, "
+            "severity and source here (use type: apprise to send through Apprise instead)"
+        )
+    key = params.get("integrationkey") or unquote(parts.username or "")
+    if not key:
+        raise ValueError(
+            "no integration key: write pagerduty://INTEGRATION_KEY@API_KEY (Apprise's form; "
+            "armor-notify needs only the Events API v2 Integration Key) or use type: pagerduty"
+        )
+    config: dict[str, Any] = {"integration_key": key}
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    source = params.get("source") or (path[0] if path else None)
+    if source:
+        config["source"] = source
+    if params.get("region"):
+        config["region"] = params["region"].lower()
+    if params.get("severity"):
+        config["severity"] = params["severity"].lower()
+    return config
+
+
 PAGERDUTY = DestinationType(
     name="pagerduty",
     config_model=PagerDutyConfig,
@@ -609,7 +655,8 @@ PAGERDUTY = DestinationType(
     display_name="PagerDuty",
     send_resolved_default=True,
     default_rate_limit="120/minute",
-    url_schemes=(),
+    url_schemes=("pagerduty",),
+    from_url=_from_apprise_url,
     test_reminder=(
         "Remember to resolve the test incident in PagerDuty to avoid confusion, or run the test "
         "again with --resolve."

@@ -400,6 +400,28 @@ def _root_cause(exc: BaseException) -> str:
     return text or type(cause).__name__
 
 
+SLACK_WEBHOOK_HOST = "hooks.slack.com"
+
+
+def _from_url(url: str) -> dict[str, Any] | None:
+    """A bare URL → the native config: Apprise's ``slack://TokenA/TokenB/TokenC``, or Slack's own
+    ``https://hooks.slack.com/services/…``. Other ``https`` URLs are not Slack's: ``None`` passes
+    them on (to the Apprise bridge, when it is installed)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "https":
+        return _from_apprise_url(url)
+    if (parts.hostname or "").rstrip(".") != SLACK_WEBHOOK_HOST:
+        return None
+    if not parts.path.startswith("/services/") or len([p for p in parts.path.split("/") if p]) != 4:
+        raise ValueError(
+            "only Slack incoming-webhook URLs (https://hooks.slack.com/services/T…/B…/…) are "
+            "supported"
+        )
+    if parts.query or parts.fragment or parts.username or parts.password or parts.port:
+        raise ValueError("an incoming-webhook URL has no user, port, query or fragment")
+    return {"webhook_url": url}
+
+
 def _from_apprise_url(url: str) -> dict[str, Any]:
     """``slack://TokenA/TokenB/TokenC`` (Apprise's webhook form) → the native config."""
     parts = urlsplit(url)
@@ -408,11 +430,13 @@ def _from_apprise_url(url: str) -> dict[str, Any]:
         if tokens and tokens[0].lower().startswith("xox"):
             raise ValueError(
                 "Slack bot tokens are not supported: use an incoming webhook "
-                "(type: slack, webhook_url: ${SLACK_WEBHOOK_URL})"
+                "(type: slack, webhook_url: ${SLACK_WEBHOOK_URL}), or send through Apprise "
+                "with type: apprise"
             )
         raise ValueError(
             "only Apprise's incoming-webhook form slack://TokenA/TokenB/TokenC is supported "
-            "(a webhook always posts to the channel it was created for, under the app's name)"
+            "(a webhook always posts to the channel it was created for, under the app's name); "
+            "to use Apprise's other Slack options, write type: apprise with this url"
         )
     token_a, token_b, token_c = tokens
     return {"webhook_url": f"https://hooks.slack.com/services/{token_a.upper()}/{token_b.upper()}/{token_c}"}
@@ -425,8 +449,8 @@ SLACK = DestinationType(
     display_name="Slack",
     send_resolved_default=True,
     default_rate_limit="1/second",
-    url_schemes=("slack",),
-    from_url=_from_apprise_url,
+    url_schemes=("slack", "https"),
+    from_url=_from_url,
     test_reminder="",
 )
 

@@ -28,8 +28,9 @@ from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import default as default_policy
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, formataddr, make_msgid
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -650,6 +651,103 @@ def _close_quietly(smtp: smtplib.SMTP) -> None:
         smtp.close()
 
 
+# -- Apprise's email URLs ----------------------------------------------------------------------
+
+_APPRISE_MODES: Mapping[str, Security] = {"starttls": "starttls", "ssl": "ssl", "insecure": "none"}
+_APPRISE_PARAMS = frozenset({"to", "cc", "from", "name", "smtp", "mode", "verify", "user", "pass",
+                             "password"})
+# Apprise's options for every service: meaningless here (armor-notify times and retries itself).
+_APPRISE_IGNORED = frozenset({"format", "overflow", "emojis", "tz", "store", "retry", "wait",
+                              "optional", "cto", "rto", "redirect"})
+_ADDRESS_LIST = re.compile(r"[\s,;]+")
+
+
+def _addresses(text: str) -> list[str]:
+    return [a for a in _ADDRESS_LIST.split(text) if a]
+
+
+def _apprise_bool(text: str) -> bool:
+    # Apprise's parse_bool: no/false/off/0/never/deny/disable(d) are false, the rest true.
+    return not text.lower().startswith(("de", "di", "ne", "f", "n", "of", "0"))
+
+
+def _from_apprise_url(url: str) -> dict[str, Any]:
+    """Apprise's ``mailto://`` and ``mailtos://`` URLs → the native config.
+
+    ``mailto[s]://[user[:password]@]host[:port][/to…]?to=&cc=&from=&name=&smtp=&mode=&verify=``.
+    ``host`` is the SMTP server unless ``smtp=`` names one (then ``host`` is only the sender's
+    domain); ``mailtos`` is TLS (``starttls`` unless ``mode=ssl``), ``mailto`` unencrypted unless
+    ``mode=starttls|ssl``. The sender is ``from=`` (with ``name=``), else ``user@host``; without
+    recipients the mail goes to the sender, as Apprise does. Apprise's provider shortcuts
+    (``mailto://me:pw@gmail.com`` choosing smtp.gmail.com) are not applied: give ``smtp=``.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    # As Apprise reads it: "+" stays a plus (a+tag@example.com), keys ignore case.
+    query = parse_qsl(parts.query.replace("+", "%2B"), keep_blank_values=True)
+    params = {key.lower(): value for key, value in query}
+    unknown = sorted(set(params) - _APPRISE_PARAMS - _APPRISE_IGNORED)
+    if unknown:
+        raise ValueError(
+            f"parameter '{unknown[0]}' has no equivalent in the email "
+            "destination (it takes to, cc, from, name, smtp, mode, verify, user and pass); "
+            "use type: apprise to send through Apprise instead"
+        )
+    domain = parts.hostname or ""
+    if not domain:
+        raise ValueError(f"write {scheme}://user:password@smtp.example.com/to@example.com")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the port is not a number from 1 to 65535") from None
+
+    url_user = unquote(parts.username or "")
+    user = params.get("user") or url_user
+    password = params.get("pass") or params.get("password") or unquote(parts.password or "")
+    if params.get("user") and not password and url_user:
+        password = url_user  # Apprise's mailtos://PASSWORD@host?user=login form
+
+    mode = (params.get("mode") or ("starttls" if scheme == "mailtos" else "insecure")).lower()
+    if mode not in _APPRISE_MODES:
+        raise ValueError(f"mode must be starttls, ssl or insecure, not {mode!r}")
+    security = _APPRISE_MODES[mode]
+    host = params.get("smtp") or domain
+    if security == "none" and not is_loopback_host(host):
+        raise ValueError(
+            f"{scheme}:// without mode=starttls or mode=ssl sends mail unencrypted; use mailtos:// "
+            "(TLS) or add ?mode=starttls (unencrypted mail is allowed only to loopback relays)"
+        )
+
+    sender = params.get("from") or ""
+    if not sender and user:
+        sender = user if "@" in user else f"{user}@{domain}"
+    if not sender:
+        raise ValueError("no sender address: add ?from=alerts@example.com (or a user@ part)")
+    name = params.get("name") or ""
+    if name:
+        sender = formataddr((_header_text(name), sender))
+
+    to = [a for segment in parts.path.split("/") for a in _addresses(unquote(segment))]
+    to += _addresses(params.get("to") or "")
+    config: dict[str, Any] = {
+        "host": host,
+        "security": security,
+        "from": sender,
+        "to": to or [parse_address(sender).addr_spec],
+    }
+    if port is not None:
+        config["port"] = port
+    if params.get("cc"):
+        config["cc"] = _addresses(params["cc"])
+    if password:
+        if not user:
+            raise ValueError("a password needs a user name: write user:password@ or ?user=")
+        config.update(username=user, password=password)
+    if "verify" in params:
+        config["verify"] = _apprise_bool(params["verify"])
+    return config
+
+
 @hookimpl
 def register_destination_types(register: Callable[[DestinationType], None]) -> None:
     register(
@@ -660,6 +758,8 @@ def register_destination_types(register: Callable[[DestinationType], None]) -> N
             display_name="email",
             send_resolved_default=False,
             default_rate_limit="none",
+            url_schemes=("mailto", "mailtos"),
+            from_url=_from_apprise_url,
             test_reminder="Check the recipients' inboxes (and spam folders) for the test email.",
         )
     )

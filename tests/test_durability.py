@@ -272,3 +272,15 @@ def test_corrupt_and_locked_state_files_get_clear_errors(tmp_path: Path) -> None
         holder.close()
     assert res.returncode == 2
     assert "locked by another process" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_no_secret_is_written_to_the_state_file(
+        tmp_path: Path, receivers: tuple[FakePagerDuty, FakeSlack]) -> None:
+    pd, slack = receivers
+    state = tmp_path / "state"
+    config = write_config(tmp_path, pd.url, slack.url, rate_limit="100/second")
+    assert run_cli("send", str(write_alerts(tmp_path, 2)), "--config", str(config),
+                   env=cli_env(state)).returncode == 0
+    raw = b"".join(p.read_bytes() for p in state.iterdir())
+    assert PD_KEY.encode() not in raw
+    assert b"/services/" not in raw

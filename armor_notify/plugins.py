@@ -127,6 +127,7 @@ class PluginManager:
         self.registry = Registry()
         self.plugins: dict[str, PluginInfo] = {}
         self._loaded = False
+        self._trace = False
         self._lock = threading.Lock()
 
     # -- loading -------------------------------------------------------------------------------
@@ -149,7 +150,8 @@ class PluginManager:
                 self.register(plugin, name=name)
             self._drop_unknown_hooks()
             self.pm.check_pending()
-            if os.environ.get(TRACE_ENV):
+            self._trace = bool(os.environ.get(TRACE_ENV))
+            if self._trace:
                 self._trace_to_stderr()
             self._collect()
             self.registry.failed = [i.name for i in self.plugins.values() if i.error]
@@ -230,15 +232,22 @@ class PluginManager:
             ("register_event_types", self._adder(info, self.registry.add_event_type,
                                                   info.event_types, None)),
         ):
+            # One plugin at a time, since pluggy stops calling the remaining implementations
+            # once one raises.
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 if impl.plugin_name != name:
                     continue
+                if self._trace:
+                    print(f"[armor-notify] hook {hook_name} -> ['{name}']", file=sys.stderr)
                 try:
                     impl.function(**{arg: add for arg in impl.argnames})
                 except PluginError:
                     raise
                 except Exception as exc:
                     info.error = f"{hook_name} raised {type(exc).__name__}: {exc}"
+                if self._trace:
+                    print(f"[armor-notify] hook {hook_name} done ({name}: "
+                          f"{info.error or 'ok'})", file=sys.stderr)
 
     def _adder(
         self,

@@ -151,10 +151,10 @@ def test_bad_event_type_names_are_rejected() -> None:
                                                     register("Bad Name")))])
 
 
-def test_tracing_prints_hook_calls(monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("ARMOR_NOTIFY_TRACE_PLUGINS", "1")
-    pm = PluginManager().load()
-    pm.pm.hook.register_event_types(register=lambda name: None)
-    err = capsys.readouterr().err
-    assert "[armor-notify] hook register_event_types" in err
+def test_tracing_prints_hook_calls() -> None:
+    from conftest import run_cli
+
+    res = run_cli("plugins", env={"ARMOR_NOTIFY_TRACE_PLUGINS": "1"})
+    assert res.returncode == 0
+    assert "[armor-notify] hook register_destination_types -> ['pagerduty']" in res.stderr
+    assert "[armor-notify] hook register_event_types done (scripted: ok)" in res.stderr

@@ -134,7 +134,8 @@ def test_killed_workers_lose_nothing_and_pagerduty_repeats_share_a_dedup_key(
     lost = sum(1 for d in deliveries for h in d["history"] if h["status"] == "lost")
     assert lost > 0  # the kills really interrupted deliveries
     keys_per_alert: dict[str, set[str]] = defaultdict(set)
-    for request in pd.requests:
+    # A worker killed in the middle of writing a request leaves a truncated body behind.
+    for request in (r for r in pd.requests if r.body is not None):
         assert request.schema_errors == []
         keys_per_alert[request.body["payload"]["summary"].split(" — ")[0]].add(
             request.body["dedup_key"])

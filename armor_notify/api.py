@@ -15,6 +15,7 @@ from .dispatcher import Dispatcher, resolved_copy
 from .errors import ConfigError, Problem
 from .intake import parse_alerts, read_alerts
 from .matching import Route
+from .noise import Gate
 from .outbox import Outbox, SqliteOutbox
 from .plugins import PluginManager, load_plugins
 
@@ -70,6 +71,8 @@ class Notifier:
         """Where deliveries are written before they are attempted (in memory unless given)."""
         self.dispatcher = Dispatcher(config, max_workers=max_workers,
                                      rng=rng or random.Random())
+        self.gate = Gate(config)
+        """Noise controls: schedules, blackouts, cooldowns, daily limits and digests."""
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str] | None = None, *,
@@ -130,7 +133,7 @@ class Notifier:
         out = []
         for delivery, new in self.outbox.enqueue(
                 planned, repeat_window=self.config.defaults.repeat_window,
-                now=self.dispatcher.clock()):
+                now=self.dispatcher.clock(), gate=self.gate):
             delivery.repeat = not new
             out.append(delivery)
         return out

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .dedup import rule_slug
 from .destinations import DestinationConfig, DestinationType, RateLimit
 from .errors import ConfigError, Problem
 from .matching import Router, Rule
+from .noise import Blackout, check_blackouts, valid_zone
 from .plugins import Registry
 from .rules import RuleModel
 from .secrets import redact
@@ -44,6 +45,8 @@ class Defaults(BaseModel):
     """PagerDuty's ``payload.source`` and the product name in messages."""
     link_text: Annotated[str, Field(min_length=1, max_length=200)] = "View in AnomalyArmor"
     """The text of the link to the alert."""
+    timezone: Annotated[str, BeforeValidator(valid_zone)] = "UTC"
+    """The company time zone: daily limits reset at its midnight; blackouts default to it."""
     repeat_window: Annotated[float, Field(ge=0)] = 600.0
     """Seconds during which the same alert (id and status) is accepted only once per destination."""
 
@@ -57,6 +60,7 @@ class ConfigFile(BaseModel):
     defaults: Defaults = Defaults()
     destinations: dict[Any, Any]  # names are checked one by one, with their own messages
     rules: list[RuleModel] = []
+    blackouts: list[Blackout] = []
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,10 @@ class Config:
     destinations: Mapping[str, Destination]
     rules: tuple[Rule, ...]
     router: Router
+    blackouts: tuple[Blackout, ...] = ()
+
+    def rule(self, name: str) -> Rule | None:
+        return next((r for r in self.rules if r.name == name), None)
 
 
 def find_config(path: str | os.PathLike[str] | None) -> Path:
@@ -317,6 +325,9 @@ class _Validator:
             top = ConfigFile.model_validate(data)
         except ValidationError as exc:
             self.pydantic_problems(exc, ConfigFile)
+        if top is not None:
+            for index, message in check_blackouts(top.blackouts):
+                self.problem(("blackouts", index), message)
         raw_destinations = data.get("destinations")
         destinations = (
             self.destinations(raw_destinations) if isinstance(raw_destinations, dict) else {}
@@ -327,7 +338,8 @@ class _Validator:
         if self.problems or top is None:
             raise ConfigError(self.problems)
         compiled = tuple(Rule.compile(i, r) for i, r in enumerate(top.rules))
-        return Config(self.source, top.defaults, destinations, compiled, Router(compiled))
+        return Config(self.source, top.defaults, destinations, compiled, Router(compiled),
+                      tuple(top.blackouts))
 
     def destinations(self, raw: dict[str, Any]) -> dict[str, Destination]:
         out: dict[str, Destination] = {}
@@ -396,6 +408,11 @@ class _Validator:
             config = dtype.config_model.model_validate(spec)
         except ValidationError as exc:
             self.pydantic_problems(exc, dtype.config_model, loc)
+            return None
+        if config.digest is not None and not dtype.supports_digest:
+            self.problem((*loc, "digest"), f"{dtype.title} destinations cannot be digested"
+                         + (": pages stay individual (the dedup key already groups repeats)"
+                            if dtype.name == "pagerduty" else ""))
             return None
         return Destination(name, dtype, config)
 

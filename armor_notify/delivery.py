@@ -27,6 +27,10 @@ class State(str, Enum):
     """A permanent failure: the destination refused it (never retried)."""
     dead = "dead"
     """Retries exhausted: attempts or the retry deadline ran out on retryable failures."""
+    batched = "batched"
+    """Collected for a digest that has not been sent yet."""
+    digested = "digested"
+    """Sent as one item of a digest (the digest delivery has the outcome)."""
     suppressed = "suppressed"
     """Deliberately not sent (e.g. a resolved alert to a destination with send_resolved off)."""
     skipped = "skipped"
@@ -34,7 +38,7 @@ class State(str, Enum):
 
     @property
     def final(self) -> bool:
-        return self not in (State.queued, State.in_flight)
+        return self not in (State.queued, State.in_flight, State.batched)
 
 
 @dataclass
@@ -81,6 +85,8 @@ class Delivery:
     """When the delivery was accepted (written to the outbox)."""
     repeat: bool = False
     """True when this alert was already accepted within the repeat window: not sent again."""
+    digest: tuple[Alert, ...] = ()
+    """For a digest delivery: the alerts it summarises."""
 
     @property
     def attempt_count(self) -> int:
@@ -111,6 +117,7 @@ class Delivery:
             "accepted_at": _iso(self.created_at) if self.created_at else None,
             "repeat": self.repeat,
             "history": [a.as_dict() for a in self.attempts],
+            "digest_items": [a.id for a in self.digest],
         }
 
 

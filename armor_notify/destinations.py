@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from .noise import Digest
 from .outcome import Outcome
 from .secrets import SecretUrl
 
@@ -111,6 +112,11 @@ class DestinationConfig(BaseModel):
     """Send acknowledged/resolved alerts too; ``None`` takes the type's default."""
     rate_limit: str = "default"
     """``120/minute``, ``1/second``, ``none``, or ``default`` (the type's documented limit)."""
+    digest: Digest | None = None
+    """Collect alerts into one summary per window (types that support digests only)."""
+    daily_limit: Annotated[int, Field(ge=1)] | None = None
+    """At most this many notifications a day to this destination; the rest are suppressed (or,
+    with a digest, counted into the next one)."""
 
     @field_validator("rate_limit")
     @classmethod
@@ -161,6 +167,8 @@ class Notification:
     attempt: int = 1
     test: bool = False
     """True for ``armor-notify test``."""
+    digest: tuple[Alert, ...] = ()
+    """For a digest: every alert it summarises (``alert`` is then a synthetic summary alert)."""
 
     @property
     def action(self) -> Action:
@@ -208,6 +216,8 @@ class DestinationType:
     declined: the catch-all for a bridge such as Apprise. At most one installed type may set it."""
     test_reminder: str = ""
     """Printed after a successful ``armor-notify test`` (e.g. resolve the test incident)."""
+    supports_digest: bool = False
+    """The sender can render ``Notification.digest`` (several alerts in one message)."""
 
     @property
     def title(self) -> str:

@@ -233,6 +233,7 @@ class Dispatcher:
             timeout=dest.config.timeout,
             attempt=delivery.attempt_count + 1,
             test=delivery.test,
+            digest=delivery.digest,
         )
         future = pool.submit(lambda: sender.send(notification))
         return future, _Running(delivery, now, now + hard_timeout(dest.config.timeout),

@@ -26,6 +26,7 @@ from .alert import Alert
 from .delivery import Attempt, Delivery, State
 from .destinations import RateLimit
 from .errors import ArmorNotifyError
+from .noise import Decision, Gate, History, batch_key, make_digest
 
 STATE_ENV = "ARMOR_NOTIFY_STATE_DIR"
 FILE_NAME = "outbox.sqlite3"
@@ -33,7 +34,8 @@ SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 5000
 
 FINAL = tuple(s.value for s in State if s.final)
-PENDING = (State.queued.value, State.in_flight.value)
+# Deliveries that count as "notified" for cooldowns and daily limits.
+NOTIFYING = "('queued','in_flight','delivered','failed','dead')"
 
 
 class OutboxError(ArmorNotifyError):
@@ -59,7 +61,7 @@ class Outbox(Protocol):
     """What the dispatcher needs from a store (SQLite today; a server-backed one later)."""
 
     def enqueue(self, deliveries: Sequence[Delivery], *, repeat_window: float,
-                now: float) -> list[tuple[Delivery, bool]]: ...
+                now: float, gate: Gate | None = None) -> list[tuple[Delivery, bool]]: ...
     def claim(self, owner: str, now: float, limit: int, rules_for: RulesFor,
               ids: Collection[str] | None = None) -> list[Delivery]: ...
     def complete(self, delivery: Delivery, owner: str, now: float) -> bool: ...
@@ -99,17 +101,24 @@ CREATE TABLE IF NOT EXISTS deliveries (
     hint TEXT,
     details TEXT NOT NULL DEFAULT '{}',
     history TEXT NOT NULL DEFAULT '[]',
-    CHECK ((finalized_at IS NULL) = (state IN ('queued', 'in_flight')))
+    asset_id TEXT NOT NULL DEFAULT '',
+    batch_key TEXT,
+    batch_max INTEGER,
+    digest TEXT NOT NULL DEFAULT '[]',
+    digest_id TEXT,
+    CHECK ((finalized_at IS NULL) = (state IN ('queued', 'in_flight', 'batched')))
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, run_at);
 CREATE INDEX IF NOT EXISTS deliveries_intake ON deliveries(alert_id, alert_status, destination);
 CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries(destination, dedup_key, seq);
+CREATE INDEX IF NOT EXISTS deliveries_rule ON deliveries(rule, asset_id, created_at);
+CREATE INDEX IF NOT EXISTS deliveries_batch ON deliveries(batch_key, state);
 CREATE TABLE IF NOT EXISTS rate_state (key TEXT PRIMARY KEY, tat REAL NOT NULL);
 """
 
 _COLUMNS = ("id, alert_id, alert_status, destination, destination_type, rule, also_matched, "
             "dedup_key, alert, test, state, attempt, run_at, first_attempt_at, created_at, reason, "
-            "hint, details, history")
+            "hint, details, history, asset_id, batch_key, batch_max, digest")
 
 
 def default_state_dir() -> Path:
@@ -212,14 +221,17 @@ class SqliteOutbox:
 
     # -- intake -----------------------------------------------------------------------------------
     def enqueue(self, deliveries: Sequence[Delivery], *, repeat_window: float,
-                now: float) -> list[tuple[Delivery, bool]]:
+                now: float, gate: Gate | None = None) -> list[tuple[Delivery, bool]]:
         """Write deliveries in one transaction. A delivery of the same alert id, status and
         destination accepted within ``repeat_window`` seconds is not written again: the stored
-        one is returned with ``False``."""
+        one is returned with ``False``. ``gate`` applies noise controls (schedules, blackouts,
+        cooldowns, daily limits, digests) against the outbox's history in the same transaction,
+        so concurrent processes see each other's decisions."""
 
         def run() -> list[tuple[Delivery, bool]]:
             out: list[tuple[Delivery, bool]] = []
             with self._write() as db:
+                history = _History(db)
                 for d in deliveries:
                     row = db.execute(
                         f"SELECT {_COLUMNS} FROM deliveries WHERE alert_id=? AND alert_status=? "
@@ -232,16 +244,23 @@ class SqliteOutbox:
                     d.created_at = now
                     if d.state is State.queued and not d.next_attempt_at:
                         d.next_attempt_at = now
+                    batch: tuple[str, int] | None = None
+                    if gate is not None:
+                        batch = _apply(d, gate.decide(d, now, history))
                     db.execute(
                         f"INSERT INTO deliveries ({_COLUMNS}, finalized_at) VALUES "
-                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (*_to_row(d), None if not d.state.final else now),
+                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (*_to_row(d, batch), None if not d.state.final else now),
                     )
                     out.append((d, True))
             return out
 
         result: list[tuple[Delivery, bool]] = self._run("enqueue", run)
         return result
+
+    def history(self) -> History:
+        """Read-only access to what was notified when (for ``route --at``)."""
+        return _History(self._db)
 
     # -- claiming ---------------------------------------------------------------------------------
     def claim(self, owner: str, now: float, limit: int, rules_for: RulesFor,
@@ -258,6 +277,8 @@ class SqliteOutbox:
         def run() -> list[Delivery]:
             claimed: list[Delivery] = []
             with self._write() as db:
+                if ids is None:
+                    _close_due_digests(db, now)
                 where, params = _id_filter(ids)
                 rows = db.execute(
                     f"SELECT {_COLUMNS} FROM deliveries d WHERE state IN ('queued','in_flight') "
@@ -337,7 +358,9 @@ class SqliteOutbox:
         """When the next unfinished delivery falls due (or its lease runs out); ``None``: none."""
         where, params = _id_filter(ids)
         row = self._run("read", lambda: self._db.execute(
-            f"SELECT min(run_at) FROM deliveries WHERE state IN ('queued','in_flight') {where}",
+            "SELECT min(CASE WHEN state='batched' AND batch_max<=(SELECT count(*) FROM deliveries "
+            "b WHERE b.batch_key=deliveries.batch_key AND b.state='batched') THEN 0 ELSE run_at "
+            f"END) FROM deliveries WHERE state IN ('queued','in_flight','batched') {where}",
             params).fetchone())
         return None if row is None or row[0] is None else float(row[0])
 
@@ -432,11 +455,80 @@ def _history(d: Delivery) -> str:
                         "status": a.status, "reason": a.reason} for a in d.attempts])
 
 
-def _to_row(d: Delivery) -> tuple[Any, ...]:
+def _to_row(d: Delivery, batch: tuple[str, int] | None = None) -> tuple[Any, ...]:
     return (d.id, d.alert.id, d.alert.status, d.destination, d.destination_type, d.rule,
             json.dumps(list(d.also_matched)), d.dedup_key, d.alert.model_dump_json(by_alias=True),
             int(d.test), d.state.value, d.attempt_count, d.next_attempt_at, d.first_attempt_at,
-            d.created_at, d.reason, d.hint, json.dumps(d.details, default=str), _history(d))
+            d.created_at, d.reason, d.hint, json.dumps(d.details, default=str), _history(d),
+            d.alert.asset.id, batch[0] if batch else None, batch[1] if batch else None,
+            json.dumps([a.model_dump_json(by_alias=True) for a in d.digest]))
+
+
+def _apply(d: Delivery, decision: Decision) -> tuple[str, int] | None:
+    """Apply a noise decision to a delivery about to be written; returns its digest batch."""
+    if decision.action == "suppress":
+        d.finish(State.suppressed, decision.reason)
+    elif decision.action == "hold":
+        d.next_attempt_at = decision.until or d.next_attempt_at
+        d.reason = decision.reason
+    elif decision.action == "digest" and decision.digest is not None:
+        d.state = State.batched
+        d.reason = decision.reason
+        d.next_attempt_at = decision.until or d.next_attempt_at
+        return batch_key(d.destination), decision.digest.max_items
+    return None
+
+
+class _History:
+    """Answers the noise gate's questions from the deliveries table."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def last_notified(self, rule: str, asset_id: str, destination: str,
+                      since: float) -> float | None:
+        row = self.db.execute(
+            "SELECT max(created_at) FROM deliveries WHERE rule=? AND asset_id=? AND destination=? "
+            f"AND created_at>=? AND (state IN {NOTIFYING} OR state IN ('batched','digested'))",
+            (rule, asset_id, destination, since)).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def count_notified(self, since: float, *, rule: str | None = None,
+                       destination: str | None = None) -> int:
+        where = ""
+        params: tuple[str, ...] = ()
+        if rule is not None:
+            where, params = " AND rule=?", (rule,)
+        if destination is not None:
+            where, params = where + " AND destination=?", (*params, destination)
+        row = self.db.execute(
+            f"SELECT count(*) FROM deliveries WHERE created_at>=? AND state IN {NOTIFYING} "
+            f"AND test=0 {where}", (since, *params)).fetchone()
+        return int(row[0])
+
+    def digest_closes(self, key: str) -> float | None:
+        row = self.db.execute("SELECT min(run_at) FROM deliveries WHERE batch_key=? AND "
+                              "state='batched'", (key,)).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+
+def _close_due_digests(db: sqlite3.Connection, now: float) -> None:
+    """Turn every digest whose window closed (or filled) into one queued digest delivery."""
+    due = db.execute(
+        "SELECT batch_key FROM deliveries WHERE state='batched' GROUP BY batch_key "
+        "HAVING min(run_at)<=? OR count(*)>=max(batch_max)", (now,)).fetchall()
+    for (key,) in due:
+        rows = db.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE batch_key=? AND "
+                          "state='batched' ORDER BY seq", (key,)).fetchall()
+        members = [_from_row(r) for r in rows]
+        digest = make_digest(members, now)
+        db.execute(f"INSERT INTO deliveries ({_COLUMNS}, finalized_at) VALUES "
+                   "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                   (*_to_row(digest), None))
+        marks = ",".join("?" * len(members))
+        db.execute(f"UPDATE deliveries SET state='digested', finalized_at=?, digest_id=?, "
+                   f"reason=? WHERE id IN ({marks})",
+                   (now, digest.id, f"sent in digest {digest.id[:12]}", *[m.id for m in members]))
 
 
 def _save(db: sqlite3.Connection, d: Delivery, now: float, *, attempt: int | None = None,
@@ -450,7 +542,8 @@ def _save(db: sqlite3.Connection, d: Delivery, now: float, *, attempt: int | Non
 
 def _from_row(row: Sequence[Any]) -> Delivery:
     (id_, _alert_id, _status, destination, dtype, rule, also, dedup, alert_json, test, state,
-     _attempt, run_at, first, created, reason, hint, details, history) = row
+     _attempt, run_at, first, created, reason, hint, details, history, _asset, _batch, _max,
+     digest) = row
     d = Delivery(
         alert=Alert.model_validate_json(alert_json, context={"event_types": None}),
         destination=destination, destination_type=dtype, rule=rule,
@@ -460,4 +553,6 @@ def _from_row(row: Sequence[Any]) -> Delivery:
     )
     d.attempts = [Attempt(a["number"], a["started_at"], a["duration"], a["status"], a["reason"])
                   for a in json.loads(history)]
+    d.digest = tuple(Alert.model_validate_json(a, context={"event_types": None})
+                     for a in json.loads(digest))
     return d

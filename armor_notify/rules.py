@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from .alert import Severity
+from .noise import Digest, Duration, Schedule
 
 
 def _as_list(value: Any) -> Any:
@@ -107,3 +108,13 @@ class RuleModel(_Strict):
     conditions: Conditions = Conditions()
     destinations: Annotated[tuple[str, ...], BeforeValidator(_as_list), Field(min_length=1)]
     enabled: bool = True
+    schedule: Schedule | None = None
+    """Operating hours: outside them this rule's alerts are suppressed (or held)."""
+    hold: bool = False
+    """Outside the schedule or in a blackout, hold alerts until the window opens instead."""
+    cooldown: Duration | None = None
+    """After notifying about an asset, stay quiet about it for this long."""
+    daily_limit: Annotated[int, Field(ge=1)] | None = None
+    """At most this many notifications a day from this rule (per ``defaults.timezone`` day)."""
+    digest: Digest | None = None
+    """Collect this rule's alerts to digest-capable destinations (Slack, email) into summaries."""

@@ -25,10 +25,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_CHANGES",
+    "DIGEST_MAX_ITEMS",
     "ChangeLine",
+    "DigestGroup",
+    "DigestItem",
+    "DigestMessage",
     "Field",
     "Message",
     "and_more",
+    "build_digest",
     "build_message",
     "event_label",
     "format_time",
@@ -237,3 +242,72 @@ def _freshness_line(freshness: Freshness) -> str:
     if freshness.last_updated_at is not None:
         line += f"; last updated {format_time(freshness.last_updated_at)}"
     return line
+
+
+# -- digests --------------------------------------------------------------------------------------
+
+DIGEST_MAX_ITEMS = 50
+"""Alerts listed in one digest message; the rest are counted ("and N more")."""
+
+
+@dataclass(frozen=True)
+class DigestItem:
+    """One alert inside a digest."""
+
+    title: str
+    status: str
+    severity: str
+    event: str
+    """The event type in words."""
+    breaking: bool
+    link: str | None
+
+    @property
+    def text(self) -> str:
+        """``Column removed from orders — breaking, resolved``."""
+        notes = [n for n, on in (("breaking", self.breaking),
+                                 (self.status, self.status != "triggered")) if on]
+        return f"{self.title} — {', '.join(notes)}" if notes else self.title
+
+
+@dataclass(frozen=True)
+class DigestGroup:
+    """The digest's alerts about one asset."""
+
+    asset: str
+    items: tuple[DigestItem, ...]
+
+
+@dataclass(frozen=True)
+class DigestMessage:
+    """A digest: many alerts in one message, grouped by asset."""
+
+    headline: str
+    """``3 schema changes in 2 tables (2 breaking)``."""
+    groups: tuple[DigestGroup, ...]
+    total: int
+    left_out: int
+    """Alerts not listed (beyond ``DIGEST_MAX_ITEMS``), still counted in the headline."""
+    link_text: str
+    time_text: str
+    test_notice: str | None = None
+
+
+def build_digest(notification: Notification, *,
+                 max_items: int = DIGEST_MAX_ITEMS) -> DigestMessage:
+    """The content of a digest notification (``notification.digest`` holds its alerts)."""
+    alerts = notification.digest
+    groups: dict[str, list[DigestItem]] = {}
+    for alert in alerts[:max_items]:
+        groups.setdefault(alert.asset.name, []).append(DigestItem(
+            title=alert.title, status=alert.status, severity=alert.severity.value,
+            event=event_label(alert.event_type), breaking=bool(alert.breaking_changes),
+            link=alert.link))
+    return DigestMessage(
+        headline=notification.alert.title,
+        groups=tuple(DigestGroup(asset, tuple(items)) for asset, items in groups.items()),
+        total=len(alerts),
+        left_out=max(0, len(alerts) - max_items),
+        link_text=notification.link_text,
+        time_text=format_time(notification.alert.occurred_at),
+    )

@@ -32,7 +32,7 @@ from armor_notify import (
     parse_retry_after,
 )
 
-from .message import Message, and_more, build_message
+from .message import Message, and_more, build_digest, build_message
 
 __all__ = [
     "SLACK",
@@ -190,11 +190,49 @@ def _change_line(message: Message, index: int) -> str:
     return line
 
 
+def build_digest_payload(notification: Notification) -> dict[str, Any]:
+    """A digest: the headline, one section per asset listing its alerts (each linking to it),
+    and the count of alerts not listed. Escaped and within Slack's limits like any message."""
+    digest = build_digest(notification)
+    blocks: list[dict[str, Any]] = [{
+        "type": "header",
+        "text": {"type": "plain_text", "text": _fit(f":package: Digest · {digest.headline}",
+                                                    MAX_HEADER_TEXT), "emoji": True},
+    }]
+    room = MAX_BLOCKS - 3  # header, the "not listed" note, the context line
+    unlisted = digest.left_out
+    for index, group in enumerate(digest.groups):
+        if index >= room:
+            unlisted += sum(len(g.items) for g in digest.groups[index:])
+            break
+        lines = []
+        for item in group.items:
+            line = f"• {_fit(item.text, 600)}"
+            if item.link:
+                line += f" · <{escape(_link_url(item.link))}|{_fit(digest.link_text, 100)}>"
+            lines.append(line)
+        blocks.append(_section(_lines_within(f"*{_code(group.asset, 500)}*", lines, 0,
+                                             MAX_SECTION_TEXT)))
+    if unlisted:
+        blocks.append(_section(f"_{escape(and_more(unlisted))} not listed here_"))
+    context = f"{escape(digest.time_text)} · {digest.total} alerts"
+    context += f" · from {_fit(notification.source, 100)} via armor-notify"
+    blocks.append({"type": "context", "elements": [_mrkdwn(context)]})
+    return {
+        "text": _fit(f":package: Digest: {digest.headline}", MAX_FALLBACK_TEXT),
+        "blocks": blocks[:MAX_BLOCKS],
+        "unfurl_links": False,
+        "unfurl_media": False,
+    }
+
+
 def build_payload(notification: Notification) -> dict[str, Any]:
     """The JSON body for Slack: a Block Kit message within Slack's limits, plus a ``text`` fallback.
 
     Every alert-derived string is escaped; the payload never includes ``link_names`` or ``parse``.
     """
+    if notification.digest:
+        return build_digest_payload(notification)
     message = build_message(notification, max_changes=MAX_LISTED_CHANGES)
     emoji = _STATE_EMOJI.get(message.state) or _SEVERITY_EMOJI.get(message.severity, ":bell:")
 
@@ -452,6 +490,7 @@ SLACK = DestinationType(
     url_schemes=("slack", "https"),
     from_url=_from_url,
     test_reminder="",
+    supports_digest=True,
 )
 
 

@@ -46,7 +46,7 @@ from armor_notify import (
 from armor_notify.alert import one_line
 from armor_notify.secrets import redact
 
-from .message import Message, build_message
+from .message import DigestMessage, Message, and_more, build_digest, build_message
 
 __all__ = ["EmailConfig", "EmailSender", "build_email", "parse_address"]
 
@@ -372,12 +372,60 @@ def render_html(message: Message) -> str:
     return "\n".join(parts) + "\n"
 
 
+def render_digest_text(digest: DigestMessage) -> str:
+    """A digest's text/plain part: the headline, then each asset's alerts with their links."""
+    lines = [f"Digest: {digest.headline}", ""]
+    for group in digest.groups:
+        lines.append(group.asset)
+        for item in group.items:
+            lines.append(f"- {item.text}" + (f" ({item.link})" if item.link else ""))
+        lines.append("")
+    if digest.left_out:
+        lines += [f"{and_more(digest.left_out)} not listed here", ""]
+    lines.append(f"{digest.total} alerts · {digest.time_text}")
+    return "\n".join(lines) + "\n"
+
+
+def render_digest_html(digest: DigestMessage) -> str:
+    """A digest's text/html part; every piece of alert text goes through :func:`html.escape`."""
+
+    def esc(text: str) -> str:
+        return html.escape(text, quote=True)
+
+    parts = [
+        "<!DOCTYPE html>",
+        '<html><head><meta charset="utf-8"><title>' + esc(digest.headline) + "</title></head>",
+        '<body style="font-family:Helvetica,Arial,sans-serif;font-size:14px;color:#212121">',
+        f'<h2 style="font-size:18px">Digest: {esc(digest.headline)}</h2>',
+    ]
+    for group in digest.groups:
+        parts += [f"<h3 style=\"font-size:15px;margin-bottom:4px\">{esc(group.asset)}</h3>",
+                  "<ul>"]
+        for item in group.items:
+            link = (f' · <a href="{esc(item.link)}">{esc(digest.link_text)}</a>'
+                    if item.link else "")
+            parts.append(f"<li>{esc(item.text)}{link}</li>")
+        parts.append("</ul>")
+    if digest.left_out:
+        parts.append(f"<p><i>{esc(and_more(digest.left_out))} not listed here</i></p>")
+    parts += [f'<p style="color:#757575;font-size:12px">{digest.total} alerts · '
+              f"{esc(digest.time_text)}</p>", "</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
 def build_email(config: EmailConfig, notification: Notification) -> EmailMessage:
     """The complete message: headers plus a multipart/alternative text + HTML body."""
-    content = build_message(notification)
     sender = parse_address(config.from_)
     msg = EmailMessage(policy=default_policy)
-    msg["Subject"] = email_subject(notification, config.subject_prefix)
+    if notification.digest:
+        digest = build_digest(notification)
+        subject = f"{_header_text(config.subject_prefix)} Digest: {_header_text(digest.headline)}"
+        msg["Subject"] = subject.strip()[:SUBJECT_MAX_CHARS]
+        text, html_part = render_digest_text(digest), render_digest_html(digest)
+    else:
+        content = build_message(notification)
+        msg["Subject"] = email_subject(notification, config.subject_prefix)
+        text, html_part = render_text(content), render_html(content)
     msg["From"] = sender
     msg["To"] = tuple(parse_address(a) for a in config.to)
     if config.cc:
@@ -387,8 +435,8 @@ def build_email(config: EmailConfig, notification: Notification) -> EmailMessage
     msg["Message-ID"] = make_msgid(domain=sender.domain.strip("[]") or "localhost")
     # RFC 3834: tells vacation responders and ticket systems not to answer automatically.
     msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(render_text(content))
-    msg.add_alternative(render_html(content), subtype="html")
+    msg.set_content(text)
+    msg.add_alternative(html_part, subtype="html")
     return msg
 
 
@@ -761,5 +809,6 @@ def register_destination_types(register: Callable[[DestinationType], None]) -> N
             url_schemes=("mailto", "mailtos"),
             from_url=_from_apprise_url,
             test_reminder="Check the recipients' inboxes (and spam folders) for the test email.",
+            supports_digest=True,
         )
     )

@@ -1,0 +1,439 @@
+"""Noise control (issue: digests, cooldowns, daily limits, schedules, blackouts).
+
+The product suppresses alerts in this order: operating schedule (per rule), blackout window
+(company-wide), cooldown (per rule and asset), daily limit (per rule or destination). A
+suppressed alert is still written to the outbox, with its reason; with ``hold: true`` an alert
+outside the schedule or inside a blackout waits for the window to open instead. Digest
+destinations collect alerts and send one summary when the window closes or fills.
+
+Everything here is pure configuration and time arithmetic; the outbox supplies the history
+(what was notified when) inside its intake transaction, so the decisions hold across processes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_DAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
+_DAY_GROUPS = {"weekdays": (1, 2, 3, 4, 5), "weekends": (6, 7), "daily": (1, 2, 3, 4, 5, 6, 7)}
+
+
+def parse_duration(value: Any) -> Any:
+    """``90`` or ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"`` → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or text such as 30s, 15m, 2h, 1d")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value.lower())
+        if match:
+            return float(match.group(1)) * _UNITS[match.group(2)]
+    raise ValueError("a duration is a number of seconds or text such as 30s, 15m, 2h, 1d")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+
+def format_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone '{name}': use an IANA name such as UTC, "
+                         "Europe/Paris or America/New_York") from None
+
+
+def valid_zone(value: str) -> str:
+    zone(value)
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _clock(value: Any) -> Any:
+    if isinstance(value, str) and re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d|24:00", value.strip()):
+        hours, minutes = value.strip().split(":")
+        return int(hours) * 60 + int(minutes)
+    raise ValueError("write times as HH:MM on a 24-hour clock, e.g. 09:00 or 17:30")
+
+
+def _days(value: Any) -> Any:
+    items = [value] if isinstance(value, (str, int)) else value
+    if not isinstance(items, list) or not items:
+        raise ValueError("days is a list such as [mon, tue, wed, thu, fri], or weekdays, "
+                         "weekends or daily")
+    full = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+    out: list[int] = []
+    for item in items:
+        text = item.strip().lower() if isinstance(item, str) else None
+        if isinstance(item, int) and not isinstance(item, bool) and 1 <= item <= 7:
+            out.append(item)
+        elif text in _DAYS or text in full:
+            out.append(_DAYS[text[:3]])
+        elif text in _DAY_GROUPS:
+            out.extend(_DAY_GROUPS[text])
+        else:
+            raise ValueError(f"'{item}' is not a day: use mon…sun (or 1=Mon…7=Sun), weekdays, "
+                             "weekends or daily")
+    return tuple(sorted(set(out)))
+
+
+class Window(_Strict):
+    """Open on these days from ``start`` to ``end`` (local time); ``end`` before ``start`` wraps
+    past midnight into the next day."""
+
+    days: Annotated[tuple[int, ...], BeforeValidator(_days)] = (1, 2, 3, 4, 5, 6, 7)
+    start: Annotated[int, BeforeValidator(_clock)]
+    end: Annotated[int, BeforeValidator(_clock)]
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Window:
+        if self.start == self.end:
+            raise ValueError("start and end are equal: the window would be empty (use 00:00 to "
+                             "24:00 for a whole day)")
+        return self
+
+    def minutes_of_week(self) -> list[tuple[int, int]]:
+        """The window as [start, end) minute ranges of the week (Monday 00:00 = 0)."""
+        week = 7 * 1440
+        out = []
+        for day in self.days:
+            begin = (day - 1) * 1440 + self.start
+            length = (self.end - self.start) % 1440 or 1440
+            end = begin + length
+            if end <= week:
+                out.append((begin, end))
+            else:
+                out += [(begin, week), (0, end - week)]
+        return out
+
+
+class Schedule(_Strict):
+    """A rule's operating hours: alerts outside them are suppressed (or held)."""
+
+    timezone: Annotated[str, BeforeValidator(valid_zone)] = "UTC"
+    windows: Annotated[tuple[Window, ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> Schedule:
+        ranges = [(r, i) for i, w in enumerate(self.windows) for r in w.minutes_of_week()]
+        ranges.sort()
+        for (a, i), (b, j) in itertools.pairwise(ranges):
+            if i != j and b[0] < a[1]:
+                raise ValueError(f"windows[{i}] and windows[{j}] overlap on "
+                                 f"{_week_minute(b[0])}: merge them into one window")
+        return self
+
+    def is_open(self, at: datetime) -> bool:
+        local = at.astimezone(zone(self.timezone))
+        minute = (local.isoweekday() - 1) * 1440 + local.hour * 60 + local.minute
+        return any(a <= minute < b for w in self.windows for a, b in w.minutes_of_week())
+
+    def next_open(self, at: datetime) -> datetime:
+        """The next moment the schedule opens (``at`` itself when it is open)."""
+        if self.is_open(at):
+            return at
+        tz = zone(self.timezone)
+        local = at.astimezone(tz)
+        best: datetime | None = None
+        for offset in range(8):
+            day = local.date() + timedelta(days=offset)
+            for w in self.windows:
+                if day.isoweekday() in w.days:
+                    opens = _local(day, w.start, tz)
+                    if opens > at and (best is None or opens < best):
+                        best = opens
+        assert best is not None  # a schedule has at least one window, so it opens within 8 days
+        return best
+
+
+def _week_minute(minute: int) -> str:
+    day = next(k for k, v in _DAYS.items() if v == minute // 1440 + 1)
+    return f"{day} {minute % 1440 // 60:02d}:{minute % 60:02d}"
+
+
+def _local(day: date, minute: int, tz: ZoneInfo) -> datetime:
+    extra, minute = divmod(minute, 1440)
+    return datetime.combine(day + timedelta(days=extra), time(minute // 60, minute % 60),
+                            tzinfo=tz)
+
+
+def _local_datetime(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None)
+    if isinstance(value, date):
+        return datetime.combine(value, time())
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError("write dates as YYYY-MM-DD or YYYY-MM-DD HH:MM (local time in the "
+                             "blackout's time zone)") from None
+        if parsed.tzinfo is not None:
+            raise ValueError("leave the UTC offset out: a blackout is in local time; set its "
+                             "timezone instead")
+        return parsed
+    raise ValueError("write dates as YYYY-MM-DD or YYYY-MM-DD HH:MM")
+
+
+class Blackout(_Strict):
+    """A company-wide quiet period: alerts are suppressed (or held) while it lasts."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    start: Annotated[datetime, BeforeValidator(_local_datetime)]
+    end: Annotated[datetime, BeforeValidator(_local_datetime)]
+    timezone: Annotated[str, BeforeValidator(valid_zone)] | None = None
+    """Defaults to ``defaults.timezone``."""
+    yearly: bool = False
+    """Repeat every year on the same dates (e.g. a year-end freeze)."""
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Blackout:
+        if self.end <= self.start and not self.yearly:
+            raise ValueError("end must be after start")
+        if self.yearly and (self.end - self.start) > timedelta(days=366):
+            raise ValueError("a yearly blackout must be shorter than a year")
+        return self
+
+    def active_until(self, at: datetime, default_zone: str) -> datetime | None:
+        """When this blackout ends, if it is active at ``at``; else ``None``."""
+        if not self.enabled:
+            return None
+        tz = zone(self.timezone or default_zone)
+        if not self.yearly:
+            start, end = self.start.replace(tzinfo=tz), self.end.replace(tzinfo=tz)
+            return end if start <= at < end else None
+        local_year = at.astimezone(tz).year
+        for year in (local_year - 1, local_year):
+            start = _in_year(self.start, year).replace(tzinfo=tz)
+            end = _in_year(self.end, year if self.end > self.start.replace(year=self.end.year)
+                           else year + 1).replace(tzinfo=tz)
+            if start <= at < end:
+                return end
+        return None
+
+
+def _in_year(moment: datetime, year: int) -> datetime:
+    try:
+        return moment.replace(year=year)
+    except ValueError:  # 29 February in a year without it
+        return moment.replace(year=year, day=28)
+
+
+def check_blackouts(blackouts: Sequence[Blackout]) -> list[tuple[int, str]]:
+    """(index, message) for one-off blackouts that overlap an earlier one."""
+    problems = []
+    for j, b in enumerate(blackouts):
+        for i, a in enumerate(blackouts[:j]):
+            if a.yearly or b.yearly or (a.timezone or "") != (b.timezone or ""):
+                continue
+            if a.start < b.end and b.start < a.end:
+                problems.append((j, f"overlaps blackouts[{i}] ('{a.name}'): merge them into one"))
+    return problems
+
+
+class Digest(_Strict):
+    """Collect alerts for ``window`` and send one summary (or sooner, at ``max_items``)."""
+
+    window: Duration
+    max_items: Annotated[int, Field(ge=2, le=200)] = 50
+
+
+# -- decisions ------------------------------------------------------------------------------------
+
+Action = Literal["send", "suppress", "hold", "digest"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str = ""
+    until: float | None = None
+    """For ``hold``: when to send; for ``digest``: when the digest window closes."""
+    digest: Digest | None = None
+
+
+class History(Protocol):
+    """What the outbox knows, asked inside its intake transaction."""
+
+    def last_notified(self, rule: str, asset_id: str, destination: str,
+                      since: float) -> float | None: ...
+    def count_notified(self, since: float, *, rule: str | None = None,
+                       destination: str | None = None) -> int: ...
+    def digest_closes(self, batch_key: str) -> float | None: ...
+
+
+SEND = Decision("send")
+
+
+def start_of_day(at: datetime, zone_name: str) -> float:
+    local = at.astimezone(zone(zone_name))
+    return datetime.combine(local.date(), time(), tzinfo=local.tzinfo).timestamp()
+
+
+def when(ts: float, zone_name: str) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).astimezone(zone(zone_name)).strftime(
+        "%Y-%m-%d %H:%M %Z")
+
+
+class Gate:
+    """Applies a config's noise controls to planned deliveries, in the product's order."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def decide(self, delivery: Delivery, now: float, history: History) -> Decision:
+        if delivery.state.value != "queued" or delivery.test:
+            return SEND
+        compiled = self.config.rule(delivery.rule)
+        dest = self.config.destinations.get(delivery.destination)
+        if compiled is None or dest is None:
+            return SEND
+        rule = compiled.model
+        tz = self.config.defaults.timezone
+        at = datetime.fromtimestamp(now, timezone.utc)
+
+        # 1. the rule's operating schedule, 2. company-wide blackouts
+        if rule.schedule is not None and not rule.schedule.is_open(at):
+            opens = rule.schedule.next_open(at).timestamp()
+            if rule.hold:
+                return Decision("hold", f"held: outside operating hours until "
+                                        f"{when(opens, rule.schedule.timezone)}", opens)
+            return Decision("suppress", "outside operating hours")
+        for blackout in self.config.blackouts:
+            ends = blackout.active_until(at, tz)
+            if ends is not None:
+                if rule.hold:
+                    return Decision("hold", f"held: blackout period '{blackout.name}' until "
+                                            f"{when(ends.timestamp(), tz)}", ends.timestamp())
+                return Decision("suppress", f"blackout period '{blackout.name}'")
+
+        # 3. cooldown: has this rule already notified about this asset recently?
+        alert = delivery.alert
+        if rule.cooldown is not None and alert.status == "triggered":
+            last = history.last_notified(rule.name, alert.asset.id, dest.name, now - rule.cooldown)
+            if last is not None:
+                return Decision("suppress", f"cooldown: rule '{rule.name}' notified about "
+                                            f"{alert.asset.name} at {when(last, tz)} (cooldown "
+                                            f"{format_duration(rule.cooldown)})")
+
+        # 4. daily limits, per rule and per destination
+        digest = dest.config.digest or (rule.digest if dest.type.supports_digest else None)
+        midnight = start_of_day(at, tz)
+        over = ""
+        if rule.daily_limit is not None and history.count_notified(
+                midnight, rule=rule.name) >= rule.daily_limit:
+            over = f"daily limit of {rule.daily_limit} reached for rule '{rule.name}'"
+        elif dest.config.daily_limit is not None and history.count_notified(
+                midnight, destination=dest.name) >= dest.config.daily_limit:
+            over = (f"daily limit of {dest.config.daily_limit} reached for destination "
+                    f"'{dest.name}'")
+        if digest is not None:
+            key = batch_key(delivery.destination)
+            closes = history.digest_closes(key) or now + digest.window
+            note = f"; {over}, counted into the digest" if over else ""
+            return Decision("digest", f"collected for the digest sent by "
+                                      f"{when(closes, tz)}{note}", closes, digest)
+        if over:
+            return Decision("suppress", over)
+        return SEND
+
+
+def batch_key(destination: str) -> str:
+    """Alerts to one destination share one digest at a time."""
+    return f"digest:{destination}"
+
+
+if TYPE_CHECKING:  # imported late: the config module itself imports this one
+    from .config import Config
+    from .delivery import Delivery
+
+
+# -- digests --------------------------------------------------------------------------------------
+
+_EVENT_NOUNS = {
+    "schema_change": ("schema change", "schema changes"),
+    "freshness_violation": ("freshness violation", "freshness violations"),
+    "metric_anomaly": ("metric anomaly", "metric anomalies"),
+    "validity_failure": ("validity failure", "validity failures"),
+    "discovery_failed": ("discovery failure", "discovery failures"),
+    "asset_removed": ("removed asset", "removed assets"),
+    "asset_discovered": ("new asset", "new assets"),
+}
+
+
+def digest_headline(alerts: Sequence[Alert]) -> str:
+    """``3 schema changes in 2 tables (2 breaking)``; mixed events: ``12 alerts in 5 assets``."""
+    count = len(alerts)
+    assets = len({a.asset.id for a in alerts})
+    kinds = {a.event_type for a in alerts}
+    if len(kinds) == 1:
+        kind = kinds.pop()
+        one, many = _EVENT_NOUNS.get(kind, (kind.replace("_", " "), kind.replace("_", " ")))
+        noun = one if count == 1 else many
+    else:
+        noun = "alert" if count == 1 else "alerts"
+    where = "table" if all((a.asset.kind or "table") in ("table", "view") for a in alerts) \
+        else "asset"
+    text = f"{count} {noun} in {assets} {where}{'s' if assets != 1 else ''}"
+    notes = []
+    breaking = sum(1 for a in alerts if a.breaking_changes)
+    if breaking:
+        notes.append(f"{breaking} breaking")
+    resolved = sum(1 for a in alerts if a.status == "resolved")
+    if resolved:
+        notes.append(f"{resolved} resolved")
+    return text + (f" ({', '.join(notes)})" if notes else "")
+
+
+def make_digest(members: Sequence[Delivery], now: float) -> Delivery:
+    """One queued delivery that carries every member's alert."""
+    from collections import Counter
+
+    from .alert import Alert as AlertModel
+    from .alert import Asset, Severity
+    from .delivery import Delivery as DeliveryRecord
+
+    alerts = tuple(m.alert for m in members)
+    first = members[0]
+    rules = {m.rule for m in members}
+    severity = max((a.severity for a in alerts), key=lambda s: s.rank, default=Severity.info)
+    summary = AlertModel.model_validate({
+        "id": f"digest_{first.destination}_{int(now)}",
+        "event_type": Counter(a.event_type for a in alerts).most_common(1)[0][0],
+        "severity": severity,
+        "title": digest_headline(alerts),
+        "asset": Asset(id="digest", name=f"digest for {first.destination}"),
+        "occurred_at": datetime.fromtimestamp(now, timezone.utc),
+    }, context={"event_types": None})
+    digest = DeliveryRecord(alert=summary, destination=first.destination,
+                            destination_type=first.destination_type,
+                            rule=rules.pop() if len(rules) == 1 else "digest",
+                            dedup_key="", digest=alerts)
+    digest.dedup_key = f"anomalyarmor-digest-{digest.id}"
+    digest.created_at = now
+    digest.next_attempt_at = now
+    return digest
+
+
+if TYPE_CHECKING:
+    from .alert import Alert

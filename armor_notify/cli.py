@@ -8,6 +8,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,7 +18,8 @@ from .api import EXIT_FAILED, EXIT_OK, EXIT_QUEUED, EXIT_USAGE, Notifier, SendRe
 from .config import load_config
 from .delivery import Delivery, State
 from .errors import ArmorNotifyError, ProblemsError
-from .outbox import SqliteOutbox
+from .noise import NO_HISTORY, History, zone
+from .outbox import FILE_NAME, SqliteOutbox, default_state_dir
 from .output import table
 from .plugins import PluginManager, load_plugins
 
@@ -122,6 +124,10 @@ def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_
         _emit(report.as_dict())
     else:
         _print_report(report)
+        batched = report.count(State.batched)
+        if batched:
+            click.echo(f"{batched} collected for a digest: `armor-notify worker` sends it when "
+                       "its window closes or fills.")
         queued = report.count(State.queued) + report.count(State.in_flight)
         if queued:
             click.echo(f"{queued} deliver{'ies are' if queued != 1 else 'y is'} still queued in "
@@ -156,7 +162,8 @@ def _print_report(report: SendReport) -> None:
 
 
 def _state_text(state: State) -> str:
-    return {State.queued: "queued (retrying)", State.in_flight: "in flight"}.get(state, state.value)
+    return {State.queued: "queued (retrying)", State.in_flight: "in flight",
+            State.batched: "digest"}.get(state, state.value)
 
 
 def _detail(d: Delivery) -> str:
@@ -182,17 +189,32 @@ def _indent(text: str) -> str:
 @click.argument("event", metavar="EVENT")
 @click.option("--config", "-c", "config", metavar="F", help=CONFIG_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option("--at", "at", metavar="TIME",
+              help="Judge schedules, blackouts, cooldowns and daily limits at this ISO 8601 time "
+                   "(default: now; a time without a zone is in defaults.timezone).")
+@click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP + " Read for cooldowns and "
+              "daily limits; never written.")
 @click.pass_context
-def route(ctx: click.Context, event: str, config: str | None, as_json: bool) -> None:
+def route(ctx: click.Context, event: str, config: str | None, as_json: bool, at: str | None,
+          state_dir: str | None) -> None:
     """Show which rules match EVENT and which destinations would get it; send nothing."""
     _json_flag(ctx, as_json)
     notifier = _notifier(config)
     alerts = notifier.read_alerts(event)
+    moment = _parse_at(at, notifier.config.defaults.timezone)
+    history = _read_history(state_dir)
     results: list[dict[str, Any]] = []
     for alert in alerts:
+        verdicts: dict[str, tuple[str, str]] = {}
+        for d in notifier.dispatcher.plan([alert]):
+            if d.state is State.suppressed:
+                verdicts[d.destination] = ("suppressed", d.reason)
+            else:
+                decision = notifier.gate.decide(d, moment, history)
+                verdicts[d.destination] = (
+                    {"send": "send", "suppress": "suppressed", "hold": "held",
+                     "digest": "digest"}[decision.action], decision.reason)
         routes = notifier.route(alert)
-        suppressed = {d.destination: d.reason for d in notifier.dispatcher.plan([alert])
-                      if d.state is State.suppressed}
         results.append({
             "alert_id": alert.id,
             "event_type": alert.event_type,
@@ -207,8 +229,9 @@ def route(ctx: click.Context, event: str, config: str | None, as_json: bool) -> 
                 "rule": r.rule,
                 "also_matched": list(r.also_matched),
                 "dedup_key": r.dedup_key,
-                "sent": r.destination not in suppressed,
-                "not_sent_because": suppressed.get(r.destination),
+                "sent": verdicts[r.destination][0] == "send",
+                "outcome": verdicts[r.destination][0],
+                "not_sent_because": verdicts[r.destination][1] or None,
             } for r in routes],
         })
     if as_json:
@@ -223,10 +246,35 @@ def route(ctx: click.Context, event: str, config: str | None, as_json: bool) -> 
         click.echo(f"  matching rules: {', '.join(res['matching_rules'])}")
         rows = [[r["destination"], r["type"], r["target"], r["rule"],
                  ", ".join(r["also_matched"]) or "-", r["dedup_key"],
-                 "yes" if r["sent"] else f"no: {r['not_sent_because']}"] for r in res["routes"]]
+                 "yes" if r["sent"] else f"{_OUTCOME_WORDS[r['outcome']]}: {r['not_sent_because']}"]
+                for r in res["routes"]]
         click.echo(_indent(table(["DESTINATION", "TYPE", "TARGET", "RULE", "ALSO MATCHED",
                                   "DEDUP KEY", "SENT"], rows, max_width=80)))
         click.echo("")
+
+
+_OUTCOME_WORDS = {"suppressed": "no", "held": "later", "digest": "in a digest", "send": "yes"}
+
+
+def _parse_at(text: str | None, zone_name: str) -> float:
+    if text is None:
+        return time.time()
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not an ISO 8601 time such as "
+                                 "2026-12-24T09:30 or 2026-12-24T09:30:00+01:00",
+                                 param_hint="--at") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone(zone_name))
+    return moment.timestamp()
+
+
+def _read_history(state_dir: str | None) -> History:
+    path = Path(state_dir) if state_dir else default_state_dir()
+    if (path / FILE_NAME).exists():
+        return SqliteOutbox(str(path / FILE_NAME)).history()
+    return NO_HISTORY
 
 
 # -- test -------------------------------------------------------------------------------------------

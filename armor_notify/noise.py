@@ -285,6 +285,24 @@ class History(Protocol):
 SEND = Decision("send")
 
 
+class _NoHistory:
+    """An outbox with nothing in it (``route`` before anything was ever sent)."""
+
+    def last_notified(self, rule: str, asset_id: str, destination: str,
+                      since: float) -> float | None:
+        return None
+
+    def count_notified(self, since: float, *, rule: str | None = None,
+                       destination: str | None = None) -> int:
+        return 0
+
+    def digest_closes(self, batch_key: str) -> float | None:
+        return None
+
+
+NO_HISTORY: History = _NoHistory()
+
+
 def start_of_day(at: datetime, zone_name: str) -> float:
     local = at.astimezone(zone(zone_name))
     return datetime.combine(local.date(), time(), tzinfo=local.tzinfo).timestamp()

@@ -513,22 +513,29 @@ class _History:
 
 
 def _close_due_digests(db: sqlite3.Connection, now: float) -> None:
-    """Turn every digest whose window closed (or filled) into one queued digest delivery."""
+    """Turn every digest whose window closed (or filled) into queued digest deliveries of at
+    most ``max_items`` alerts each, oldest alerts first."""
     due = db.execute(
-        "SELECT batch_key FROM deliveries WHERE state='batched' GROUP BY batch_key "
-        "HAVING min(run_at)<=? OR count(*)>=max(batch_max)", (now,)).fetchall()
-    for (key,) in due:
-        rows = db.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE batch_key=? AND "
-                          "state='batched' ORDER BY seq", (key,)).fetchall()
-        members = [_from_row(r) for r in rows]
-        digest = make_digest(members, now)
-        db.execute(f"INSERT INTO deliveries ({_COLUMNS}, finalized_at) VALUES "
-                   "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                   (*_to_row(digest), None))
-        marks = ",".join("?" * len(members))
-        db.execute(f"UPDATE deliveries SET state='digested', finalized_at=?, digest_id=?, "
-                   f"reason=? WHERE id IN ({marks})",
-                   (now, digest.id, f"sent in digest {digest.id[:12]}", *[m.id for m in members]))
+        "SELECT batch_key, max(batch_max), min(run_at)<=? FROM deliveries WHERE state='batched' "
+        "GROUP BY batch_key HAVING min(run_at)<=? OR count(*)>=max(batch_max)",
+        (now, now)).fetchall()
+    for key, size, closed in due:
+        while True:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE batch_key=? AND "
+                              "state='batched' ORDER BY seq LIMIT ?", (key, size)).fetchall()
+            if not rows or (len(rows) < size and not closed):
+                break  # what is left waits for its window to close or fill
+            _send_as_digest(db, [_from_row(r) for r in rows], now)
+
+
+def _send_as_digest(db: sqlite3.Connection, members: list[Delivery], now: float) -> None:
+    digest = make_digest(members, now)
+    db.execute(f"INSERT INTO deliveries ({_COLUMNS}, finalized_at) VALUES "
+               "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (*_to_row(digest), None))
+    marks = ",".join("?" * len(members))
+    db.execute(f"UPDATE deliveries SET state='digested', finalized_at=?, digest_id=?, "
+               f"reason=? WHERE id IN ({marks})",
+               (now, digest.id, f"sent in digest {digest.id[:12]}", *[m.id for m in members]))
 
 
 def _save(db: sqlite3.Connection, d: Delivery, now: float, *, attempt: int | None = None,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .dedup import rule_slug
 from .destinations import DestinationConfig, DestinationType, RateLimit
@@ -325,9 +325,8 @@ class _Validator:
             top = ConfigFile.model_validate(data)
         except ValidationError as exc:
             self.pydantic_problems(exc, ConfigFile)
-        if top is not None:
-            for index, message in check_blackouts(top.blackouts):
-                self.problem(("blackouts", index), message)
+        for index, message in check_blackouts(self.valid_blackouts(top, data)):
+            self.problem(("blackouts", index), message)
         raw_destinations = data.get("destinations")
         destinations = (
             self.destinations(raw_destinations) if isinstance(raw_destinations, dict) else {}
@@ -340,6 +339,17 @@ class _Validator:
         compiled = tuple(Rule.compile(i, r) for i, r in enumerate(top.rules))
         return Config(self.source, top.defaults, destinations, compiled, Router(compiled),
                       tuple(top.blackouts))
+
+    @staticmethod
+    def valid_blackouts(top: ConfigFile | None, data: dict[str, Any]) -> list[Blackout]:
+        """The blackouts, even when another part of the file is invalid (so that overlaps are
+        reported in the same run); none if the blackouts themselves are invalid."""
+        if top is not None:
+            return top.blackouts
+        try:
+            return TypeAdapter(list[Blackout]).validate_python(data.get("blackouts") or [])
+        except ValidationError:
+            return []
 
     def destinations(self, raw: dict[str, Any]) -> dict[str, Destination]:
         out: dict[str, Destination] = {}

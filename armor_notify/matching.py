@@ -1,6 +1,9 @@
 """Matching alerts to rules (SPEC §3), compiled once per config so each alert costs little.
 
-Rules are indexed by event type; every glob set is one precompiled regular expression.
+Rules are indexed by event type; every glob set is one precompiled regular expression. Within an
+event type, the filters on low-cardinality fields (environment, data source, schema, kind, tags,
+severity) are answered for all rules at once by a bitmask remembered per field value, so an alert
+is checked in full only against the few rules those masks leave (see :class:`_Bucket`).
 """
 
 from __future__ import annotations
@@ -8,8 +11,9 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .alert import Alert
 from .dedup import dedup_key
@@ -158,26 +162,165 @@ class Route:
     """Other matching rules that list this destination (they do not send again)."""
 
 
+# A memo holds at most this many field values before it starts afresh: alerts share a handful of
+# environments, data sources and schemas, so in practice it never fills; the bound only keeps odd
+# input (a new value in every alert) from growing it without limit.
+MEMO_LIMIT = 2048
+
+
+class _Filters:
+    """Every distinct filter on one field, across all event types, and which of them each value
+    passes (remembered per value), so a filter that many rules share is evaluated once."""
+
+    def __init__(self) -> None:
+        self._checks: list[Callable[[Any], bool]] = []
+        self._ids: dict[Any, int] = {}
+        self._memo: dict[Any, tuple[int, ...]] = {}
+
+    def add(self, key: Any, check: Callable[[Any], bool]) -> int:
+        """The id of this filter (equal keys, equal filters: one id)."""
+        if key not in self._ids:
+            self._ids[key] = len(self._checks)
+            self._checks.append(check)
+        return self._ids[key]
+
+    def passed_by(self, value: Any) -> tuple[int, ...]:
+        found = self._memo.get(value)
+        if found is None:
+            found = tuple(i for i, check in enumerate(self._checks) if check(value))
+            if len(self._memo) >= MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[value] = found
+        return found
+
+
+class _Field:
+    """One prefilter of a bucket: which of its rules pass their filter on one alert field, as a
+    bitmask (bit ``i`` for the bucket's rule ``i``), remembered per field value."""
+
+    def __init__(self, value_of: Callable[[Alert], Any], filters: _Filters,
+                 rules_of: dict[int, int], unfiltered: int) -> None:
+        self.value_of = value_of
+        self._filters = filters
+        self._rules_of = rules_of  # filter id -> bits of this bucket's rules that have it
+        self._unfiltered = unfiltered  # rules without this filter pass whatever the value
+        self._memo: dict[Any, int] = {}
+
+    def mask(self, alert: Alert) -> int:
+        value = self.value_of(alert)
+        mask = self._memo.get(value)
+        if mask is None:
+            mask = self._unfiltered
+            rules_of = self._rules_of
+            for passed in self._filters.passed_by(value):
+                mask |= rules_of.get(passed, 0)
+            if len(self._memo) >= MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[value] = mask
+        return mask
+
+
+_Filter = tuple[Any, Callable[[Any], bool]]
+"""A rule's filter on one field: a hashable description (equal filters are evaluated once per
+value, however many rules share them) and the check of a value."""
+
+
+def _globs(patterns: Patterns | None, compiled: Globs | None) -> _Filter | None:
+    return None if patterns is None or compiled is None else (patterns, compiled.matches)
+
+
+def _tags(rule: Rule) -> _Filter | None:
+    spec = rule.model.scope.tags
+    return None if spec is None or rule.tags is None else (spec, rule.tags.matches)
+
+
+def _min_severity(rule: Rule) -> _Filter | None:
+    wanted = rule.model.conditions.min_severity
+    return None if wanted is None else (wanted, lambda severity: severity.rank >= wanted.rank)
+
+
+# The prefilters: how to read the value, and a rule's filter on it (None for a rule without one).
+# Data sources come first: they split large configs the most, so the mask often reaches zero
+# before the other fields are looked at. Asset names are left to the full check: nearly every
+# alert has its own, so a memo would not help.
+_FIELDS: tuple[tuple[Callable[[Alert], Any], Callable[[Rule], _Filter | None]], ...] = (
+    (lambda a: a.asset.data_source,
+     lambda r: _globs(r.model.scope.data_sources, r.data_sources)),
+    (lambda a: a.asset.environment,
+     lambda r: _globs(r.model.scope.environments, r.environments)),
+    (lambda a: a.asset.schema_name, lambda r: _globs(r.model.scope.schemas, r.schemas)),
+    (lambda a: a.asset.kind, lambda r: _globs(r.model.scope.kinds, r.kinds)),
+    (lambda a: a.asset.tags, _tags),
+    (lambda a: a.severity, _min_severity),
+)
+
+
+class _Bucket:
+    """The enabled rules of one event type, in file order, with their prefilters.
+
+    ``Rule.matches`` stays the definition of a match: the masks only skip rules whose filter on
+    some field already fails, and every rule they leave is checked in full, so the result is
+    exactly that of checking every rule in file order.
+    """
+
+    def __init__(self, rules: list[Rule], shared: Sequence[_Filters]) -> None:
+        self.rules = rules
+        self.everything = (1 << len(rules)) - 1
+        self.fields: list[_Field] = []
+        for (value_of, filter_of), filters in zip(_FIELDS, shared, strict=True):
+            rules_of: dict[int, int] = {}  # filter id -> bits of the rules that have it
+            for i, rule in enumerate(rules):
+                found = filter_of(rule)
+                if found is not None:
+                    fid = filters.add(*found)
+                    rules_of[fid] = rules_of.get(fid, 0) | 1 << i
+            if rules_of:  # a field no rule filters on costs nothing per alert
+                unfiltered = self.everything & ~sum(rules_of.values())
+                self.fields.append(_Field(value_of, filters, rules_of, unfiltered))
+
+    def matching(self, alert: Alert) -> list[Rule]:
+        candidates = self.everything
+        for prefilter in self.fields:
+            candidates &= prefilter.mask(alert)
+            if not candidates:
+                return []
+        rules = self.rules
+        found = []
+        while candidates:  # lowest bit first: file order
+            low = candidates & -candidates
+            rule = rules[low.bit_length() - 1]
+            if rule.matches(alert):
+                found.append(rule)
+            candidates ^= low
+        return found
+
+
 class Router:
     """Rules indexed by event type, in file order."""
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = list(rules)
-        self._by_event: dict[str, list[Rule]] = defaultdict(list)
+        by_event: dict[str, list[Rule]] = defaultdict(list)
         for rule in self.rules:
             if rule.model.enabled:
                 for event in dict.fromkeys(rule.model.event):
-                    self._by_event[event].append(rule)
+                    by_event[event].append(rule)
+        shared = [_Filters() for _ in _FIELDS]
+        self._by_event = {event: _Bucket(rules, shared) for event, rules in by_event.items()}
 
     def matching_rules(self, alert: Alert) -> list[Rule]:
         """Every enabled rule that matches, in file order."""
-        return [r for r in self._by_event.get(alert.event_type, ()) if r.matches(alert)]
+        bucket = self._by_event.get(alert.event_type)
+        return bucket.matching(alert) if bucket is not None else []
 
     def route(self, alert: Alert) -> list[Route]:
         """One route per destination, owned by the first matching rule in file order."""
+        matching = self.matching_rules(alert)
+        if not matching:
+            return []
         owners: dict[str, Rule] = {}
         others: dict[str, list[str]] = defaultdict(list)
-        for rule in self.matching_rules(alert):
+        for rule in matching:
             for dest in rule.destinations:
                 if dest not in owners:
                     owners[dest] = rule

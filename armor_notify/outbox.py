@@ -355,12 +355,14 @@ class SqliteOutbox:
 
     # -- reading ----------------------------------------------------------------------------------
     def next_due(self, ids: Collection[str] | None = None) -> float | None:
-        """When the next unfinished delivery falls due (or its lease runs out); ``None``: none."""
+        """When the next unfinished delivery falls due (or its lease runs out); ``None``: none.
+
+        Alerts collected for a digest are not counted: a claim closes due digests, and a
+        ``worker --once`` does not wait for an open digest window.
+        """
         where, params = _id_filter(ids)
         row = self._run("read", lambda: self._db.execute(
-            "SELECT min(CASE WHEN state='batched' AND batch_max<=(SELECT count(*) FROM deliveries "
-            "b WHERE b.batch_key=deliveries.batch_key AND b.state='batched') THEN 0 ELSE run_at "
-            f"END) FROM deliveries WHERE state IN ('queued','in_flight','batched') {where}",
+            f"SELECT min(run_at) FROM deliveries WHERE state IN ('queued','in_flight') {where}",
             params).fetchone())
         return None if row is None or row[0] is None else float(row[0])
 

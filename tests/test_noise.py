@@ -385,3 +385,16 @@ def test_route_at_shows_what_would_be_suppressed_held_or_digested(tmp_path: Path
     assert "no: outside operating hours" in human.stdout
     bad = run_cli("route", str(path), "--config", str(config), "--at", "tomorrow")
     assert bad.returncode == 2 and "not an ISO 8601 time" in bad.stderr
+
+
+def test_the_readme_example_is_a_valid_config() -> None:
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Noise control"):readme.index("## Command line")]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = parse_config("version: 1\n" + block, PluginManager().load().registry,
+                          environ={"SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/X"})
+    assert [b.name for b in config.blackouts] == ["Year-end freeze", "Warehouse migration"]
+    late = config.rule("Late data")
+    assert late is not None and late.model.cooldown == 3600 and late.model.digest is not None

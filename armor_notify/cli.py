@@ -24,6 +24,10 @@ from .output import table
 from .plugins import PluginManager, load_plugins
 
 CONFIG_HELP = "Config file (default: $ARMOR_NOTIFY_CONFIG, else ./armor-notify.yaml)."
+STATE_DIR_HELP = ("Where the outbox lives (default: $ARMOR_NOTIFY_STATE_DIR, else "
+                  "$XDG_STATE_HOME/armor-notify, else ~/.local/state/armor-notify).")
+json_option = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+state_dir_option = click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
 
 
 class _Group(click.Group):
@@ -85,8 +89,6 @@ def _emit(data: Any) -> None:
 
 
 # -- send -------------------------------------------------------------------------------------------
-STATE_DIR_HELP = ("Where the outbox lives (default: $ARMOR_NOTIFY_STATE_DIR, else "
-                  "$XDG_STATE_HOME/armor-notify, else ~/.local/state/armor-notify).")
 DEFAULT_WAIT = 30.0
 
 
@@ -97,13 +99,13 @@ def _open_outbox(state_dir: str | None) -> SqliteOutbox:
 @cli.command()
 @click.argument("event", metavar="EVENT")
 @click.option("--config", "-c", "config", metavar="F", help=CONFIG_HELP)
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@json_option
 @click.option("--dry-run", is_flag=True, help="Route and show what would be sent; send nothing.")
 @click.option("--wait", "wait", type=click.FloatRange(min=0), default=DEFAULT_WAIT,
               show_default=True, metavar="SECONDS",
               help="How long to keep delivering; what is still retrying then stays queued for "
                    "`armor-notify worker`. 0 accepts and queues without sending.")
-@click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
+@state_dir_option
 @click.pass_context
 def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_run: bool,
          wait: float, state_dir: str | None) -> None:
@@ -188,7 +190,7 @@ def _indent(text: str) -> str:
 @cli.command()
 @click.argument("event", metavar="EVENT")
 @click.option("--config", "-c", "config", metavar="F", help=CONFIG_HELP)
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@json_option
 @click.option("--at", "at", metavar="TIME",
               help="Judge schedules, blackouts, cooldowns and daily limits at this ISO 8601 time "
                    "(default: now; a time without a zone is in defaults.timezone).")
@@ -282,7 +284,7 @@ def _read_history(state_dir: str | None) -> History:
 @click.argument("destination")
 @click.option("--config", "-c", "config", metavar="F", help=CONFIG_HELP)
 @click.option("--resolve", is_flag=True, help="Resolve the test event right after sending it.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@json_option
 @click.pass_context
 def test_command(ctx: click.Context, destination: str, config: str | None, resolve: bool,
                  as_json: bool) -> None:
@@ -325,7 +327,7 @@ def test_command(ctx: click.Context, destination: str, config: str | None, resol
 # -- validate ---------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--config", "-c", "config", metavar="F", help=CONFIG_HELP)
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@json_option
 @click.pass_context
 def validate(ctx: click.Context, config: str | None, as_json: bool) -> None:
     """Check the config and report every error (exit 0 when valid, 2 otherwise)."""
@@ -363,7 +365,7 @@ def validate(ctx: click.Context, config: str | None, as_json: bool) -> None:
 @click.option("--poll", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
               metavar="SECONDS", help="How often an idle worker looks for new deliveries.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per finished delivery.")
-@click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
+@state_dir_option
 @click.pass_context
 def worker(ctx: click.Context, config: str | None, once: bool, wait: float | None, poll: float,
            as_json: bool, state_dir: str | None) -> None:
@@ -425,18 +427,15 @@ def _duration(text: str) -> float:
 @click.option("--state", "states", multiple=True,
               type=click.Choice([s.value for s in State]), help="Only these states (repeatable).")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
-@click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
+@json_option
+@state_dir_option
 @click.pass_context
 def outbox_list(ctx: click.Context, states: tuple[str, ...], limit: int, as_json: bool,
                 state_dir: str | None) -> None:
     """List deliveries, newest first."""
     _json_flag(ctx, as_json)
-    box = _open_outbox(state_dir)
-    try:
+    with _open_outbox(state_dir) as box:
         found = box.find(states, limit)
-    finally:
-        box.close()
     if as_json:
         _emit({"deliveries": [d.as_dict() for d in found]})
         return
@@ -452,17 +451,14 @@ def outbox_list(ctx: click.Context, states: tuple[str, ...], limit: int, as_json
 
 @outbox.command("show")
 @click.argument("delivery_id", metavar="ID")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
-@click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
+@json_option
+@state_dir_option
 @click.pass_context
 def outbox_show(ctx: click.Context, delivery_id: str, as_json: bool, state_dir: str | None) -> None:
     """Show one delivery (an id or a unique prefix of 6+ characters) with its attempts."""
     _json_flag(ctx, as_json)
-    box = _open_outbox(state_dir)
-    try:
+    with _open_outbox(state_dir) as box:
         found = box.get(delivery_id)
-    finally:
-        box.close()
     if found is None:
         raise ArmorNotifyError(f"no delivery with id '{delivery_id}' in the outbox (or the "
                                "prefix is ambiguous)")
@@ -484,15 +480,14 @@ def outbox_show(ctx: click.Context, delivery_id: str, as_json: bool, state_dir: 
 @click.argument("ids", nargs=-1, metavar="[ID]...")
 @click.option("--failed", "include_failed", is_flag=True,
               help="Also requeue failed and dead deliveries, with a fresh retry budget.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
-@click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
+@json_option
+@state_dir_option
 @click.pass_context
 def outbox_retry(ctx: click.Context, ids: tuple[str, ...], include_failed: bool, as_json: bool,
                  state_dir: str | None) -> None:
     """Make queued deliveries (all, or these ids) due now; the next worker run sends them."""
     _json_flag(ctx, as_json)
-    box = _open_outbox(state_dir)
-    try:
+    with _open_outbox(state_dir) as box:
         full_ids = []
         for i in ids:
             found = box.get(i)
@@ -500,8 +495,6 @@ def outbox_retry(ctx: click.Context, ids: tuple[str, ...], include_failed: bool,
                 raise ArmorNotifyError(f"no delivery with id '{i}' in the outbox")
             full_ids.append(found.id)
         count = box.retry(full_ids, include_failed=include_failed, now=time.time())
-    finally:
-        box.close()
     if as_json:
         _emit({"requeued": count})
     else:
@@ -512,18 +505,15 @@ def outbox_retry(ctx: click.Context, ids: tuple[str, ...], include_failed: bool,
 @outbox.command("purge")
 @click.option("--older-than", "older_than", default="7d", show_default=True, metavar="DURATION",
               help="Delete finished deliveries finalized longer ago than this (30m, 12h, 7d, 0).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
-@click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
+@json_option
+@state_dir_option
 @click.pass_context
 def outbox_purge(ctx: click.Context, older_than: str, as_json: bool, state_dir: str | None) -> None:
     """Delete finished deliveries (delivered, failed, dead, suppressed); never queued ones."""
     _json_flag(ctx, as_json)
     age = _duration(older_than)
-    box = _open_outbox(state_dir)
-    try:
+    with _open_outbox(state_dir) as box:
         count = box.purge(older_than=age, now=time.time())
-    finally:
-        box.close()
     if as_json:
         _emit({"purged": count})
     else:
@@ -532,7 +522,7 @@ def outbox_purge(ctx: click.Context, older_than: str, as_json: bool, state_dir: 
 
 # -- plugins ----------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@json_option
 def plugins(as_json: bool) -> None:
     """List installed plugins: name, version, destination types and hooks."""
     pm = load_plugins()

@@ -428,6 +428,12 @@ class SqliteOutbox:
         with self._lock:
             self._db.close()
 
+    def __enter__(self) -> SqliteOutbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _id_filter(ids: Collection[str] | None) -> tuple[str, tuple[str, ...]]:
     if ids is None:

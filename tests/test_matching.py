@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
+from armor_notify import matching
 from armor_notify.alert import Alert
 from armor_notify.config import parse_config
 from armor_notify.dedup import dedup_key
@@ -509,3 +511,121 @@ def test_router_only_evaluates_rules_for_the_alerts_event_type(
                                      freshness={"delay_hours": 1}))
     assert len(calls) == 5000
     assert [(r.destination, r.rule, len(r.also_matched)) for r in routes] == [("d1", "late-0", 4999)]
+
+
+# -- the per-field masks give exactly the plain answer --------------------------------------------
+
+
+def plain_matching(rules: list[Rule], alert: Alert) -> list[str]:
+    """What matching means, without any index: every enabled rule of the alert's type, in order."""
+    return [r.name for r in rules
+            if r.model.enabled and alert.event_type in r.model.event and r.matches(alert)]
+
+
+def random_rule(rnd: random.Random, i: int) -> dict[str, Any]:
+    def globs(values: list[str]) -> Any:
+        include = rnd.sample(values, rnd.randint(1, 2))
+        exclude = rnd.sample(values, rnd.randint(0, 1))
+        return rnd.choice([include, {"include": include, "exclude": exclude},
+                           {"exclude": exclude or ["none"]}])
+
+    scope: dict[str, Any] = {}
+    if rnd.random() < 0.6:
+        scope["environments"] = globs(["production", "prod*", "staging", "dev", "*"])
+    if rnd.random() < 0.6:
+        scope["data_sources"] = globs(["warehouse-*", "wh-?", "lake-[12]", "lake-1", "*-eu"])
+    if rnd.random() < 0.4:
+        scope["schemas"] = globs(["public", "test_*", "finance", "*"])
+    if rnd.random() < 0.3:
+        scope["kinds"] = globs(["table", "view", "model"])
+    if rnd.random() < 0.3:
+        scope["assets"] = globs(["orders*", "*_staging", "db.public.*", "*.finance.ledger"])
+    if rnd.random() < 0.4:
+        scope["tags"] = {rnd.choice(["any", "all", "none"]): rnd.sample(["gold", "PII", "team-a"],
+                                                                      rnd.randint(1, 2))}
+    conditions: dict[str, Any] = {}
+    if rnd.random() < 0.3:
+        conditions["min_severity"] = rnd.choice(["info", "warning", "critical"])
+    if rnd.random() < 0.2:
+        conditions["changes"] = rnd.choice(["any", "breaking", "non_breaking", ["column_added"]])
+    if rnd.random() < 0.2:
+        conditions["min_delay_hours"] = rnd.choice([1, 2])
+    return {"name": f"rule {i}",
+            "event": rnd.sample(["schema_change", "freshness_violation", "metric_anomaly"],
+                                rnd.randint(1, 2)),
+            "scope": scope, "conditions": conditions,
+            "destinations": rnd.sample(["d1", "d2", "d3", "d4"], rnd.randint(1, 2)),
+            "enabled": rnd.random() < 0.9}
+
+
+def random_alert(rnd: random.Random, registry: Registry) -> Alert:
+    def maybe(values: list[str]) -> str | None:
+        return rnd.choice([*values, None])
+
+    asset: dict[str, Any] = {
+        "id": f"asset-{rnd.randrange(5)}",
+        "name": rnd.choice(["db.public.orders", "db.public.orders_staging", "orders",
+                            "db.finance.ledger", "db.test_x.t", "x.y"]),
+        "environment": maybe(["production", "Production", "staging", "dev"]),
+        "data_source": maybe(["warehouse-eu", "wh-1", "wh-12", "lake-1", "lake-2", "lake-3"]),
+        "schema": maybe(["public", "finance", "test_a"]),
+        "kind": maybe(["table", "view", "TABLE"]),
+        "tags": rnd.sample(["gold", "Gold", "pii", "team-a"], rnd.randint(0, 3)),
+    }
+    event = rnd.choice(["schema_change", "freshness_violation", "metric_anomaly",
+                        "asset_removed"])
+    extra: dict[str, Any] = {"severity": rnd.choice(["info", "warning", "critical"])}
+    if event == "schema_change":
+        extra["changes"] = [{"type": rnd.choice(["column_added", "column_removed"])}
+                            for _ in range(rnd.randint(0, 2))]
+    if event == "freshness_violation" and rnd.random() < 0.8:
+        extra["freshness"] = {"delay_hours": rnd.choice([0.5, 1, 2, 3])}
+    return make_alert(registry, event, asset={k: v for k, v in asset.items() if v is not None},
+                      **extra)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_masked_routing_equals_checking_every_rule(registry: Registry, seed: int) -> None:
+    rnd = random.Random(seed)
+    models = [RuleModel.model_validate(random_rule(rnd, i)) for i in range(rnd.randint(1, 90))]
+    rules = [Rule.compile(i, m) for i, m in enumerate(models)]
+    router = Router(rules)
+    alerts = [random_alert(rnd, registry) for _ in range(150)]
+    for alert in alerts + alerts:  # the second pass is answered from the memos
+        assert [r.name for r in router.matching_rules(alert)] == plain_matching(rules, alert)
+        routes = router.route(alert)
+        names = plain_matching(rules, alert)
+        owners = {}
+        for name in names:
+            for dest in models[int(name.split()[1])].destinations:
+                owners.setdefault(dest, name)
+        assert {r.destination: r.rule for r in routes} == owners
+        assert list(owners) == [r.destination for r in routes]  # first owner first
+
+
+def test_memos_starting_afresh_change_nothing(registry: Registry,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(matching, "MEMO_LIMIT", 2)
+    rnd = random.Random(99)
+    rules = [Rule.compile(i, RuleModel.model_validate(random_rule(rnd, i))) for i in range(60)]
+    router = Router(rules)
+    alerts = [random_alert(rnd, registry) for _ in range(200)]
+    for alert in alerts:
+        assert [r.name for r in router.matching_rules(alert)] == plain_matching(rules, alert)
+
+
+def test_rules_sharing_a_filter_are_each_routed(registry: Registry) -> None:
+    # Equal scopes are evaluated once per value: every rule that has one must still be found.
+    same = {"environments": ["production"], "data_sources": ["warehouse-*"]}
+    router = make_router(registry, rule("A", scope=same, destinations=["d1"]),
+                         rule("B", scope=same, destinations=["d2"], event="metric_anomaly"),
+                         rule("C", scope=same, destinations=["d1", "d3"]))
+    alert = make_alert(registry, asset={"environment": "production", "data_source": "warehouse-1"})
+    routes = routes_by_destination(router.route(alert))
+    assert {d: (r.rule, r.also_matched) for d, r in routes.items()} == {
+        "d1": ("A", ("C",)), "d3": ("C", ())}
+    other = make_alert(registry, asset={"environment": "staging", "data_source": "warehouse-1"})
+    assert router.route(other) == []
+    assert [r.name for r in router.matching_rules(make_alert(
+        registry, "metric_anomaly", asset={"environment": "production",
+                                           "data_source": "warehouse-1"}))] == ["B"]

@@ -1,0 +1,137 @@
+"""Figure 4: start-up, as a cold process each time.
+
+Times whole commands, each run as a new process, interleaved and repeated:
+
+* baseline: ``python -c pass`` (the interpreter alone, same venv);
+* ``armor-notify route`` on ``examples/alerts/schema_change_breaking.json`` with
+  ``examples/armor-notify.yaml`` (loads plugins, validates the config, routes, prints the table);
+* ``apprise --dry-run`` with an equivalent Apprise YAML config (the same four destinations as
+  URLs, the rules' event types as tags), printing the services it would notify;
+* for context: ``python -c "import armor_notify.cli"`` (imports only).
+
+Each figure is the median of ``--runs`` runs, as a ratio to the baseline's median. The
+``--importtime`` flag also prints the ten slowest imports of ``armor-notify route``
+(``python -X importtime``).
+
+    .venv/bin/python bench/bench_startup.py [--runs 15] [--importtime]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import INTEGRATION_KEYS, REST_API_KEY, ROOT, Row, emit
+
+ENV = {
+    "PAGERDUTY_INTEGRATION_KEY": INTEGRATION_KEYS[0],
+    "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXX",
+    "SLACK_DEV_WEBHOOK_URL": "https://hooks.slack.com/services/T00000000/B11111111/YYYYYYYYYYYY",
+    "SMTP_PASSWORD": "not-a-real-password",
+}
+
+# The example config's destinations as Apprise URLs, tagged with the event types its rules send
+# them; `--tag schema_change` then selects what armor-notify's rules select for that alert.
+APPRISE_CONFIG = f"""\
+version: 1
+urls:
+  - pagerduty://{INTEGRATION_KEYS[0]}@{REST_API_KEY}/anomalyarmor/?region=us:
+      - tag: schema_change, freshness_violation
+  - https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXX:
+      - tag: schema_change, freshness_violation, metric_anomaly, validity_failure, discovery_failed
+  - https://hooks.slack.com/services/T00000000/B11111111/YYYYYYYYYYYY:
+      - tag: development
+  - mailto://alerts%40example.com:not-a-real-password@smtp.example.com:587?to=data-eng-list@example.com&mode=starttls:
+      - tag: schema_change, discovery_failed
+"""
+
+
+def commands(tmp: str) -> dict[str, list[str]]:
+    bin_dir = Path(sys.executable).parent
+    Path(tmp, "apprise.yml").write_text(APPRISE_CONFIG)
+    return {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "import armor_notify.cli": [sys.executable, "-c", "import armor_notify.cli"],
+        "armor-notify route": [str(bin_dir / "armor-notify"), "route",
+                               str(ROOT / "examples/alerts/schema_change_breaking.json"),
+                               "--config", str(ROOT / "examples/armor-notify.yaml")],
+        "apprise --dry-run": [str(bin_dir / "apprise"), "--dry-run", "--config",
+                              f"{tmp}/apprise.yml", "--tag", "schema_change", "--body",
+                              "2 breaking schema changes on analytics.public.orders"],
+    }
+
+
+def run_once(cmd: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return elapsed
+
+
+def import_times(cmd: list[str], env: dict[str, str], top: int = 10) -> list[tuple[int, str]]:
+    """The slowest imports (cumulative microseconds) of a command run with -X importtime."""
+    script = cmd[0]
+    with open(script) as fh:
+        is_python_script = fh.readline().startswith("#!")
+    args = [sys.executable, "-X", "importtime", script, *cmd[1:]] if is_python_script else cmd
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    rows = []
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            _, cumulative, name = (part.strip() for part in line[len("import time:"):].split("|"))
+            if cumulative.isdigit():
+                rows.append((int(cumulative), name))
+    return sorted(rows, reverse=True)[:top]
+
+
+def run(runs: int, importtime: bool) -> list[Row]:
+    env = {**os.environ, **ENV}
+    env.pop("ARMOR_NOTIFY_LOAD_PLUGINS", None)  # every installed plugin loads, as for a user
+    with tempfile.TemporaryDirectory() as tmp:
+        cmds = commands(tmp)
+        for cmd in cmds.values():  # warm the page cache and .pyc files
+            run_once(cmd, env)
+        times: dict[str, list[float]] = {name: [] for name in cmds}
+        for _ in range(runs):
+            for name, cmd in cmds.items():
+                times[name].append(run_once(cmd, env))
+        slowest = import_times(cmds["armor-notify route"], env) if importtime else []
+    median = {name: statistics.median(t) for name, t in times.items()}
+    base = median["python -c pass"]
+    ms = 1000
+    rows = []
+    for name in cmds:
+        note = f"median of {runs}, min {min(times[name]) * ms:.0f} ms"
+        rows.append(Row("4 start-up", name, median[name] * ms, "ms", median[name] / base,
+                        "python -c pass", note=note))
+    route = median["armor-notify route"]
+    rows.append(Row("4 start-up", "armor-notify route vs apprise --dry-run",
+                    route / median["apprise --dry-run"], "x",
+                    route / median["apprise --dry-run"], "apprise --dry-run"))
+    if slowest:
+        rows[2].extra["slowest_imports_us"] = slowest
+        rows[2].note += "; slowest imports: " + ", ".join(
+            f"{name} {us / 1000:.0f} ms" for us, name in slowest[:6])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--importtime", action="store_true",
+                        help="also list the slowest imports of armor-notify route")
+    parser.add_argument("--json", action="store_true", help="rows as JSON lines (for run_all)")
+    args = parser.parse_args()
+    emit(run(args.runs, args.importtime), args.json)
+
+
+if __name__ == "__main__":
+    main()

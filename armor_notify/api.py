@@ -160,11 +160,16 @@ class Notifier:
                     d.finish(State.skipped, "dry run: nothing was sent")
             return SendReport(alerts, planned)
         deliveries = self.enqueue(alerts)
-        fresh = [d.id for d in deliveries if not d.repeat and not d.state.final]
+        fresh = [d.id for d in deliveries if not d.repeat and d.state is not State.batched
+                 and not d.state.final]
         if fresh:
-            self.drain(wait=wait, ids=fresh)
-            stored = {d.id: d for d in self.outbox.find(ids=fresh, limit=len(fresh))}
-            deliveries = [self._mark_repeat(stored.get(d.id, d), d.repeat) for d in deliveries]
+            finished: dict[str, Delivery] = {}
+            self.drain(wait=wait, ids=fresh, on_final=lambda d: finished.__setitem__(d.id, d))
+            unfinished = [i for i in fresh if i not in finished]
+            if unfinished:  # still queued: read their state (next attempt, last reason)
+                finished.update((d.id, d) for d in self.outbox.find(ids=unfinished,
+                                                                     limit=len(unfinished)))
+            deliveries = [self._mark_repeat(finished.get(d.id, d), d.repeat) for d in deliveries]
         return SendReport(alerts, deliveries)
 
     @staticmethod

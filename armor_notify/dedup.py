@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -10,6 +11,7 @@ MAX_LENGTH = 255  # PagerDuty's limit
 _HASH_LENGTH = 16
 
 
+@functools.lru_cache(maxsize=4096)
 def rule_slug(name: str) -> str:
     """The rule's part of a dedup key: lower-case letters, digits and dashes.
 

@@ -62,6 +62,7 @@ class Dispatcher:
                                                f"{uuid.uuid4().hex[:8]}")
     """Who holds the leases this dispatcher takes."""
     _senders: dict[str, Sender | Exception] = field(default_factory=dict, init=False)
+    _pool: IOPool | None = field(default=None, init=False)
 
     # -- planning ---------------------------------------------------------------------------------
     def plan(self, alerts: Iterable[Alert]) -> list[Delivery]:
@@ -129,58 +130,63 @@ class Dispatcher:
         ``stop_when_idle=False`` and polls for new work every ``poll`` seconds.
         """
         start = self.clock()
-        pool = IOPool(self.max_workers)
+        pool = self._io_pool()
         running: dict[Future[Outcome], _Running] = {}
-        try:
-            while True:
-                now = self.clock()
-                out_of_time = wait_seconds is not None and now - start >= wait_seconds
-                claimed = 0
-                if not out_of_time and len(running) < self.max_workers:
-                    for delivery in outbox.claim(self.owner, now, self.max_workers - len(running),
-                                                 self.rules_for, ids):
-                        claimed += 1
-                        started = self._start(delivery, pool, now)
-                        if started is None:
-                            self._finish(outbox, delivery, now, on_final)
-                        else:
-                            running[started[0]] = started[1]
-                due = None if out_of_time else outbox.next_due(ids)
-                if due is not None and not claimed:
-                    due = max(due, now + MIN_IDLE)  # due but not claimable yet (order, leases)
-                if not running:
-                    if out_of_time or (due is None and stop_when_idle):
-                        break
-                    until = min(due if due is not None else now + poll, now + poll)
-                    if wait_seconds is not None:
-                        until = min(until, start + wait_seconds)
-                    time.sleep(max(0.0, until - self.clock()))
-                    continue
-                timers = [r.hard_deadline for r in running.values()]
-                timers += [t for t in (due, start + wait_seconds if wait_seconds else None)
-                           if t is not None]
-                timeout = max(0.0, min(timers) - self.clock())
-                done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
-                now = self.clock()
-                for future in list(running):
-                    run = running[future]
-                    if future in done:
-                        outcome = self._outcome_of(future, run)
-                    elif now >= run.hard_deadline:
-                        pool.abandon(future)
-                        outcome = Outcome.retry(
-                            f"no answer within {run.notification.timeout:g}s (timed out)")
+        # The pool outlives this call: its threads keep their senders' connections.
+        while True:
+            now = self.clock()
+            out_of_time = wait_seconds is not None and now - start >= wait_seconds
+            claimed = 0
+            if not out_of_time and len(running) < self.max_workers:
+                for delivery in outbox.claim(self.owner, now, self.max_workers - len(running),
+                                             self.rules_for, ids):
+                    claimed += 1
+                    started = self._start(delivery, pool, now)
+                    if started is None:
+                        self._finish(outbox, delivery, now, on_final)
                     else:
-                        continue
-                    del running[future]
-                    self._record(run, outcome, now)
-                    if outcome.retry_after:
-                        dest = self.config.destinations[run.delivery.destination]
-                        if dest.rate_limit is not None:  # the provider asked everyone to wait
-                            outbox.hold_key(self._rate_key(dest), now + outcome.retry_after)
-                    self._finish(outbox, run.delivery, now, on_final)
-        finally:
-            pool.close()
+                        running[started[0]] = started[1]
+            due = None if out_of_time else outbox.next_due(ids)
+            if due is not None and not claimed:
+                due = max(due, now + MIN_IDLE)  # due but not claimable yet (order, leases)
+            if not running:
+                if out_of_time or (due is None and stop_when_idle):
+                    break
+                until = min(due if due is not None else now + poll, now + poll)
+                if wait_seconds is not None:
+                    until = min(until, start + wait_seconds)
+                time.sleep(max(0.0, until - self.clock()))
+                continue
+            timers = [r.hard_deadline for r in running.values()]
+            timers += [t for t in (due, start + wait_seconds if wait_seconds else None)
+                       if t is not None]
+            timeout = max(0.0, min(timers) - self.clock())
+            done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
+            now = self.clock()
+            for future in list(running):
+                run = running[future]
+                if future in done:
+                    outcome = self._outcome_of(future, run)
+                elif now >= run.hard_deadline:
+                    pool.abandon(future)
+                    outcome = Outcome.retry(
+                        f"no answer within {run.notification.timeout:g}s (timed out)")
+                else:
+                    continue
+                del running[future]
+                self._record(run, outcome, now)
+                if outcome.retry_after:
+                    dest = self.config.destinations[run.delivery.destination]
+                    if dest.rate_limit is not None:  # the provider asked everyone to wait
+                        outbox.hold_key(self._rate_key(dest), now + outcome.retry_after)
+                self._finish(outbox, run.delivery, now, on_final)
+
+    def _io_pool(self) -> IOPool:
+        # One pool for the dispatcher's life, so its threads (and the per-thread HTTP sessions
+        # senders keep) are reused: a pool per call opened a new connection per send.
+        if self._pool is None:
+            self._pool = IOPool(self.max_workers)
+        return self._pool
 
     def _finish(self, outbox: Outbox, delivery: Delivery, now: float,
                 on_final: Callable[[Delivery], None] | None) -> None:
@@ -202,7 +208,11 @@ class Dispatcher:
         return self._senders[dest.name]
 
     def close(self) -> None:
-        """Close every sender that has a ``close()`` (kept-alive connections, sessions)."""
+        """Stop the I/O threads and close every sender that has a ``close()`` (kept-alive
+        connections, sessions)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         for sender in self._senders.values():
             close = getattr(sender, "close", None)
             if callable(close):

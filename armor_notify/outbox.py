@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -153,6 +153,8 @@ class SqliteOutbox:
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.RLock()
+        # Alerts this process enqueued and has not finished, so claims need not parse them again.
+        self._alerts: dict[str, Alert] = {}
         try:
             self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000,
                                        isolation_level=None, check_same_thread=False)
@@ -253,6 +255,8 @@ class SqliteOutbox:
                         (*_to_row(d, batch), None if not d.state.final else now),
                     )
                     out.append((d, True))
+                    if not d.state.final:
+                        self._alerts[d.id] = d.alert
             return out
 
         result: list[tuple[Delivery, bool]] = self._run("enqueue", run)
@@ -290,7 +294,7 @@ class SqliteOutbox:
                 for row in rows:
                     if len(claimed) >= limit:
                         break
-                    d = _from_row(row)
+                    d = _from_row(row, self._alerts)
                     rules = rules_for(d.destination)
                     if d.state is State.in_flight:  # the lease ran out: its worker died or hung
                         d.attempts.append(Attempt(d.attempt_count + 1, d.next_attempt_at, 0.0,
@@ -341,6 +345,8 @@ class SqliteOutbox:
                 return cur.rowcount == 1
 
         done: bool = self._run("complete", run)
+        if delivery.state.final:
+            self._alerts.pop(delivery.id, None)
         return done
 
     def hold_key(self, key: str, until: float) -> None:
@@ -387,7 +393,7 @@ class SqliteOutbox:
         rows = self._run("read", lambda: self._db.execute(
             f"SELECT {_COLUMNS} FROM deliveries WHERE 1=1 {where} ORDER BY seq DESC LIMIT ?",
             (*params, limit)).fetchall())
-        return [_from_row(r) for r in rows]
+        return [_from_row(r, self._alerts) for r in rows]
 
     # -- acting -----------------------------------------------------------------------------------
     def retry(self, ids: Collection[str] = (), *, include_failed: bool = False,
@@ -555,12 +561,13 @@ def _save(db: sqlite3.Connection, d: Delivery, now: float, *, attempt: int | Non
          d.first_attempt_at, d.reason, d.hint, _history(d), now if d.state.final else None, d.id))
 
 
-def _from_row(row: Sequence[Any]) -> Delivery:
+def _from_row(row: Sequence[Any], known: Mapping[str, Alert] | None = None) -> Delivery:
     (id_, _alert_id, _status, destination, dtype, rule, also, dedup, alert_json, test, state,
      _attempt, run_at, first, created, reason, hint, details, history, _asset, _batch, _max,
      digest) = row
+    alert = known.get(id_) if known else None
     d = Delivery(
-        alert=Alert.model_validate_json(alert_json, context={"event_types": None}),
+        alert=alert or Alert.model_validate_json(alert_json, context={"event_types": None}),
         destination=destination, destination_type=dtype, rule=rule,
         dedup_key=dedup, also_matched=tuple(json.loads(also)), id=id_, state=State(state),
         next_attempt_at=float(run_at), first_attempt_at=first, reason=reason, hint=hint,

@@ -156,3 +156,22 @@ def test_slack_429_waits_for_retry_after_before_the_next_attempt(
     assert all((later - earlier).total_seconds() >= 1.0
                for earlier, later in itertools.pairwise(starts))
     assert len(slack.requests) == 3
+
+
+def test_successive_sends_reuse_one_connection() -> None:
+    from armor_notify.api import Notifier
+    from armor_notify.plugins import PluginManager
+
+    with FakeSlack() as slack:
+        config = {"version": 1,
+                  "destinations": {"s": {"type": "slack", "webhook_url": slack.url,
+                                         "rate_limit": "none"}},
+                  "rules": [{"name": "r", "event": "schema_change", "destinations": ["s"]}]}
+        with Notifier.from_dict(config, plugins=PluginManager().load()) as notifier:
+            for i in range(5):
+                alert = {"id": f"a{i}", "event_type": "schema_change", "title": f"t{i}",
+                         "asset": {"id": "x", "name": "db.s.x"}}
+                report = notifier.send(notifier.parse_alerts(alert))
+                assert report.deliveries[0].state.value == "delivered"
+        assert len(slack.requests) == 5
+        assert len({r.client_port for r in slack.requests}) == 1  # kept alive, not reopened

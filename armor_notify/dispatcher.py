@@ -63,6 +63,7 @@ class Dispatcher:
     """Who holds the leases this dispatcher takes."""
     _senders: dict[str, Sender | Exception] = field(default_factory=dict, init=False)
     _pool: IOPool | None = field(default=None, init=False)
+    _secrets: dict[str, list[str]] = field(default_factory=dict, init=False)
 
     # -- planning ---------------------------------------------------------------------------------
     def plan(self, alerts: Iterable[Alert]) -> list[Delivery]:
@@ -268,7 +269,12 @@ class Dispatcher:
         return result
 
     def _clean(self, dest: Destination, text: str) -> str:
-        return redact(text, secret_values(dest.config))
+        if not text:
+            return text
+        secrets = self._secrets.get(dest.name)
+        if secrets is None:  # configs are frozen: collect each destination's secrets once
+            secrets = self._secrets[dest.name] = secret_values(dest.config)
+        return redact(text, secrets)
 
     def _record(self, run: _Running, outcome: Outcome, now: float) -> bool:
         """Apply an attempt's outcome; True when the delivery goes back on the queue."""

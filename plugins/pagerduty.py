@@ -30,6 +30,7 @@ from armor_notify import (
     mask_url,
     parse_retry_after,
 )
+from armor_notify.http import new_session
 from armor_notify.secrets import redact
 
 REGION_BASES: Mapping[str, str] = {
@@ -486,8 +487,8 @@ class PagerDutySender:
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
-            session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+            session = new_session(self.config.alert_endpoint,
+                                  {"User-Agent": USER_AGENT, "Accept": "application/json"})
             with self._lock:
                 self._sessions.append(session)
                 self._local.session = session

@@ -31,6 +31,7 @@ from armor_notify import (
     mask_url,
     parse_retry_after,
 )
+from armor_notify.http import new_session
 
 from .message import Message, and_more, build_digest, build_message
 
@@ -338,7 +339,7 @@ class SlackSender:
         # requests.Session is not thread-safe: one per worker thread, each reusing its connection.
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
+            session = new_session(self._url)
             self._local.session = session
             with self._sessions_lock:
                 self._sessions.append(session)

@@ -22,6 +22,8 @@ def test_proxies_and_ca_bundle_come_from_the_environment(monkeypatch: pytest.Mon
 def test_no_proxy_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
     monkeypatch.setenv("NO_PROXY", "hooks.slack.com")
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     session = new_session("https://hooks.slack.com/services/T/B/X")
     assert "https" not in session.proxies
     assert session.verify is True

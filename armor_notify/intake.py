@@ -17,7 +17,7 @@ MAX_INPUT_BYTES = 16 * 1024 * 1024
 
 
 def read_alerts(path: str, event_types: Sequence[str] = BUILTIN_EVENT_TYPES) -> list[Alert]:
-    """Alerts from a JSON file, or from standard input when ``path`` is ``-``."""
+    """Alerts from a JSON file (one object, an array, or JSON lines), or standard input (``-``)."""
     name = "<stdin>" if path == "-" else path
     try:
         if path == "-":
@@ -39,8 +39,27 @@ def parse_alerts_text(text: str, event_types: Sequence[str] = BUILTIN_EVENT_TYPE
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise AlertError([Problem(source, "", f"not valid JSON: {exc.msg}", exc.lineno)]) from None
+        if exc.msg != "Extra data":
+            raise AlertError([Problem(source, "", f"not valid JSON: {exc.msg}",
+                                      exc.lineno)]) from None
+        data = _json_lines(text, source)  # several documents: JSON lines, one alert a line
     return parse_alerts(data, event_types, source=source)
+
+
+def _json_lines(text: str, source: str) -> list[Any]:
+    items: list[Any] = []
+    problems: list[Problem] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            problems.append(Problem(source, "", f"not valid JSON: {exc.msg} (reading it as JSON "
+                                                "lines, one alert object a line)", number))
+    if problems:
+        raise AlertError(problems)
+    return items
 
 
 def parse_alerts(data: Any, event_types: Sequence[str] = BUILTIN_EVENT_TYPES, *,

@@ -609,3 +609,16 @@ def test_naive_freshness_timestamps_are_utc() -> None:
     })
     assert alert.freshness is not None and alert.freshness.last_updated_at is not None
     assert alert.freshness.last_updated_at.tzinfo == timezone.utc
+
+
+def test_json_lines_are_accepted_with_line_numbers_for_problems() -> None:
+    from armor_notify.errors import AlertError
+    from armor_notify.intake import parse_alerts_text
+
+    line = '{"event_type": "schema_change", "title": "t", "asset": {"id": "a", "name": "d.s.t"}}'
+    alerts = parse_alerts_text(f"{line}\n\n{line}\n", source="alerts.jsonl")
+    assert len(alerts) == 2
+    with pytest.raises(AlertError) as info:
+        parse_alerts_text(f"{line}\n{{broken\n{line}\n", source="alerts.jsonl")
+    (problem,) = info.value.problems
+    assert problem.line == 2 and "JSON lines" in problem.message

@@ -133,21 +133,30 @@ class Dispatcher:
         start = self.clock()
         pool = self._io_pool()
         running: dict[Future[Outcome], _Running] = {}
+        # With ``ids``, the ones not yet final: once every one of them is running, there is
+        # nothing to claim or look up until an attempt ends (the common single-alert send).
+        open_ids = set(ids) if ids is not None else None
         # The pool outlives this call: its threads keep their senders' connections.
         while True:
             now = self.clock()
             out_of_time = wait_seconds is not None and now - start >= wait_seconds
             claimed = 0
-            if not out_of_time and len(running) < self.max_workers:
+            if open_ids is not None and not open_ids:
+                break
+            waiting = open_ids is None or bool(
+                open_ids - {r.delivery.id for r in running.values()})
+            if waiting and not out_of_time and len(running) < self.max_workers:
                 for delivery in outbox.claim(self.owner, now, self.max_workers - len(running),
                                              self.rules_for, ids):
                     claimed += 1
                     started = self._start(delivery, pool, now)
                     if started is None:
                         self._finish(outbox, delivery, now, on_final)
+                        if open_ids is not None:
+                            open_ids.discard(delivery.id)
                     else:
                         running[started[0]] = started[1]
-            due = None if out_of_time else outbox.next_due(ids)
+            due = None if out_of_time or not waiting else outbox.next_due(ids)
             if due is not None and not claimed:
                 due = max(due, now + MIN_IDLE)  # due but not claimable yet (order, leases)
             if not running:
@@ -181,6 +190,8 @@ class Dispatcher:
                     if dest.rate_limit is not None:  # the provider asked everyone to wait
                         outbox.hold_key(self._rate_key(dest), now + outcome.retry_after)
                 self._finish(outbox, run.delivery, now, on_final)
+                if open_ids is not None and run.delivery.state.final:
+                    open_ids.discard(run.delivery.id)
 
     def _io_pool(self) -> IOPool:
         # One pool for the dispatcher's life, so its threads (and the per-thread HTTP sessions

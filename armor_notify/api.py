@@ -121,7 +121,7 @@ class Notifier:
     def matching_rules(self, alert: Alert) -> list[str]:
         return [r.name for r in self.config.router.matching_rules(alert)]
 
-    def enqueue(self, alerts: Alert | Iterable[Alert]) -> list[Delivery]:
+    def enqueue(self, alerts: Alert | Iterable[Alert], *, _lease: bool = False) -> list[Delivery]:
         """Route alerts and write their deliveries to the outbox; send nothing yet.
 
         A delivery of an alert already accepted within ``defaults.repeat_window`` (same alert
@@ -131,9 +131,10 @@ class Notifier:
         alerts = [alerts] if isinstance(alerts, Alert) else list(alerts)
         planned = self.dispatcher.plan(alerts)
         out = []
+        lease_to = (self.dispatcher.owner, self.dispatcher.rules_for) if _lease else None
         for delivery, new in self.outbox.enqueue(
                 planned, repeat_window=self.config.defaults.repeat_window,
-                now=self.dispatcher.clock(), gate=self.gate):
+                now=self.dispatcher.clock(), gate=self.gate, lease_to=lease_to):
             delivery.repeat = not new
             out.append(delivery)
         return out
@@ -159,12 +160,16 @@ class Notifier:
                 if d.state is State.queued:
                     d.finish(State.skipped, "dry run: nothing was sent")
             return SendReport(alerts, planned)
-        deliveries = self.enqueue(alerts)
+        # Deliveries due now are leased to this process as they are written, so sending them
+        # needs no separate claim.
+        deliveries = self.enqueue(alerts, _lease=wait is None or wait > 0)
         fresh = [d.id for d in deliveries if not d.repeat and d.state is not State.batched
                  and not d.state.final]
         if fresh:
             finished: dict[str, Delivery] = {}
-            self.drain(wait=wait, ids=fresh, on_final=lambda d: finished.__setitem__(d.id, d))
+            leased = [d for d in deliveries if not d.repeat and d.state is State.in_flight]
+            self.dispatcher.deliver(self.outbox, ids=fresh, wait_seconds=wait, leased=leased,
+                                    on_final=lambda d: finished.__setitem__(d.id, d))
             unfinished = [i for i in fresh if i not in finished]
             if unfinished:  # still queued: read their state (next attempt, last reason)
                 finished.update((d.id, d) for d in self.outbox.find(ids=unfinished,

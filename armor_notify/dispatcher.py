@@ -14,7 +14,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
@@ -123,12 +123,14 @@ class Dispatcher:
         stop_when_idle: bool = True,
         on_final: Callable[[Delivery], None] | None = None,
         poll: float = 1.0,
+        leased: Sequence[Delivery] = (),
     ) -> None:
         """Claim and deliver due deliveries from ``outbox`` (only ``ids``, if given).
 
         Returns when nothing is left to do (``stop_when_idle``) or after ``wait_seconds``;
         deliveries still waiting for a retry then stay queued in the outbox. A worker passes
-        ``stop_when_idle=False`` and polls for new work every ``poll`` seconds.
+        ``stop_when_idle=False`` and polls for new work every ``poll`` seconds. ``leased`` are
+        deliveries already leased to this dispatcher (at intake): they start at once.
         """
         start = self.clock()
         pool = self._io_pool()
@@ -136,6 +138,14 @@ class Dispatcher:
         # With ``ids``, the ones not yet final: once every one of them is running, there is
         # nothing to claim or look up until an attempt ends (the common single-alert send).
         open_ids = set(ids) if ids is not None else None
+        for delivery in leased:
+            started = self._start(delivery, pool, start)
+            if started is None:
+                self._finish(outbox, delivery, start, on_final)
+                if open_ids is not None:
+                    open_ids.discard(delivery.id)
+            else:
+                running[started[0]] = started[1]
         # The pool outlives this call: its threads keep their senders' connections.
         while True:
             now = self.clock()

@@ -61,7 +61,8 @@ class Outbox(Protocol):
     """What the dispatcher needs from a store (SQLite today; a server-backed one later)."""
 
     def enqueue(self, deliveries: Sequence[Delivery], *, repeat_window: float,
-                now: float, gate: Gate | None = None) -> list[tuple[Delivery, bool]]: ...
+                now: float, gate: Gate | None = None,
+                lease_to: tuple[str, RulesFor] | None = None) -> list[tuple[Delivery, bool]]: ...
     def claim(self, owner: str, now: float, limit: int, rules_for: RulesFor,
               ids: Collection[str] | None = None) -> list[Delivery]: ...
     def complete(self, delivery: Delivery, owner: str, now: float) -> bool: ...
@@ -223,12 +224,15 @@ class SqliteOutbox:
 
     # -- intake -----------------------------------------------------------------------------------
     def enqueue(self, deliveries: Sequence[Delivery], *, repeat_window: float,
-                now: float, gate: Gate | None = None) -> list[tuple[Delivery, bool]]:
+                now: float, gate: Gate | None = None,
+                lease_to: tuple[str, RulesFor] | None = None) -> list[tuple[Delivery, bool]]:
         """Write deliveries in one transaction. A delivery of the same alert id, status and
         destination accepted within ``repeat_window`` seconds is not written again: the stored
         one is returned with ``False``. ``gate`` applies noise controls (schedules, blackouts,
         cooldowns, daily limits, digests) against the outbox's history in the same transaction,
-        so concurrent processes see each other's decisions."""
+        so concurrent processes see each other's decisions. With ``lease_to`` (owner, rules),
+        deliveries due now are leased to that owner in the same transaction, as a claim would
+        (they come back ``in_flight``): the caller is about to send them itself."""
 
         def run() -> list[tuple[Delivery, bool]]:
             out: list[tuple[Delivery, bool]] = []
@@ -254,6 +258,9 @@ class SqliteOutbox:
                         "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (*_to_row(d, batch), None if not d.state.final else now),
                     )
+                    if (lease_to is not None and d.state is State.queued
+                            and d.next_attempt_at <= now and not _waits_for_older(db, d)):
+                        _lease(db, d, lease_to[1](d.destination), lease_to[0], now)
                     out.append((d, True))
                     if not d.state.final:
                         self._alerts[d.id] = d.alert
@@ -301,28 +308,8 @@ class SqliteOutbox:
                                                   "lost", "no answer was recorded before the "
                                                   "worker's lease expired (it may have died)"))
                         d.state = State.queued
-                    if rules is None:
-                        d.finish(State.failed, f"destination '{d.destination}' is no longer in "
-                                               "the config")
-                        _save(db, d, now)
-                        continue
-                    if d.attempt_count >= rules.max_attempts:
-                        d.finish(State.dead, f"gave up after {d.attempt_count} attempts; last: "
-                                             f"{d.attempts[-1].reason if d.attempts else ''}")
-                        _save(db, d, now)
-                        continue
-                    if rules.rate_limit is not None and rules.rate_key:
-                        allowed = _gcra(db, rules.rate_key, rules.rate_limit, now)
-                        if allowed > now:
-                            d.next_attempt_at = allowed
-                            _save(db, d, now)
-                            continue
-                    d.state = State.in_flight
-                    d.next_attempt_at = now + rules.lease
-                    if d.first_attempt_at is None:
-                        d.first_attempt_at = now
-                    _save(db, d, now, attempt=d.attempt_count + 1, owner=owner)
-                    claimed.append(d)
+                    if _lease(db, d, rules, owner, now):
+                        claimed.append(d)
             return claimed
 
         result: list[Delivery] = self._run("claim", run)
@@ -439,6 +426,41 @@ class SqliteOutbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _lease(db: sqlite3.Connection, d: Delivery, rules: ClaimRules | None, owner: str,
+           now: float) -> bool:
+    """Lease a due delivery to ``owner`` unless its destination is gone, its attempts are spent
+    or its rate limit says wait (then it moves to its allowed time, using no attempt)."""
+    if rules is None:
+        d.finish(State.failed, f"destination '{d.destination}' is no longer in the config")
+        _save(db, d, now)
+        return False
+    if d.attempt_count >= rules.max_attempts:
+        d.finish(State.dead, f"gave up after {d.attempt_count} attempts; last: "
+                             f"{d.attempts[-1].reason if d.attempts else ''}")
+        _save(db, d, now)
+        return False
+    if rules.rate_limit is not None and rules.rate_key:
+        allowed = _gcra(db, rules.rate_key, rules.rate_limit, now)
+        if allowed > now:
+            d.next_attempt_at = allowed
+            _save(db, d, now)
+            return False
+    d.state = State.in_flight
+    d.next_attempt_at = now + rules.lease
+    if d.first_attempt_at is None:
+        d.first_attempt_at = now
+    _save(db, d, now, attempt=d.attempt_count + 1, owner=owner)
+    return True
+
+
+def _waits_for_older(db: sqlite3.Connection, d: Delivery) -> bool:
+    """An older unfinished delivery for the same destination and dedup key goes first."""
+    return db.execute(
+        "SELECT 1 FROM deliveries WHERE destination=? AND dedup_key=? AND id<>? AND "
+        "state IN ('queued','in_flight') LIMIT 1", (d.destination, d.dedup_key, d.id),
+    ).fetchone() is not None
 
 
 def _id_filter(ids: Collection[str] | None) -> tuple[str, tuple[str, ...]]:

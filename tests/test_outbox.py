@@ -236,3 +236,17 @@ def test_the_file_uses_wal_and_full_sync(box: SqliteOutbox, tmp_path: Path) -> N
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert box._db.execute("PRAGMA synchronous").fetchone()[0] == 2
     db.close()
+
+
+def test_intake_can_lease_what_is_due_to_the_sender_itself(box: SqliteOutbox) -> None:
+    nt = notifier({"d": {}}, box)
+    rules = ClaimRules(lease=5, max_attempts=3, rate_key="k", rate_limit=RateLimit(1, 1.0))
+    first, second, resolved = planned(nt, alert(1), alert(2), alert(1, status="resolved"))
+    box.enqueue([first], repeat_window=0, now=10.0, lease_to=("me", lambda n: rules))
+    assert first.state is State.in_flight and box.claim("other", 10.0, 10, lambda n: rules) == []
+    # The rate limit holds at intake too: the second waits for its turn, unleased.
+    box.enqueue([second], repeat_window=0, now=10.1, lease_to=("me", lambda n: rules))
+    assert second.state is State.queued and second.next_attempt_at == pytest.approx(11.0)
+    # A resolve never overtakes its unfinished trigger, even when written by the same sender.
+    box.enqueue([resolved], repeat_window=0, now=12.0, lease_to=("me", lambda n: rules))
+    assert resolved.state is State.queued

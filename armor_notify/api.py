@@ -168,7 +168,11 @@ class Notifier:
         if fresh:
             finished: dict[str, Delivery] = {}
             leased = [d for d in deliveries if not d.repeat and d.state is State.in_flight]
-            self.dispatcher.deliver(self.outbox, ids=fresh, wait_seconds=wait, leased=leased,
+            # A resolve waits for its own earlier trigger if that is still queued: drive both.
+            before = self.outbox.older_pending([i for i in fresh if i not in
+                                                {d.id for d in leased}])
+            self.dispatcher.deliver(self.outbox, ids=[*before, *fresh], wait_seconds=wait,
+                                    leased=leased,
                                     on_final=lambda d: finished.__setitem__(d.id, d))
             unfinished = [i for i in fresh if i not in finished]
             if unfinished:  # still queued: read their state (next attempt, last reason)

@@ -68,6 +68,7 @@ class Outbox(Protocol):
     def complete(self, delivery: Delivery, owner: str, now: float) -> bool: ...
     def hold_key(self, key: str, until: float) -> None: ...
     def next_due(self, ids: Collection[str] | None = None) -> float | None: ...
+    def older_pending(self, ids: Collection[str]) -> list[str]: ...
     def get(self, delivery_id: str) -> Delivery | None: ...
     def find(self, states: Iterable[str] = (), limit: int = 100,
              ids: Collection[str] | None = None) -> list[Delivery]: ...
@@ -358,6 +359,19 @@ class SqliteOutbox:
             f"SELECT min(run_at) FROM deliveries WHERE state IN ('queued','in_flight') {where}",
             params).fetchone())
         return None if row is None or row[0] is None else float(row[0])
+
+    def older_pending(self, ids: Collection[str]) -> list[str]:
+        """Unfinished deliveries that must go before these (same destination and dedup key,
+        accepted earlier)."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = self._run("read", lambda: self._db.execute(
+            f"SELECT DISTINCT o.id FROM deliveries d JOIN deliveries o ON "
+            f"o.destination=d.destination AND o.dedup_key=d.dedup_key AND o.seq<d.seq "
+            f"WHERE d.id IN ({marks}) AND o.state IN ('queued','in_flight')", tuple(ids),
+        ).fetchall())
+        return [r[0] for r in rows]
 
     def get(self, delivery_id: str) -> Delivery | None:
         """One delivery by id (a unique prefix of at least 6 characters is enough)."""

@@ -250,3 +250,15 @@ def test_intake_can_lease_what_is_due_to_the_sender_itself(box: SqliteOutbox) ->
     # A resolve never overtakes its unfinished trigger, even when written by the same sender.
     box.enqueue([resolved], repeat_window=0, now=12.0, lease_to=("me", lambda n: rules))
     assert resolved.state is State.queued
+
+
+def test_a_resolve_sent_later_also_delivers_its_queued_trigger_first(tmp_path: Path) -> None:
+    record = tmp_path / "sent.jsonl"
+    nt = notifier({"d": {"script": ["retry-after:0.3", "ok"], "retry_backoff": 0.01}},
+                  record=record)
+    first = nt.send(nt.parse_alerts(alert()), wait=0.1)
+    assert first.deliveries[0].state is State.queued
+    resolved = nt.send(nt.parse_alerts(alert(status="resolved")), wait=10)
+    assert resolved.deliveries[0].state is State.delivered and resolved.exit_code == 0
+    assert [(s["action"], s["attempt"]) for s in sent(record)] == [
+        ("trigger", 1), ("trigger", 2), ("resolve", 1)]

@@ -138,14 +138,21 @@ class Dispatcher:
         # With ``ids``, the ones not yet final: once every one of them is running, there is
         # nothing to claim or look up until an attempt ends (the common single-alert send).
         open_ids = set(ids) if ids is not None else None
-        for delivery in leased:
-            started = self._start(delivery, pool, start)
-            if started is None:
-                self._finish(outbox, delivery, start, on_final)
+
+        def launch(batch: Iterable[Delivery], now: float) -> int:
+            count = 0
+            for delivery in batch:
+                count += 1
+                started = self._start(delivery, pool, now)
+                if started is not None:
+                    running[started[0]] = started[1]
+                    continue
+                self._finish(outbox, delivery, now, on_final)
                 if open_ids is not None:
                     open_ids.discard(delivery.id)
-            else:
-                running[started[0]] = started[1]
+            return count
+
+        launch(leased, start)
         # The pool outlives this call: its threads keep their senders' connections.
         while True:
             now = self.clock()
@@ -156,16 +163,8 @@ class Dispatcher:
             waiting = open_ids is None or bool(
                 open_ids - {r.delivery.id for r in running.values()})
             if waiting and not out_of_time and len(running) < self.max_workers:
-                for delivery in outbox.claim(self.owner, now, self.max_workers - len(running),
-                                             self.rules_for, ids):
-                    claimed += 1
-                    started = self._start(delivery, pool, now)
-                    if started is None:
-                        self._finish(outbox, delivery, now, on_final)
-                        if open_ids is not None:
-                            open_ids.discard(delivery.id)
-                    else:
-                        running[started[0]] = started[1]
+                claimed = launch(outbox.claim(self.owner, now, self.max_workers - len(running),
+                                              self.rules_for, ids), now)
             due = None if out_of_time or not waiting else outbox.next_due(ids)
             if due is not None and not claimed:
                 due = max(due, now + MIN_IDLE)  # due but not claimable yet (order, leases)

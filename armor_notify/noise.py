@@ -356,13 +356,12 @@ class Gate:
 
         # 4. daily limits, per rule and per destination
         digest = dest.config.digest or (rule.digest if dest.type.supports_digest else None)
-        midnight = start_of_day(at, tz)
         over = ""
         if rule.daily_limit is not None and history.count_notified(
-                midnight, rule=rule.name) >= rule.daily_limit:
+                start_of_day(at, tz), rule=rule.name) >= rule.daily_limit:
             over = f"daily limit of {rule.daily_limit} reached for rule '{rule.name}'"
         elif dest.config.daily_limit is not None and history.count_notified(
-                midnight, destination=dest.name) >= dest.config.daily_limit:
+                start_of_day(at, tz), destination=dest.name) >= dest.config.daily_limit:
             over = (f"daily limit of {dest.config.daily_limit} reached for destination "
                     f"'{dest.name}'")
         if digest is not None:

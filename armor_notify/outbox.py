@@ -254,14 +254,12 @@ class SqliteOutbox:
                     batch: tuple[str, int] | None = None
                     if gate is not None:
                         batch = _apply(d, gate.decide(d, now, history))
-                    db.execute(
-                        f"INSERT INTO deliveries ({_COLUMNS}, finalized_at) VALUES "
-                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (*_to_row(d, batch), None if not d.state.final else now),
-                    )
+                    owner = None
                     if (lease_to is not None and d.state is State.queued
-                            and d.next_attempt_at <= now and not _waits_for_older(db, d)):
-                        _lease(db, d, lease_to[1](d.destination), lease_to[0], now)
+                            and d.next_attempt_at <= now and not _waits_for_older(db, d)
+                            and _take(db, d, lease_to[1](d.destination), now)):
+                        owner = lease_to[0]  # written in flight: no claim needed
+                    _insert(db, d, now, batch, owner)
                     out.append((d, True))
                     if not d.state.final:
                         self._alerts[d.id] = d.alert
@@ -309,8 +307,11 @@ class SqliteOutbox:
                                                   "lost", "no answer was recorded before the "
                                                   "worker's lease expired (it may have died)"))
                         d.state = State.queued
-                    if _lease(db, d, rules, owner, now):
+                    if _take(db, d, rules, now):
+                        _save(db, d, now, attempt=d.attempt_count + 1, owner=owner)
                         claimed.append(d)
+                    else:
+                        _save(db, d, now)
             return claimed
 
         result: list[Delivery] = self._run("claim", run)
@@ -320,14 +321,15 @@ class SqliteOutbox:
         """Store the outcome of the attempt ``owner`` holds; ``False`` if the lease was lost."""
 
         def run() -> bool:
-            with self._write() as db:
-                cur = db.execute(
+            # One statement: SQLite runs it as its own transaction.
+            with self._lock:
+                cur = self._db.execute(
                     "UPDATE deliveries SET state=?, run_at=?, lease_owner=NULL, reason=?, hint=?, "
                     "details=?, history=?, finalized_at=?, first_attempt_at=? WHERE id=? AND "
                     "lease_owner=? AND attempt=? AND state='in_flight'",
                     (delivery.state.value, delivery.next_attempt_at, delivery.reason,
-                     delivery.hint, json.dumps(delivery.details, default=str),
-                     _history(delivery), now if delivery.state.final else None,
+                     delivery.hint, _details(delivery), _history(delivery),
+                     now if delivery.state.final else None,
                      delivery.first_attempt_at, delivery.id, owner, delivery.attempt_count),
                 )
                 return cur.rowcount == 1
@@ -442,30 +444,26 @@ class SqliteOutbox:
         self.close()
 
 
-def _lease(db: sqlite3.Connection, d: Delivery, rules: ClaimRules | None, owner: str,
-           now: float) -> bool:
-    """Lease a due delivery to ``owner`` unless its destination is gone, its attempts are spent
-    or its rate limit says wait (then it moves to its allowed time, using no attempt)."""
+def _take(db: sqlite3.Connection, d: Delivery, rules: ClaimRules | None, now: float) -> bool:
+    """Lease a due delivery (in ``d``; the caller writes it) unless its destination is gone, its
+    attempts are spent or its rate limit says wait (then it moves to its allowed time, using no
+    attempt)."""
     if rules is None:
         d.finish(State.failed, f"destination '{d.destination}' is no longer in the config")
-        _save(db, d, now)
         return False
     if d.attempt_count >= rules.max_attempts:
         d.finish(State.dead, f"gave up after {d.attempt_count} attempts; last: "
                              f"{d.attempts[-1].reason if d.attempts else ''}")
-        _save(db, d, now)
         return False
     if rules.rate_limit is not None and rules.rate_key:
         allowed = _gcra(db, rules.rate_key, rules.rate_limit, now)
         if allowed > now:
             d.next_attempt_at = allowed
-            _save(db, d, now)
             return False
     d.state = State.in_flight
     d.next_attempt_at = now + rules.lease
     if d.first_attempt_at is None:
         d.first_attempt_at = now
-    _save(db, d, now, attempt=d.attempt_count + 1, owner=owner)
     return True
 
 
@@ -501,17 +499,35 @@ def _gcra(db: sqlite3.Connection, key: str, limit: RateLimit, now: float) -> flo
 
 
 def _history(d: Delivery) -> str:
+    if not d.attempts:
+        return "[]"
     return json.dumps([{"number": a.number, "started_at": a.started_at, "duration": a.duration,
                         "status": a.status, "reason": a.reason} for a in d.attempts])
 
 
+def _details(d: Delivery) -> str:
+    return json.dumps(d.details, default=str) if d.details else "{}"
+
+
 def _to_row(d: Delivery, batch: tuple[str, int] | None = None) -> tuple[Any, ...]:
     return (d.id, d.alert.id, d.alert.status, d.destination, d.destination_type, d.rule,
-            json.dumps(list(d.also_matched)), d.dedup_key, d.alert.model_dump_json(by_alias=True),
-            int(d.test), d.state.value, d.attempt_count, d.next_attempt_at, d.first_attempt_at,
-            d.created_at, d.reason, d.hint, json.dumps(d.details, default=str), _history(d),
-            d.alert.asset.id, batch[0] if batch else None, batch[1] if batch else None,
-            json.dumps([a.model_dump_json(by_alias=True) for a in d.digest]))
+            json.dumps(list(d.also_matched)) if d.also_matched else "[]", d.dedup_key,
+            d.alert.model_dump_json(by_alias=True), int(d.test), d.state.value, d.attempt_count,
+            d.next_attempt_at, d.first_attempt_at, d.created_at, d.reason, d.hint, _details(d),
+            _history(d), d.alert.asset.id, batch[0] if batch else None,
+            batch[1] if batch else None,
+            json.dumps([a.model_dump_json(by_alias=True) for a in d.digest]) if d.digest else "[]")
+
+
+def _insert(db: sqlite3.Connection, d: Delivery, now: float,
+            batch: tuple[str, int] | None = None, owner: str | None = None) -> None:
+    """Write a new delivery; with ``owner``, leased to it for its next attempt."""
+    row = _to_row(d, batch)
+    if owner is not None:
+        row = (*row[:11], d.attempt_count + 1, *row[12:])
+    db.execute(f"INSERT INTO deliveries ({_COLUMNS}, lease_owner, finalized_at) VALUES "
+               "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+               (*row, owner, now if d.state.final else None))
 
 
 def _apply(d: Delivery, decision: Decision) -> tuple[str, int] | None:
@@ -580,8 +596,7 @@ def _close_due_digests(db: sqlite3.Connection, now: float) -> None:
 
 def _send_as_digest(db: sqlite3.Connection, members: list[Delivery], now: float) -> None:
     digest = make_digest(members, now)
-    db.execute(f"INSERT INTO deliveries ({_COLUMNS}, finalized_at) VALUES "
-               "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (*_to_row(digest), None))
+    _insert(db, digest, now)
     marks = ",".join("?" * len(members))
     db.execute(f"UPDATE deliveries SET state='digested', finalized_at=?, digest_id=?, "
                f"reason=? WHERE id IN ({marks})",

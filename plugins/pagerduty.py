@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
-import requests
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from armor_notify import (
@@ -30,7 +28,7 @@ from armor_notify import (
     mask_url,
     parse_retry_after,
 )
-from armor_notify.http import new_session
+from armor_notify.http import HttpClient, NetworkError
 from armor_notify.secrets import redact
 
 REGION_BASES: Mapping[str, str] = {
@@ -446,13 +444,13 @@ def change_event(config: PagerDutyConfig, notification: Notification) -> dict[st
 
 
 class PagerDutySender:
-    """Posts events for one destination. Thread-safe: each worker thread has its own Session."""
+    """Posts events for one destination, from any number of threads over kept-alive connections."""
 
     def __init__(self, config: PagerDutyConfig) -> None:
         self.config = config
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._lock = threading.Lock()
+        self._http = HttpClient(config.alert_endpoint,
+                                {"User-Agent": USER_AGENT, "Accept": "application/json",
+                                 "Content-Type": "application/json"})
         secrets = [config.integration_key.get_secret_value()]
         if config.url is not None and urlsplit(config.url).password:
             secrets.append(urlsplit(config.url).password or "")
@@ -477,58 +475,36 @@ class PagerDutySender:
         return self._post(self.config.alert_endpoint, event, notification)
 
     def close(self) -> None:
-        """Close every connection this sender opened (any thread's)."""
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-            self._local = threading.local()
-        for session in sessions:
-            session.close()
-
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = new_session(self.config.alert_endpoint,
-                                  {"User-Agent": USER_AGENT, "Accept": "application/json"})
-            with self._lock:
-                self._sessions.append(session)
-                self._local.session = session
-        return session
+        """Close the kept-alive connections (a later ``send`` opens new ones)."""
+        self._http.close()
 
     def _post(self, endpoint: str, event: Mapping[str, Any], notification: Notification) -> Outcome:
         where = mask_url(endpoint)
         try:
-            with self._session().post(
-                endpoint,
-                data=encode_event(event),
-                headers={"Content-Type": "application/json"},
-                timeout=notification.timeout,
-                allow_redirects=False,
-            ) as response:
-                status = response.status_code
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                body = response.content
-        except requests.Timeout:
-            return Outcome.retry(
-                f"no answer from PagerDuty ({where}) within {notification.timeout:g} s"
-            )
-        except requests.exceptions.SSLError as exc:
+            answer = self._http.post(endpoint, encode_event(event), timeout=notification.timeout)
+        except NetworkError as exc:
             text = self._redact(str(exc))
-            if "certificate verify failed" in text.lower():
+            if exc.kind == "timeout":
+                return Outcome.retry(
+                    f"no answer from PagerDuty ({where}) within {notification.timeout:g} s"
+                )
+            if exc.kind == "certificate":
                 return Outcome.failed(
                     f"TLS certificate of {where} could not be verified: {text}",
                     hint="If a proxy with its own certificate authority sits in between, point "
                     "REQUESTS_CA_BUNDLE at that authority's certificate.",
                 )
-            return Outcome.retry(f"TLS error talking to {where}: {text}")
-        except requests.ConnectionError as exc:
-            return Outcome.retry(
-                f"could not reach {where}: {self._redact(str(exc))}",
-                hint="Check network access to the Events API (HTTPS, port 443) and any proxy "
-                "settings.",
-            )
-        except requests.RequestException as exc:
-            return Outcome.failed(f"could not send to {where}: {self._redact(str(exc))}")
-        return self._classify(status, body, retry_after, notification)
+            if exc.kind == "tls":
+                return Outcome.retry(f"TLS error talking to {where}: {text}")
+            if exc.kind == "connect":
+                return Outcome.retry(
+                    f"could not reach {where}: {text}",
+                    hint="Check network access to the Events API (HTTPS, port 443) and any proxy "
+                    "settings.",
+                )
+            return Outcome.failed(f"could not send to {where}: {text}")
+        return self._classify(answer.status, answer.body,
+                              parse_retry_after(answer.headers.get("Retry-After")), notification)
 
     def _classify(
         self, status: int, body: bytes, retry_after: float | None, notification: Notification

@@ -11,15 +11,12 @@ Slack answers ``200 ok`` on success and a plain-text error code otherwise (``cha
 
 from __future__ import annotations
 
-import re
-import threading
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
-import requests
 from pydantic import ConfigDict
-from requests.utils import requote_uri
 
 from armor_notify import (
     DestinationConfig,
@@ -31,7 +28,7 @@ from armor_notify import (
     mask_url,
     parse_retry_after,
 )
-from armor_notify.http import new_session
+from armor_notify.http import Answer, HttpClient, NetworkError
 
 from .message import Message, and_more, build_digest, build_message
 
@@ -57,6 +54,8 @@ MAX_FALLBACK_TEXT = 3000
 MAX_LISTED_CHANGES = 25
 
 ELLIPSIS = "…"
+# What a URL may already contain (reserved characters and %-escapes), as requests' requote_uri.
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
 _STATE_EMOJI = {"resolved": ":white_check_mark:", "acknowledged": ":eyes:"}
 _SEVERITY_EMOJI = {
@@ -163,8 +162,7 @@ def _section(text: str) -> dict[str, Any]:
 
 def _link_url(link: str) -> str:
     # Percent-encode what would end or split a <url|label> link ('>', '|', spaces, '<').
-    quoted = requote_uri(link)
-    return quoted.replace("|", "%7C")
+    return quote(link, safe=_URL_SAFE).replace("|", "%7C")
 
 
 def _lines_within(head: str, lines: list[str], more: int, limit: int) -> str:
@@ -331,66 +329,41 @@ class SlackSender:
     def __init__(self, config: SlackConfig) -> None:
         self._config = config
         self._url = config.webhook_url.get_secret_value()
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._sessions_lock = threading.Lock()
-
-    def _session(self) -> requests.Session:
-        # requests.Session is not thread-safe: one per worker thread, each reusing its connection.
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = new_session(self._url)
-            self._local.session = session
-            with self._sessions_lock:
-                self._sessions.append(session)
-        return session
+        self._http = HttpClient(self._url, {"Content-Type": "application/json"})
 
     def close(self) -> None:
-        """Close every thread's connections (a later ``send`` opens new ones)."""
-        with self._sessions_lock:
-            for session in self._sessions:
-                session.close()
+        """Close the kept-alive connections (a later ``send`` opens new ones)."""
+        self._http.close()
 
     def send(self, notification: Notification) -> Outcome:
-        payload = build_payload(notification)
+        body = json.dumps(build_payload(notification), allow_nan=False).encode()
         where = mask_url(self._url)
         try:
-            response = self._session().post(
-                self._url,
-                json=payload,
-                timeout=notification.timeout,
-                allow_redirects=False,
-            )
-        except requests.Timeout:
-            return Outcome.retry(
-                f"no answer from {where} within {notification.timeout:g} s (timeout)"
-            )
-        except requests.exceptions.SSLError as exc:
-            cause = self._scrub(_root_cause(exc))
-            if "CERTIFICATE_VERIFY_FAILED" in cause:
-                # Waiting will not make an untrusted certificate trusted.
-                return Outcome.failed(
-                    f"TLS certificate of {where} not trusted: {cause}",
-                    hint=_TLS_HINT,
+            answer = self._http.post(self._url, body, timeout=notification.timeout)
+        except NetworkError as exc:
+            cause = self._scrub(str(exc))
+            if exc.kind == "timeout":
+                return Outcome.retry(
+                    f"no answer from {where} within {notification.timeout:g} s (timeout)"
                 )
-            return Outcome.retry(f"TLS error with {where}: {cause}")
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            return Outcome.retry(f"could not connect to {where}: {self._scrub(_root_cause(exc))}")
-        except requests.RequestException as exc:
-            return Outcome.failed(
-                f"could not send to {where}: {self._scrub(_root_cause(exc))}",
-                hint="check webhook_url",
-            )
-        with response:
-            return self._classify(response)
+            if exc.kind == "certificate":
+                # Waiting will not make an untrusted certificate trusted.
+                return Outcome.failed(f"TLS certificate of {where} not trusted: {cause}",
+                                      hint=_TLS_HINT)
+            if exc.kind == "tls":
+                return Outcome.retry(f"TLS error with {where}: {cause}")
+            if exc.kind == "connect":
+                return Outcome.retry(f"could not connect to {where}: {cause}")
+            return Outcome.failed(f"could not send to {where}: {cause}", hint="check webhook_url")
+        return self._classify(answer)
 
-    def _classify(self, response: requests.Response) -> Outcome:
-        status = response.status_code
-        body = self._scrub(response.text.strip())
+    def _classify(self, answer: Answer) -> Outcome:
+        status = answer.status
+        body = self._scrub(answer.text.strip())
         if 200 <= status < 300 and body == "ok":
             return Outcome.delivered(status=status)
-        code = body[:_MAX_REASON] if body else f"HTTP {status} {response.reason or ''}".strip()
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        code = body[:_MAX_REASON] if body else f"HTTP {status} {answer.reason}".strip()
+        retry_after = parse_retry_after(answer.headers.get("Retry-After"))
         if status == 429:
             return Outcome.retry(
                 code, retry_after=retry_after, hint=_RATE_LIMIT_HINT, status=status
@@ -415,28 +388,6 @@ class SlackSender:
         if len(path) > 1 and path in text:
             text = text.replace(path, "/" + ELLIPSIS)
         return text
-
-
-_CONNECTION_PREFIX = re.compile(r"^(?:<[^<>]*>|HTTPS?Connection\([^()]*\)): ")
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost cause's words (``[Errno 111] Connection refused``), without object reprs."""
-    seen: set[int] = set()
-    cause: BaseException = exc
-    while id(cause) not in seen:
-        seen.add(id(cause))
-        inner = getattr(cause, "reason", None)
-        if not isinstance(inner, BaseException) and cause.args and isinstance(
-            cause.args[0], BaseException
-        ):
-            inner = cause.args[0]
-        if not isinstance(inner, BaseException):
-            break
-        cause = inner
-    # urllib3 prefixes the connection: "HTTPConnection(host=…, port=…): Failed…" (or its repr).
-    text = _CONNECTION_PREFIX.sub("", str(cause))
-    return text or type(cause).__name__
 
 
 SLACK_WEBHOOK_HOST = "hooks.slack.com"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -810,7 +811,7 @@ def test_tls_is_verified(
         assert tls_fake.requests[0].schema_errors == []
 
 
-def test_concurrent_sends_use_one_session_per_thread(
+def test_concurrent_sends_share_kept_alive_connections(
     fake: FakePagerDuty, sender_for: Callable[[PagerDutyConfig], PagerDutySender]
 ) -> None:
     sender = sender_for(config(url=fake.url))
@@ -819,9 +820,12 @@ def test_concurrent_sends_use_one_session_per_thread(
         outcomes = list(pool.map(sender.send, notifications))
     assert [o.details["dedup_key"] for o in outcomes] == [n.dedup_key for n in notifications]
     assert sorted(e["dedup_key"] for e in fake.events) == sorted(n.dedup_key for n in notifications)
-    assert 1 <= len(sender._sessions) <= 6
+    assert 1 <= len(fake._connections) <= 6  # at most one per thread, kept open
     sender.close()
-    assert sender._sessions == []
+    deadline = time.monotonic() + 5
+    while fake._connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not fake._connections  # close() closed them
     assert sender.send(make_notification()).status == "delivered"
 
 

@@ -526,7 +526,7 @@ def test_a_slow_server_times_out_and_is_retried(fake: FakeSlack, sender: SlackSe
     assert send(sender).status == "delivered"  # the session recovers from the broken connection
 
 
-def test_one_session_per_thread_is_reused(fake: FakeSlack, sender: SlackSender) -> None:
+def test_threads_share_kept_alive_connections(fake: FakeSlack, sender: SlackSender) -> None:
     import threading
 
     outcomes: list[Outcome] = []
@@ -542,8 +542,8 @@ def test_one_session_per_thread_is_reused(fake: FakeSlack, sender: SlackSender) 
         thread.join()
     assert [o.status for o in outcomes] == ["delivered"] * 12
     assert len(fake.requests) == 12
-    # Each thread kept its own connection alive for all its messages.
-    assert len({r.client_port for r in fake.requests}) == 4
+    # Connections are kept alive and shared: never more than one per concurrent thread.
+    assert 1 <= len({r.client_port for r in fake.requests}) <= 4
 
 
 @pytest.fixture(scope="module")

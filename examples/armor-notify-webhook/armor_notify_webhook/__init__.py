@@ -17,13 +17,11 @@ import hashlib
 import hmac
 import json
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
 from pydantic import ConfigDict, Field, field_validator
 
 from armor_notify import (
@@ -37,6 +35,7 @@ from armor_notify import (
     mask_url,
     parse_retry_after,
 )
+from armor_notify.http import Answer, HttpClient, NetworkError
 from armor_notify.secrets import redact, secret_values
 
 __version__ = "0.1.0"
@@ -173,56 +172,50 @@ class WebhookSender:
     def __init__(self, config: WebhookConfig) -> None:
         self._url = config.url.get_secret_value()
         self._key = config.secret.get_secret_value().encode()
-        self._headers = {name: value.get_secret_value() for name, value in config.headers.items()}
         self._secrets = secret_values(config)
         self._where = mask_url(self._url)
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._lock = threading.Lock()
+        # armor-notify's HTTP client: kept-alive connections shared by every I/O thread, proxy
+        # and CA settings from the environment; never retries or follows redirects itself.
+        self._http = HttpClient(self._url, {
+            **{name: value.get_secret_value() for name, value in config.headers.items()},
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+        })
 
     def send(self, notification: Notification) -> Outcome:
         body = encode(build_payload(notification))
         timestamp = str(int(time.time()))
-        headers = {
-            **self._headers,
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            TIMESTAMP_HEADER: timestamp,
-            SIGNATURE_HEADER: sign(self._key, timestamp, body),
-        }
+        signed = {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: sign(self._key, timestamp, body)}
         try:
-            with self._session().post(
-                self._url,
-                data=body,
-                headers=headers,
-                timeout=notification.timeout,  # every network call gets the attempt's timeout
-                allow_redirects=False,  # a signed request never follows a redirect elsewhere
-            ) as response:
-                return self._classify(response)
-        except requests.Timeout:
-            return Outcome.retry(f"no answer from {self._where} within {notification.timeout:g} s")
-        except requests.exceptions.SSLError as exc:
-            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            # Every network wait gets the attempt's timeout; a signed request is never
+            # redirected elsewhere (the client does not follow redirects).
+            answer = self._http.post(self._url, body, headers=signed,
+                                     timeout=notification.timeout)
+        except NetworkError as exc:
+            cause = self._scrub(str(exc))
+            if exc.kind == "timeout":
+                return Outcome.retry(
+                    f"no answer from {self._where} within {notification.timeout:g} s")
+            if exc.kind == "certificate":
                 return Outcome.failed(
                     f"TLS certificate of {self._where} could not be verified",
                     hint="if the receiver uses a private CA, point REQUESTS_CA_BUNDLE at it",
                 )
-            return Outcome.retry(f"TLS error talking to {self._where}: {self._scrub(str(exc))}")
-        except requests.ConnectionError as exc:
-            return Outcome.retry(f"could not connect to {self._where}: {self._scrub(str(exc))}")
-        except requests.RequestException as exc:
-            return Outcome.failed(f"could not send to {self._where}: {self._scrub(str(exc))}")
+            if exc.kind in ("tls", "connect"):
+                return Outcome.retry(f"could not connect to {self._where}: {cause}")
+            return Outcome.failed(f"could not send to {self._where}: {cause}")
+        return self._classify(answer)
 
-    def _classify(self, response: requests.Response) -> Outcome:
-        status = response.status_code
-        said = f"HTTP {status} {response.reason or ''}".strip()
-        excerpt = self._excerpt(response.text)
+    def _classify(self, answer: Answer) -> Outcome:
+        status = answer.status
+        said = f"HTTP {status} {answer.reason}".strip()
+        excerpt = self._excerpt(answer.text)
         if excerpt:
             said += f": {excerpt}"
         if 200 <= status < 300:
             return Outcome.delivered(status=status)
         if status in (408, 429) or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            retry_after = parse_retry_after(answer.headers.get("Retry-After"))
             return Outcome.retry(said, retry_after=retry_after, status=status)
         if 300 <= status < 400:
             return Outcome.failed(
@@ -251,23 +244,9 @@ class WebhookSender:
             text = text.replace(path, "/…")
         return text
 
-    def _session(self) -> requests.Session:
-        # requests.Session is not thread-safe: one per worker thread, each keeping its connection.
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            self._local.session = session
-            with self._lock:
-                self._sessions.append(session)
-        return session
-
     def close(self) -> None:
-        """Close every thread's connections (called when armor-notify is done with the sender)."""
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-            self._local = threading.local()
-        for session in sessions:
-            session.close()
+        """Close the kept-alive connections (called when armor-notify is done with the sender)."""
+        self._http.close()
 
 
 # -- registering -----------------------------------------------------------------------------------

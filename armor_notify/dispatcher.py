@@ -2,7 +2,9 @@
 time each, with the shared retry policy and per-destination timeouts, isolating every plugin
 failure to its delivery. Rate limits and leases live in the outbox, so they hold across processes.
 
-All record changes happen on the calling thread; I/O threads only run ``sender.send``.
+All record changes happen on the calling thread; I/O threads only run ``sender.send`` (and when
+the caller waits for one delivery alone and its sender promises bounded waits, the calling thread
+runs that too).
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import random
 import socket
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
 from .alert import Alert
@@ -24,7 +26,7 @@ from .delivery import Attempt, Delivery, State
 from .destinations import Notification, Sender
 from .outbox import ClaimRules, Outbox
 from .outcome import Outcome
-from .pool import IOPool
+from .pool import IOPool, Job
 from .retry import RetryPolicy
 from .secrets import redact, secret_values
 
@@ -134,7 +136,8 @@ class Dispatcher:
         """
         start = self.clock()
         pool = self._io_pool()
-        running: dict[Future[Outcome], _Running] = {}
+        running: dict[Job[Outcome], _Running] = {}
+        finished: queue.SimpleQueue[Job[Outcome]] = queue.SimpleQueue()
         # With ``ids``, the ones not yet final: once every one of them is running, there is
         # nothing to claim or look up until an attempt ends (the common single-alert send).
         open_ids = set(ids) if ids is not None else None
@@ -143,7 +146,10 @@ class Dispatcher:
             count = 0
             for delivery in batch:
                 count += 1
-                started = self._start(delivery, pool, now)
+                # The caller waits for this one delivery alone: a sender whose waits are
+                # bounded by its timeout can run right here (see Sender.bounded_waits).
+                alone = open_ids is not None and len(open_ids) == 1 and not running
+                started = self._start(delivery, pool, finished, now, alone)
                 if started is not None:
                     running[started[0]] = started[1]
                     continue
@@ -180,19 +186,23 @@ class Dispatcher:
             timers += [t for t in (due, start + wait_seconds if wait_seconds else None)
                        if t is not None]
             timeout = max(0.0, min(timers) - self.clock())
-            done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
+            done = set()
+            with contextlib.suppress(queue.Empty):
+                done.add(finished.get(timeout=timeout))
+                while True:  # and whatever else finished meanwhile
+                    done.add(finished.get_nowait())
             now = self.clock()
-            for future in list(running):
-                run = running[future]
-                if future in done:
-                    outcome = self._outcome_of(future, run)
+            for job in list(running):
+                run = running[job]
+                if job in done:
+                    outcome = self._outcome_of(job)
                 elif now >= run.hard_deadline:
-                    pool.abandon(future)
+                    pool.abandon(job)
                     outcome = Outcome.retry(
                         f"no answer within {run.notification.timeout:g}s (timed out)")
                 else:
                     continue
-                del running[future]
+                del running[job]
                 self._record(run, outcome, now)
                 if outcome.retry_after:
                     dest = self.config.destinations[run.delivery.destination]
@@ -242,8 +252,8 @@ class Dispatcher:
                     close()
         self._senders.clear()
 
-    def _start(self, delivery: Delivery, pool: IOPool,
-               now: float) -> tuple[Future[Outcome], _Running] | None:
+    def _start(self, delivery: Delivery, pool: IOPool, finished: queue.SimpleQueue[Job[Outcome]],
+               now: float, alone: bool = False) -> tuple[Job[Outcome], _Running] | None:
         dest = self.config.destinations[delivery.destination]
         sender = self.sender_for(dest)
         if isinstance(sender, Exception):
@@ -266,13 +276,15 @@ class Dispatcher:
             test=delivery.test,
             digest=delivery.digest,
         )
-        future = pool.submit(lambda: sender.send(notification))
-        return future, _Running(delivery, now, now + hard_timeout(dest.config.timeout),
+        run = IOPool.run_here if alone and getattr(sender, "bounded_waits", False) is True \
+            else pool.submit
+        job = run(lambda: sender.send(notification), finished)
+        return job, _Running(delivery, now, now + hard_timeout(dest.config.timeout),
                                 notification)
 
     @staticmethod
-    def _outcome_of(future: Future[Outcome], run: _Running) -> Outcome:
-        exc = future.exception()
+    def _outcome_of(job: Job[Outcome]) -> Outcome:
+        exc = job.error
         if exc is not None:
             name = type(exc).__name__
             if isinstance(exc, OSError):  # network trouble the plugin did not classify
@@ -280,7 +292,7 @@ class Dispatcher:
             return Outcome.failed(f"the plugin raised {name}: {exc}",
                                   hint="this is a bug in the destination plugin: report it to "
                                        "its authors")
-        result = future.result()
+        result = job.result
         if not isinstance(result, Outcome) or result.status not in ("delivered", "retry",
                                                                     "failed"):
             return Outcome.failed(

@@ -4,6 +4,10 @@ Deliveries wait on the network, not the CPU, so the pool is sized for I/O (defau
 core count. A sender that hangs past its timeout keeps its thread, but the pool stops counting
 it and starts a replacement, and daemon threads never keep the process alive at exit
 (``concurrent.futures.ThreadPoolExecutor`` joins its threads at exit, so a hung plugin would).
+
+A finished job is put on the queue its submitter named, so the submitter waits for "whichever
+finishes first" with one ``queue.get`` (``concurrent.futures.wait`` costs several times that,
+which showed in single-alert sends).
 """
 
 from __future__ import annotations
@@ -11,12 +15,34 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-_Task = tuple[Future[Any], Callable[[], Any]]
+
+class Job(Generic[T]):
+    """One call on a pool thread: ``result`` once it returned, ``error`` if it raised."""
+
+    __slots__ = ("done", "error", "finished", "fn", "result")
+
+    def __init__(self, fn: Callable[[], T], done: queue.SimpleQueue[Job[T]]) -> None:
+        self.fn = fn
+        self.done = done
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.finished = False
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as exc:
+            self.error = exc
+
+    def outcome(self) -> T:
+        """The result, or the exception raised again (for callers that want either)."""
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]  # T itself may include None
 
 
 class IOPool:
@@ -25,30 +51,40 @@ class IOPool:
             raise ValueError("max_workers must be at least 1")
         self.max_workers = max_workers
         self.name = name
-        self._tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[Job[Any] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._workers = 0
         self._idle = 0  # workers waiting for a task
         self._pending = 0  # tasks no worker has taken yet
-        self._abandoned: set[Future[Any]] = set()
+        self._abandoned: set[Job[Any]] = set()
         self._closed = False
 
-    def submit(self, fn: Callable[[], T]) -> Future[T]:
-        future: Future[T] = Future()
+    def submit(self, fn: Callable[[], T], done: queue.SimpleQueue[Job[T]]) -> Job[T]:
+        """Run ``fn`` on a pool thread; the job is put on ``done`` when it returns or raises."""
+        job = Job(fn, done)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the pool is closed")
-            self._tasks.put((future, fn))
+            self._tasks.put(job)
             self._pending += 1
             if self._pending > self._idle and self._workers - len(self._abandoned) < self.max_workers:
                 self._start_worker()
-        return future
+        return job
 
-    def abandon(self, future: Future[Any]) -> None:
-        """Stop counting the worker running ``future`` (it hung); a new worker takes its place."""
+    @staticmethod
+    def run_here(fn: Callable[[], T], done: queue.SimpleQueue[Job[T]]) -> Job[T]:
+        """Run ``fn`` on the calling thread, reported on ``done`` as a pool job would be."""
+        job = Job(fn, done)
+        job.run()
+        job.finished = True
+        done.put(job)
+        return job
+
+    def abandon(self, job: Job[Any]) -> None:
+        """Stop counting the worker running ``job`` (it hung); a new worker takes its place."""
         with self._lock:
-            if not future.done():
-                self._abandoned.add(future)
+            if not job.finished:
+                self._abandoned.add(job)
 
     def _start_worker(self) -> None:
         self._workers += 1
@@ -56,24 +92,25 @@ class IOPool:
                          daemon=True).start()
 
     def _work(self) -> None:
+        with self._lock:
+            self._idle += 1
         while True:
-            with self._lock:
-                self._idle += 1
-            task = self._tasks.get()
+            job = self._tasks.get()
             with self._lock:
                 self._idle -= 1
-                if task is None:
+                if job is None:
                     self._workers -= 1
                     return
                 self._pending -= 1
-            future, fn = task
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn())
-                except BaseException as exc:
-                    future.set_exception(exc)
+            job.run()
             with self._lock:
-                self._abandoned.discard(future)
+                job.finished = True
+                self._abandoned.discard(job)
+                self._idle += 1
+            # Reported last, so this thread is already waiting (not holding the GIL) when the
+            # submitter wakes: its next steps (SQLite calls release the GIL) then run without
+            # handing the GIL back and forth.
+            job.done.put(job)
 
     def close(self) -> None:
         """Let idle workers exit; a worker still stuck in a plugin exits when it returns."""

@@ -446,6 +446,9 @@ def change_event(config: PagerDutyConfig, notification: Notification) -> dict[st
 class PagerDutySender:
     """Posts events for one destination, from any number of threads over kept-alive connections."""
 
+    bounded_waits = True
+    """One post through HttpClient: connecting and every read wait at most the timeout."""
+
     def __init__(self, config: PagerDutyConfig) -> None:
         self.config = config
         self._http = HttpClient(config.alert_endpoint,

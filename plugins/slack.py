@@ -326,6 +326,9 @@ class SlackConfig(DestinationConfig):
 class SlackSender:
     """Posts one message per attempt to the configured webhook and classifies Slack's answer."""
 
+    bounded_waits = True
+    """One post through HttpClient: connecting and every read wait at most the timeout."""
+
     def __init__(self, config: SlackConfig) -> None:
         self._config = config
         self._url = config.webhook_url.get_secret_value()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,48 @@ def test_many_alerts_fan_out_concurrently_through_an_io_sized_pool() -> None:
     report = nt.send(nt.parse_alerts([make_alert(i) for i in range(20)]))
     assert {d.state for d in report.deliveries} == {State.delivered}
     assert len(report.deliveries) == 20
+
+
+def test_a_lone_delivery_whose_sender_bounds_its_waits_runs_on_the_calling_thread(
+        tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    nt = notifier({"d": {"script": ["retry", "ok"], "bounded": True, "retry_backoff": 0.01}}, rec)
+    report = nt.send(nt.parse_alerts(make_alert()))
+    assert report.deliveries[0].state is State.delivered
+    assert report.deliveries[0].attempt_count == 2
+    assert [r["thread"] for r in records(rec)] == [threading.current_thread().name] * 2
+
+
+def test_a_sender_that_does_not_promise_bounded_waits_runs_on_an_io_thread(
+        tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    nt = notifier({"d": {"script": ["ok"]}}, rec)
+    assert nt.send(nt.parse_alerts(make_alert())).exit_code == EXIT_OK
+    [record] = records(rec)
+    assert record["thread"].startswith("armor-notify-")
+
+
+def test_deliveries_that_are_not_alone_run_on_io_threads_even_when_bounded(
+        tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    nt = notifier({f"d{i}": {"script": ["barrier:3"], "bounded": True, "timeout": 10}
+                   for i in range(3)}, rec)
+    report = nt.send(nt.parse_alerts(make_alert()))  # each waits for all 3: concurrent
+    assert [d.state for d in report.deliveries] == [State.delivered] * 3
+    assert all(r["thread"].startswith("armor-notify-") for r in records(rec))
+
+
+@pytest.mark.parametrize(("step", "state", "words"), [
+    ("raise", State.failed, "the plugin raised ValueError: scripted plugin bug"),
+    ("nonsense", State.failed, "the plugin returned int instead of an Outcome"),
+    ("oserror", State.dead, "ConnectionRefusedError"),
+])
+def test_an_inline_sender_fails_exactly_as_one_on_an_io_thread(
+        step: str, state: State, words: str) -> None:
+    for bounded in (True, False):
+        nt = notifier({"d": {"script": [step], "bounded": bounded, "max_attempts": 1}})
+        [delivery] = nt.send(nt.parse_alerts(make_alert())).deliveries
+        assert delivery.state is state and words in delivery.reason, (bounded, delivery.reason)
 
 
 def test_every_outcome_is_reported_and_failures_stay_with_their_destination(tmp_path: Path) -> None:

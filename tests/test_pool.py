@@ -1,50 +1,91 @@
-"""The I/O pool: sized for I/O, stuck workers written off and replaced."""
+"""The I/O pool: sized for I/O, stuck workers written off and replaced, finished jobs reported
+on the submitter's queue."""
 
 from __future__ import annotations
 
+import queue
 import threading
+from typing import Any
 
 import pytest
 
-from armor_notify.pool import IOPool
+from armor_notify.pool import IOPool, Job
+
+
+def finished_job(done: queue.SimpleQueue[Job[Any]]) -> Job[Any]:
+    return done.get(timeout=5)
 
 
 def test_abandoned_stuck_worker_is_replaced() -> None:
     pool = IOPool(max_workers=1)
+    done: queue.SimpleQueue[Job[Any]] = queue.SimpleQueue()
     release = threading.Event()
-    stuck = pool.submit(lambda: release.wait(10))
+    stuck = pool.submit(lambda: release.wait(10), done)
     pool.abandon(stuck)
-    assert pool.submit(lambda: 42).result(timeout=5) == 42
+    quick = pool.submit(lambda: 42, done)
+    assert finished_job(done) is quick and quick.outcome() == 42
     release.set()
-    assert stuck.result(timeout=5) is True
+    assert finished_job(done) is stuck and stuck.outcome() is True
+    assert pool._abandoned == set()  # it came back: counted again
     pool.close()
 
 
-def test_exceptions_reach_the_future() -> None:
+def test_a_job_that_finished_is_not_written_off() -> None:
+    pool = IOPool(max_workers=1)
+    done: queue.SimpleQueue[Job[Any]] = queue.SimpleQueue()
+    pool.submit(lambda: 1, done)
+    job = finished_job(done)
+    pool.abandon(job)  # too late: it already returned
+    assert pool._abandoned == set()
+    pool.close()
+
+
+def test_exceptions_are_kept_on_the_job() -> None:
     pool = IOPool(max_workers=2)
+    done: queue.SimpleQueue[Job[Any]] = queue.SimpleQueue()
 
     def boom() -> None:
         raise KeyError("x")
 
+    job = pool.submit(boom, done)
+    assert finished_job(done) is job
+    assert isinstance(job.error, KeyError) and job.result is None
     with pytest.raises(KeyError):
-        pool.submit(boom).result(timeout=5)
+        job.outcome()
+    pool.close()
+
+
+def test_whichever_finishes_first_is_reported_first() -> None:
+    pool = IOPool(max_workers=4)
+    done: queue.SimpleQueue[Job[Any]] = queue.SimpleQueue()
+    release = threading.Event()
+    slow = pool.submit(lambda: release.wait(10), done)
+    fast = pool.submit(lambda: "fast", done)
+    assert finished_job(done) is fast
+    release.set()
+    assert finished_job(done) is slow
     pool.close()
 
 
 def test_workers_are_reused_and_capped() -> None:
     pool = IOPool(max_workers=3)
-    results = [pool.submit(lambda i=i: i * 2).result(timeout=5) for i in range(10)]
+    done: queue.SimpleQueue[Job[Any]] = queue.SimpleQueue()
+    results = []
+    for i in range(10):
+        pool.submit(lambda i=i: i * 2, done)
+        results.append(finished_job(done).outcome())
     assert results == [i * 2 for i in range(10)]
     assert pool._workers <= 3
     pool.close()
     with pytest.raises(RuntimeError):
-        pool.submit(lambda: 1)
+        pool.submit(lambda: 1, done)
 
 
 def test_worker_threads_are_daemons() -> None:
     pool = IOPool(max_workers=1)
-    name = pool.submit(lambda: threading.current_thread().daemon).result(timeout=5)
-    assert name is True
+    done: queue.SimpleQueue[Job[Any]] = queue.SimpleQueue()
+    pool.submit(lambda: threading.current_thread().daemon, done)
+    assert finished_job(done).outcome() is True
     pool.close()
 
 

@@ -35,6 +35,8 @@ class ScriptedConfig(DestinationConfig):
     record: str | None = None
     token: Secret | None = None
     target: str | None = None
+    bounded: bool = False
+    """Promise bounded waits (``Sender.bounded_waits``): a lone delivery may run inline."""
 
     def target_key(self) -> str | None:
         return self.target
@@ -50,6 +52,7 @@ class ScriptedSender:
         self.config = config
         self.lock = threading.Lock()
         self.calls = 0
+        self.bounded_waits = config.bounded
 
     def close(self) -> None:
         if self.config.record:
@@ -67,6 +70,7 @@ class ScriptedSender:
                     "dedup_key": notification.dedup_key, "action": notification.action,
                     "attempt": notification.attempt, "step": step, "alert_id": notification.alert.id,
                     "test": notification.test, "time": time.time(),
+                    "thread": threading.current_thread().name,
                 }) + "\n")
         kind, _, arg = step.partition(":")
         if kind == "ok":

@@ -169,6 +169,9 @@ def verify_signature(
 class WebhookSender:
     """Posts one signed request per attempt and classifies the answer. Thread-safe."""
 
+    bounded_waits = True
+    """One post through HttpClient: connecting and every read wait at most the timeout."""
+
     def __init__(self, config: WebhookConfig) -> None:
         self._url = config.url.get_secret_value()
         self._key = config.secret.get_secret_value().encode()

@@ -346,8 +346,9 @@ def _within_size_limit(make: Callable[[_Trim], dict[str, Any]], alert_changes: i
     def fits(trim: _Trim) -> bool:
         return len(encode_event(make(trim))) <= MAX_EVENT_BYTES
 
-    if fits(_Trim()):
-        return make(_Trim())
+    full = make(_Trim())
+    if len(encode_event(full)) <= MAX_EVENT_BYTES:  # nearly always
+        return full
     if fits(_Trim(changes=0)):
         kept = _largest_fitting(0, alert_changes, lambda n: fits(_Trim(changes=n)))
         return make(_Trim(changes=kept))

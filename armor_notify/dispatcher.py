@@ -153,7 +153,7 @@ class Dispatcher:
                 if started is not None:
                     running[started[0]] = started[1]
                     continue
-                self._finish(outbox, delivery, now, on_final)
+                self._finish(outbox, [delivery], now, on_final)
                 if open_ids is not None:
                     open_ids.discard(delivery.id)
             return count
@@ -171,7 +171,10 @@ class Dispatcher:
             if waiting and not out_of_time and len(running) < self.max_workers:
                 claimed = launch(outbox.claim(self.owner, now, self.max_workers - len(running),
                                               self.rules_for, ids), now)
-            due = None if out_of_time or not waiting else outbox.next_due(ids)
+            # With every I/O thread busy nothing can start before an attempt ends, and the
+            # loop wakes for that anyway: when the next delivery is due does not matter yet.
+            busy = len(running) >= self.max_workers
+            due = None if out_of_time or not waiting or busy else outbox.next_due(ids)
             if due is not None and not claimed:
                 due = max(due, now + MIN_IDLE)  # due but not claimable yet (order, leases)
             if not running:
@@ -192,6 +195,7 @@ class Dispatcher:
                 while True:  # and whatever else finished meanwhile
                     done.add(finished.get_nowait())
             now = self.clock()
+            ended = []
             for job in list(running):
                 run = running[job]
                 if job in done:
@@ -208,9 +212,11 @@ class Dispatcher:
                     dest = self.config.destinations[run.delivery.destination]
                     if dest.rate_limit is not None:  # the provider asked everyone to wait
                         outbox.hold_key(self._rate_key(dest), now + outcome.retry_after)
-                self._finish(outbox, run.delivery, now, on_final)
-                if open_ids is not None and run.delivery.state.final:
-                    open_ids.discard(run.delivery.id)
+                ended.append(run.delivery)
+            # Every attempt that ended meanwhile is recorded in one transaction (one sync).
+            self._finish(outbox, ended, now, on_final)
+            if open_ids is not None:
+                open_ids.difference_update(d.id for d in ended if d.state.final)
 
     def _io_pool(self) -> IOPool:
         # One pool for the dispatcher's life, so its threads (and the per-thread HTTP sessions
@@ -219,12 +225,15 @@ class Dispatcher:
             self._pool = IOPool(self.max_workers)
         return self._pool
 
-    def _finish(self, outbox: Outbox, delivery: Delivery, now: float,
+    def _finish(self, outbox: Outbox, deliveries: Sequence[Delivery], now: float,
                 on_final: Callable[[Delivery], None] | None) -> None:
+        if not deliveries:
+            return
         # A lost lease means another worker took the delivery over: its answer is the one kept.
-        kept = outbox.complete(delivery, self.owner, now)
-        if kept and on_final is not None and delivery.state.final:
-            on_final(delivery)
+        kept = outbox.complete(deliveries, self.owner, now)
+        for delivery, ok in zip(deliveries, kept, strict=True):
+            if ok and on_final is not None and delivery.state.final:
+                on_final(delivery)
 
     def sender_for(self, dest: Destination) -> Sender | Exception:
         """The destination's sender, built once; a plugin that cannot build one yields the error."""

@@ -65,7 +65,8 @@ class Outbox(Protocol):
                 lease_to: tuple[str, RulesFor] | None = None) -> list[tuple[Delivery, bool]]: ...
     def claim(self, owner: str, now: float, limit: int, rules_for: RulesFor,
               ids: Collection[str] | None = None) -> list[Delivery]: ...
-    def complete(self, delivery: Delivery, owner: str, now: float) -> bool: ...
+    def complete(self, deliveries: Sequence[Delivery], owner: str,
+                 now: float) -> list[bool]: ...
     def hold_key(self, key: str, until: float) -> None: ...
     def next_due(self, ids: Collection[str] | None = None) -> float | None: ...
     def older_pending(self, ids: Collection[str]) -> list[str]: ...
@@ -163,9 +164,15 @@ class SqliteOutbox:
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if path != ":memory:":
                 self._db.execute("PRAGMA journal_mode = WAL")
-            # An accepted ("queued") alert must survive power loss, not only a crash.
-            self._db.execute("PRAGMA synchronous = FULL")
-            with self._write() as db:
+            # An accepted ("queued") alert must survive power loss, not only a crash: intake
+            # commits at FULL. Progress (claims, outcomes) commits at NORMAL, which survives a
+            # crash of the process; a power loss may forget the last of it, and what was
+            # forgotten is sent again (at-least-once), never lost. FULL commits sync the whole
+            # write-ahead log, progress included.
+            self._synchronous = ""
+            self._switch_sync = path != ":memory:"
+            self._sync(durable=True)
+            with self._write(durable=True) as db:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
@@ -196,12 +203,14 @@ class SqliteOutbox:
 
     # -- transactions ---------------------------------------------------------------------------
     class _Tx:
-        def __init__(self, outbox: SqliteOutbox) -> None:
+        def __init__(self, outbox: SqliteOutbox, durable: bool) -> None:
             self.outbox = outbox
+            self.durable = durable
 
         def __enter__(self) -> sqlite3.Connection:
             self.outbox._lock.acquire()
             try:
+                self.outbox._sync(self.durable)
                 self.outbox._db.execute("BEGIN IMMEDIATE")
             except BaseException:
                 self.outbox._lock.release()
@@ -214,8 +223,16 @@ class SqliteOutbox:
             finally:
                 self.outbox._lock.release()
 
-    def _write(self) -> SqliteOutbox._Tx:
-        return SqliteOutbox._Tx(self)
+    def _write(self, *, durable: bool) -> SqliteOutbox._Tx:
+        """A write transaction; ``durable`` ones survive power loss (intake), the others a crash
+        of the process (progress: losing one means a delivery is sent again)."""
+        return SqliteOutbox._Tx(self, durable)
+
+    def _sync(self, durable: bool) -> None:
+        mode = "FULL" if durable else "NORMAL"
+        if self._synchronous != mode and (self._switch_sync or not self._synchronous):
+            self._db.execute(f"PRAGMA synchronous = {mode}")
+            self._synchronous = mode
 
     def _run(self, what: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -237,7 +254,7 @@ class SqliteOutbox:
 
         def run() -> list[tuple[Delivery, bool]]:
             out: list[tuple[Delivery, bool]] = []
-            with self._write() as db:
+            with self._write(durable=True) as db:
                 history = _History(db)
                 for d in deliveries:
                     row = db.execute(
@@ -286,20 +303,24 @@ class SqliteOutbox:
 
         def run() -> list[Delivery]:
             claimed: list[Delivery] = []
-            with self._write() as db:
+            with self._write(durable=False) as db:
                 if ids is None:
                     _close_due_digests(db, now)
                 where, params = _id_filter(ids)
-                rows = db.execute(
-                    f"SELECT {_COLUMNS} FROM deliveries d WHERE state IN ('queued','in_flight') "
+                # The candidates' ids first, then whole rows only for those tried: a row holds
+                # the alert's JSON, and most candidates beyond ``limit`` are never looked at.
+                candidates = db.execute(
+                    f"SELECT seq FROM deliveries d WHERE state IN ('queued','in_flight') "
                     f"AND run_at<=? {where} AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE "
                     "o.destination=d.destination AND o.dedup_key=d.dedup_key AND o.seq<d.seq "
                     "AND o.state IN ('queued','in_flight')) ORDER BY run_at, seq LIMIT ?",
                     (now, *params, limit * 4),  # room for rate-limited ones
                 ).fetchall()
-                for row in rows:
+                for (seq,) in candidates:
                     if len(claimed) >= limit:
                         break
+                    row = db.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE seq=?",
+                                     (seq,)).fetchone()
                     d = _from_row(row, self._alerts)
                     rules = rules_for(d.destination)
                     if d.state is State.in_flight:  # the lease ran out: its worker died or hung
@@ -317,33 +338,39 @@ class SqliteOutbox:
         result: list[Delivery] = self._run("claim", run)
         return result
 
-    def complete(self, delivery: Delivery, owner: str, now: float) -> bool:
-        """Store the outcome of the attempt ``owner`` holds; ``False`` if the lease was lost."""
+    def complete(self, deliveries: Sequence[Delivery], owner: str, now: float) -> list[bool]:
+        """Store the outcomes of attempts ``owner`` holds, in one transaction; for each, ``False``
+        if its lease was lost (another worker took it over: its answer is the one kept)."""
 
-        def run() -> bool:
-            # One statement: SQLite runs it as its own transaction.
-            with self._lock:
-                cur = self._db.execute(
-                    "UPDATE deliveries SET state=?, run_at=?, lease_owner=NULL, reason=?, hint=?, "
-                    "details=?, history=?, finalized_at=?, first_attempt_at=? WHERE id=? AND "
-                    "lease_owner=? AND attempt=? AND state='in_flight'",
-                    (delivery.state.value, delivery.next_attempt_at, delivery.reason,
-                     delivery.hint, _details(delivery), _history(delivery),
-                     now if delivery.state.final else None,
-                     delivery.first_attempt_at, delivery.id, owner, delivery.attempt_count),
-                )
-                return cur.rowcount == 1
+        def update(db: sqlite3.Connection, d: Delivery) -> bool:
+            return db.execute(
+                "UPDATE deliveries SET state=?, run_at=?, lease_owner=NULL, reason=?, hint=?, "
+                "details=?, history=?, finalized_at=?, first_attempt_at=? WHERE id=? AND "
+                "lease_owner=? AND attempt=? AND state='in_flight'",
+                (d.state.value, d.next_attempt_at, d.reason, d.hint, _details(d), _history(d),
+                 now if d.state.final else None, d.first_attempt_at, d.id, owner,
+                 d.attempt_count),
+            ).rowcount == 1
 
-        done: bool = self._run("complete", run)
-        if delivery.state.final:
-            self._alerts.pop(delivery.id, None)
+        def run() -> list[bool]:
+            if len(deliveries) == 1:  # one statement: SQLite makes it its own transaction
+                with self._lock:
+                    self._sync(durable=False)
+                    return [update(self._db, deliveries[0])]
+            with self._write(durable=False) as db:
+                return [update(db, d) for d in deliveries]
+
+        done: list[bool] = self._run("complete", run)
+        for d in deliveries:
+            if d.state.final:
+                self._alerts.pop(d.id, None)
         return done
 
     def hold_key(self, key: str, until: float) -> None:
         """No notification under rate key ``key`` before ``until`` (a destination's Retry-After)."""
 
         def run() -> None:
-            with self._write() as db:
+            with self._write(durable=False) as db:
                 db.execute("INSERT INTO rate_state(key, tat) VALUES (?, ?) ON CONFLICT(key) DO "
                            "UPDATE SET tat=max(tat, excluded.tat)", (key, until))
 
@@ -406,7 +433,7 @@ class SqliteOutbox:
         states = ["queued"] + (["failed", "dead"] if include_failed else [])
 
         def run() -> int:
-            with self._write() as db:
+            with self._write(durable=True) as db:
                 where, params = _id_filter(ids or None)
                 marks = ",".join("?" * len(states))
                 cur = db.execute(
@@ -424,7 +451,7 @@ class SqliteOutbox:
         """Delete finished deliveries finalized more than ``older_than`` seconds ago."""
 
         def run() -> int:
-            with self._write() as db:
+            with self._write(durable=False) as db:
                 cur = db.execute(
                     "DELETE FROM deliveries WHERE finalized_at IS NOT NULL AND finalized_at<=?",
                     (now - older_than,))

@@ -108,11 +108,48 @@ def test_an_expired_lease_is_claimed_again_and_the_old_owner_is_fenced_off(
     assert "lease expired" in theirs.attempts[0].reason
     mine.attempts.append(_attempt(1))
     mine.finish(State.delivered)
-    assert box.complete(mine, "worker-a", 107.0) is False  # a zombie cannot overwrite
+    assert box.complete([mine], "worker-a", 107.0) == [False]  # a zombie cannot overwrite
     theirs.attempts.append(_attempt(2))
     theirs.finish(State.delivered)
-    assert box.complete(theirs, "worker-b", 107.0) is True
+    assert box.complete([theirs], "worker-b", 107.0) == [True]
     assert box.get(theirs.id).state is State.delivered  # type: ignore[union-attr]
+
+
+def test_outcomes_are_completed_together_and_each_lease_is_checked(box: SqliteOutbox) -> None:
+    nt = notifier({"d": {}}, box)
+    box.enqueue(planned(nt, alert(1), alert(2), alert(3)), repeat_window=0, now=100.0)
+    first, second, third = box.claim("worker-a", 100.0, 10, lambda name: RULES)
+    for d, state in ((first, State.delivered), (second, State.failed), (third, State.delivered)):
+        d.attempts.append(_attempt(1))
+        d.finish(state, f"{state.value}!")
+    third.attempts.append(_attempt(2))  # claims an attempt it does not hold
+    assert box.complete([first, second, third], "worker-a", 101.0) == [True, True, False]
+    stored = {d.id: d for d in box.find()}
+    assert (stored[first.id].state, stored[first.id].reason) == (State.delivered, "delivered!")
+    assert (stored[second.id].state, stored[second.id].reason) == (State.failed, "failed!")
+    assert stored[third.id].state is State.in_flight  # untouched: still leased
+
+
+def test_intake_commits_survive_power_loss_and_progress_commits_a_crash(tmp_path: Path) -> None:
+    # synchronous=FULL (2) syncs the log on every commit; NORMAL (1) survives a crash of the
+    # process, and a power loss can only make a delivery be sent again.
+    with SqliteOutbox.open(tmp_path) as box:
+        def mode() -> int:
+            return int(box._db.execute("PRAGMA synchronous").fetchone()[0])
+
+        nt = notifier({"d": {}}, box)
+        box.enqueue(planned(nt, alert(1)), repeat_window=0, now=100.0)
+        assert mode() == 2
+        (claimed,) = box.claim("w", 100.0, 10, lambda name: RULES)
+        assert mode() == 1
+        claimed.attempts.append(_attempt(1))
+        claimed.finish(State.delivered)
+        box.enqueue(planned(nt, alert(2)), repeat_window=0, now=101.0)
+        assert mode() == 2
+        assert box.complete([claimed], "w", 102.0) == [True]
+        assert mode() == 1
+        assert box.retry(include_failed=True, now=103.0) == 1  # a person's decision: kept
+        assert mode() == 2
 
 
 def _attempt(n: int) -> Attempt:

@@ -28,7 +28,12 @@ from urllib.parse import unquote, urlsplit
 if TYPE_CHECKING:
     import urllib3
 
+from .outcome import Outcome
+
 NetworkFailure = Literal["timeout", "certificate", "tls", "connect", "other"]
+CERTIFICATE_HINT = ("If a proxy with its own certificate authority sits in between, or the "
+                    "service uses a private one, point REQUESTS_CA_BUNDLE at that authority's "
+                    "certificate.")
 
 
 class NetworkError(Exception):
@@ -45,6 +50,24 @@ class NetworkError(Exception):
     def __init__(self, kind: NetworkFailure, detail: str) -> None:
         super().__init__(detail)
         self.kind: NetworkFailure = kind
+
+    def outcome(self, where: str, timeout: float, *, hint: str | None = None,
+                certificate_hint: str = CERTIFICATE_HINT) -> Outcome:
+        """The attempt's outcome, in the same words for every destination: a timeout, TLS
+        trouble and a failed connection are retried; an untrusted certificate (waiting will not
+        make it trusted) and a request that cannot be made fail. ``where`` names the service
+        without secrets (e.g. ``mask_url(url)``); ``hint`` goes with connection failures and
+        requests that cannot be made."""
+        if self.kind == "timeout":
+            return Outcome.retry(f"no answer from {where} within {timeout:g} s")
+        if self.kind == "certificate":
+            return Outcome.failed(f"TLS certificate of {where} could not be verified: {self}",
+                                  hint=certificate_hint)
+        if self.kind == "tls":
+            return Outcome.retry(f"TLS error talking to {where}: {self}")
+        if self.kind == "connect":
+            return Outcome.retry(f"could not reach {where}: {self}", hint=hint)
+        return Outcome.failed(f"could not send to {where}: {self}", hint=hint)
 
 
 @dataclass(frozen=True)

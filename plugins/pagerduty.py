@@ -63,6 +63,9 @@ RULESET_CHANGE_HINT = (
     " Keys of global rulesets (they start with R) cannot receive change events: use the key of "
     "an Events API v2 integration on a service."
 )
+NETWORK_HINT = (
+    "Check network access to the Events API (HTTPS, port 443) and any proxy settings."
+)
 RATE_LIMIT_HINT = (
     "PagerDuty accepts about 120 events a minute per integration key. Review your rules' "
     "thresholds, route lower-priority alerts to Slack or email, or lower this destination's "
@@ -487,26 +490,7 @@ class PagerDutySender:
         try:
             answer = self._http.post(endpoint, encode_event(event), timeout=notification.timeout)
         except NetworkError as exc:
-            text = self._redact(str(exc))
-            if exc.kind == "timeout":
-                return Outcome.retry(
-                    f"no answer from PagerDuty ({where}) within {notification.timeout:g} s"
-                )
-            if exc.kind == "certificate":
-                return Outcome.failed(
-                    f"TLS certificate of {where} could not be verified: {text}",
-                    hint="If a proxy with its own certificate authority sits in between, point "
-                    "REQUESTS_CA_BUNDLE at that authority's certificate.",
-                )
-            if exc.kind == "tls":
-                return Outcome.retry(f"TLS error talking to {where}: {text}")
-            if exc.kind == "connect":
-                return Outcome.retry(
-                    f"could not reach {where}: {text}",
-                    hint="Check network access to the Events API (HTTPS, port 443) and any proxy "
-                    "settings.",
-                )
-            return Outcome.failed(f"could not send to {where}: {text}")
+            return exc.outcome(f"PagerDuty ({where})", notification.timeout, hint=NETWORK_HINT)
         return self._classify(answer.status, answer.body,
                               parse_retry_after(answer.headers.get("Retry-After")), notification)
 

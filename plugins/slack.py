@@ -344,20 +344,9 @@ class SlackSender:
         try:
             answer = self._http.post(self._url, body, timeout=notification.timeout)
         except NetworkError as exc:
-            cause = self._scrub(str(exc))
-            if exc.kind == "timeout":
-                return Outcome.retry(
-                    f"no answer from {where} within {notification.timeout:g} s (timeout)"
-                )
-            if exc.kind == "certificate":
-                # Waiting will not make an untrusted certificate trusted.
-                return Outcome.failed(f"TLS certificate of {where} not trusted: {cause}",
-                                      hint=_TLS_HINT)
-            if exc.kind == "tls":
-                return Outcome.retry(f"TLS error with {where}: {cause}")
-            if exc.kind == "connect":
-                return Outcome.retry(f"could not connect to {where}: {cause}")
-            return Outcome.failed(f"could not send to {where}: {cause}", hint="check webhook_url")
+            return exc.outcome(where, notification.timeout, certificate_hint=_TLS_HINT,
+                               hint="check webhook_url and any proxy settings (HTTPS_PROXY, "
+                               "NO_PROXY)")
         return self._classify(answer)
 
     def _classify(self, answer: Answer) -> Outcome:

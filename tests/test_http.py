@@ -14,7 +14,8 @@ import certifi
 import pytest
 import trustme
 
-from armor_notify.http import HttpClient, NetworkError, ca_bundle, proxy_for
+from armor_notify import Outcome
+from armor_notify.http import CERTIFICATE_HINT, HttpClient, NetworkError, ca_bundle, proxy_for
 
 PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",
               "NO_PROXY", "no_proxy")
@@ -242,3 +243,17 @@ def test_no_proxy_posts_directly(server: Server, monkeypatch: pytest.MonkeyPatch
         assert client.post(server.url, b"{}", timeout=5).status == 200
         client.close()
     assert proxy.seen == [] and len(server.seen) == 1
+
+
+@pytest.mark.parametrize(("kind", "expected"), [
+    ("timeout", Outcome.retry("no answer from PagerDuty (https://x/…) within 2.5 s")),
+    ("certificate", Outcome.failed("TLS certificate of PagerDuty (https://x/…) could not be "
+                                   "verified: words", hint=CERTIFICATE_HINT)),
+    ("tls", Outcome.retry("TLS error talking to PagerDuty (https://x/…): words")),
+    ("connect", Outcome.retry("could not reach PagerDuty (https://x/…): words", hint="h")),
+    ("other", Outcome.failed("could not send to PagerDuty (https://x/…): words", hint="h")),
+])
+def test_a_network_error_becomes_the_outcome_every_destination_gives(
+        kind: str, expected: Outcome) -> None:
+    error = NetworkError(kind, "words")  # type: ignore[arg-type]
+    assert error.outcome("PagerDuty (https://x/…)", 2.5, hint="h") == expected

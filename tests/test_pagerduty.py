@@ -762,7 +762,7 @@ def test_a_refused_connection_is_retried(
         port = probe.getsockname()[1]
     outcome = sender_for(config(url=f"http://127.0.0.1:{port}")).send(make_notification())
     assert outcome.status == "retry"
-    assert outcome.reason.startswith(f"could not reach http://127.0.0.1:{port}/…: ")
+    assert outcome.reason.startswith(f"could not reach PagerDuty (http://127.0.0.1:{port}/…): ")
     assert "Connection refused" in outcome.reason
     assert outcome.hint == (
         "Check network access to the Events API (HTTPS, port 443) and any proxy settings."
@@ -797,7 +797,7 @@ def test_tls_is_verified(
         untrusted = sender_for(config(url=tls_fake.url)).send(make_notification())
         assert untrusted.status == "failed"
         assert untrusted.reason.startswith(
-            f"TLS certificate of {tls_fake.url}/… could not be verified: "
+            f"TLS certificate of PagerDuty ({tls_fake.url}/…) could not be verified: "
         )
         assert untrusted.hint is not None
         assert "REQUESTS_CA_BUNDLE" in untrusted.hint

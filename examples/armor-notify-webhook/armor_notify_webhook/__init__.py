@@ -194,19 +194,8 @@ class WebhookSender:
             # redirected elsewhere (the client does not follow redirects).
             answer = self._http.post(self._url, body, headers=signed,
                                      timeout=notification.timeout)
-        except NetworkError as exc:
-            cause = self._scrub(str(exc))
-            if exc.kind == "timeout":
-                return Outcome.retry(
-                    f"no answer from {self._where} within {notification.timeout:g} s")
-            if exc.kind == "certificate":
-                return Outcome.failed(
-                    f"TLS certificate of {self._where} could not be verified",
-                    hint="if the receiver uses a private CA, point REQUESTS_CA_BUNDLE at it",
-                )
-            if exc.kind in ("tls", "connect"):
-                return Outcome.retry(f"could not connect to {self._where}: {cause}")
-            return Outcome.failed(f"could not send to {self._where}: {cause}")
+        except NetworkError as exc:  # no answer: timed out, refused, TLS trouble...
+            return exc.outcome(self._where, notification.timeout)
         return self._classify(answer)
 
     def _classify(self, answer: Answer) -> Outcome:

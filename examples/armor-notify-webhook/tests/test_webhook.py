@@ -144,7 +144,7 @@ def test_a_refused_connection_is_retried_and_the_url_path_stays_hidden(send_aler
                                   "retry_backoff": 0.01, "rate_limit": "none"})
     delivery = report.deliveries[0]
     assert [a.status for a in delivery.attempts] == ["retry", "retry"]
-    assert "could not connect to http://127.0.0.1:" in delivery.reason
+    assert "could not reach http://127.0.0.1:" in delivery.reason
     assert "/hooks/armor" not in json.dumps(report.as_dict(), default=str)
 
 

@@ -219,8 +219,8 @@ class Dispatcher:
                 open_ids.difference_update(d.id for d in ended if d.state.final)
 
     def _io_pool(self) -> IOPool:
-        # One pool for the dispatcher's life, so its threads (and the per-thread HTTP sessions
-        # senders keep) are reused: a pool per call opened a new connection per send.
+        # One pool for the dispatcher's life, so its threads are reused (a pool per call started
+        # new threads, and new connections, for every send).
         if self._pool is None:
             self._pool = IOPool(self.max_workers)
         return self._pool
@@ -285,11 +285,10 @@ class Dispatcher:
             test=delivery.test,
             digest=delivery.digest,
         )
-        run = IOPool.run_here if alone and getattr(sender, "bounded_waits", False) is True \
-            else pool.submit
-        job = run(lambda: sender.send(notification), finished)
-        return job, _Running(delivery, now, now + hard_timeout(dest.config.timeout),
-                                notification)
+        inline = alone and getattr(sender, "bounded_waits", False) is True
+        start = IOPool.run_here if inline else pool.submit
+        job = start(lambda: sender.send(notification), finished)
+        return job, _Running(delivery, now, now + hard_timeout(dest.config.timeout), notification)
 
     @staticmethod
     def _outcome_of(job: Job[Outcome]) -> Outcome:

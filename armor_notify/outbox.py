@@ -169,8 +169,8 @@ class SqliteOutbox:
             # crash of the process; a power loss may forget the last of it, and what was
             # forgotten is sent again (at-least-once), never lost. FULL commits sync the whole
             # write-ahead log, progress included.
+            self._on_disk = path != ":memory:"
             self._synchronous = ""
-            self._switch_sync = path != ":memory:"
             self._sync(durable=True)
             with self._write(durable=True) as db:
                 for statement in _SCHEMA.split(";"):
@@ -230,7 +230,7 @@ class SqliteOutbox:
 
     def _sync(self, durable: bool) -> None:
         mode = "FULL" if durable else "NORMAL"
-        if self._synchronous != mode and (self._switch_sync or not self._synchronous):
+        if self._on_disk and self._synchronous != mode:
             self._db.execute(f"PRAGMA synchronous = {mode}")
             self._synchronous = mode
 

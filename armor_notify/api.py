@@ -13,7 +13,7 @@ from .config import Config, config_from_dict, load_config, parse_config
 from .delivery import Delivery, State
 from .dispatcher import Dispatcher, resolved_copy
 from .errors import ConfigError, Problem
-from .intake import parse_alerts, read_alerts
+from .intake import AlertInput, parse_alerts, read_alerts
 from .matching import Route
 from .noise import Gate
 from .outbox import Outbox, SqliteOutbox
@@ -110,8 +110,13 @@ class Notifier:
         return parse_alerts(data, self.plugins.registry.event_types, source=source)
 
     def read_alerts(self, path: str) -> list[Alert]:
-        """Alerts from a JSON file, ``-`` for standard input."""
+        """Alerts from a JSON file, ``-`` for standard input (at most 16 MiB)."""
         return read_alerts(path, self.plugins.registry.event_types)
+
+    def open_alerts(self, path: str) -> AlertInput:
+        """Alerts from a JSON file or ``-``, streamed when they are JSON lines: ``check()`` them
+        (every problem at once), then iterate; use it as a context manager."""
+        return AlertInput(path, self.plugins.registry.event_types)
 
     # -- what the commands do ---------------------------------------------------------------------
     def route(self, alert: Alert) -> list[Route]:

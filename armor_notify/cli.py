@@ -6,7 +6,7 @@ import json
 import signal
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .alert import Alert
 from .api import EXIT_FAILED, EXIT_OK, EXIT_QUEUED, EXIT_USAGE, Notifier, SendReport
 from .config import load_config
 from .delivery import Delivery, State
@@ -86,6 +87,17 @@ def _json_flag(ctx: click.Context, as_json: bool) -> None:
 
 def _emit(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _emit_list(key: str, items: Iterable[Any]) -> None:
+    """``_emit({key: list(items)})``, written item by item (the same text, in flat memory)."""
+    click.echo(f'{{\n  "{key}": [', nl=False)
+    count = 0
+    for item in items:
+        text = json.dumps(item, indent=2, default=str).replace("\n", "\n    ")
+        click.echo(f'{"," if count else ""}\n    {text}', nl=False)
+        count += 1
+    click.echo("\n  ]\n}" if count else "]\n}")
 
 
 # -- send -------------------------------------------------------------------------------------------
@@ -199,60 +211,71 @@ def _indent(text: str) -> str:
 @click.pass_context
 def route(ctx: click.Context, event: str, config: str | None, as_json: bool, at: str | None,
           state_dir: str | None) -> None:
-    """Show which rules match EVENT and which destinations would get it; send nothing."""
+    """Show which rules match EVENT and which destinations would get it; send nothing.
+
+    JSON lines (one alert a line) are read as a stream, so files of any size route in flat
+    memory; every line is checked before anything is printed."""
     _json_flag(ctx, as_json)
     notifier = _notifier(config)
-    alerts = notifier.read_alerts(event)
-    moment = _parse_at(at, notifier.config.defaults.timezone)
-    history = _read_history(state_dir)
-    results: list[dict[str, Any]] = []
-    for alert in alerts:
-        verdicts: dict[str, tuple[str, str]] = {}
-        for d in notifier.dispatcher.plan([alert]):
-            if d.state is State.suppressed:
-                verdicts[d.destination] = ("suppressed", d.reason)
-            else:
-                decision = notifier.gate.decide(d, moment, history)
-                verdicts[d.destination] = (
-                    {"send": "send", "suppress": "suppressed", "hold": "held",
-                     "digest": "digest"}[decision.action], decision.reason)
-        routes = notifier.route(alert)
-        results.append({
-            "alert_id": alert.id,
-            "event_type": alert.event_type,
-            "status": alert.status,
-            "title": alert.title,
-            "asset": alert.asset.name,
-            "matching_rules": notifier.matching_rules(alert),
-            "routes": [{
-                "destination": r.destination,
-                "type": notifier.config.destinations[r.destination].type.name,
-                "target": notifier.config.destinations[r.destination].describe(),
-                "rule": r.rule,
-                "also_matched": list(r.also_matched),
-                "dedup_key": r.dedup_key,
-                "sent": verdicts[r.destination][0] == "send",
-                "outcome": verdicts[r.destination][0],
-                "not_sent_because": verdicts[r.destination][1] or None,
-            } for r in routes],
-        })
-    if as_json:
-        _emit({"alerts": results})
+    with notifier.open_alerts(event) as source:
+        source.check()
+        moment = _parse_at(at, notifier.config.defaults.timezone)
+        history = _read_history(state_dir)
+        results = (_route_result(notifier, alert, moment, history) for alert in source)
+        if as_json:
+            _emit_list("alerts", results)
+            return
+        for res in results:
+            _print_route(res)
+
+
+def _route_result(notifier: Notifier, alert: Alert, moment: float,
+                  history: History) -> dict[str, Any]:
+    verdicts: dict[str, tuple[str, str]] = {}
+    for d in notifier.dispatcher.plan([alert]):
+        if d.state is State.suppressed:
+            verdicts[d.destination] = ("suppressed", d.reason)
+        else:
+            decision = notifier.gate.decide(d, moment, history)
+            verdicts[d.destination] = (
+                {"send": "send", "suppress": "suppressed", "hold": "held",
+                 "digest": "digest"}[decision.action], decision.reason)
+    routes = notifier.route(alert)
+    return {
+        "alert_id": alert.id,
+        "event_type": alert.event_type,
+        "status": alert.status,
+        "title": alert.title,
+        "asset": alert.asset.name,
+        "matching_rules": notifier.matching_rules(alert),
+        "routes": [{
+            "destination": r.destination,
+            "type": notifier.config.destinations[r.destination].type.name,
+            "target": notifier.config.destinations[r.destination].describe(),
+            "rule": r.rule,
+            "also_matched": list(r.also_matched),
+            "dedup_key": r.dedup_key,
+            "sent": verdicts[r.destination][0] == "send",
+            "outcome": verdicts[r.destination][0],
+            "not_sent_because": verdicts[r.destination][1] or None,
+        } for r in routes],
+    }
+
+
+def _print_route(res: dict[str, Any]) -> None:
+    click.echo(f"Alert {res['alert_id']}: {res['event_type']} {res['status']} — "
+               f"{res['title']} ({res['asset']})")
+    if not res["routes"]:
+        click.echo("  no rule matched: nothing would be sent\n")
         return
-    for res in results:
-        click.echo(f"Alert {res['alert_id']}: {res['event_type']} {res['status']} — "
-                   f"{res['title']} ({res['asset']})")
-        if not res["routes"]:
-            click.echo("  no rule matched: nothing would be sent\n")
-            continue
-        click.echo(f"  matching rules: {', '.join(res['matching_rules'])}")
-        rows = [[r["destination"], r["type"], r["target"], r["rule"],
-                 ", ".join(r["also_matched"]) or "-", r["dedup_key"],
-                 "yes" if r["sent"] else f"{_OUTCOME_WORDS[r['outcome']]}: {r['not_sent_because']}"]
-                for r in res["routes"]]
-        click.echo(_indent(table(["DESTINATION", "TYPE", "TARGET", "RULE", "ALSO MATCHED",
-                                  "DEDUP KEY", "SENT"], rows, max_width=80)))
-        click.echo("")
+    click.echo(f"  matching rules: {', '.join(res['matching_rules'])}")
+    rows = [[r["destination"], r["type"], r["target"], r["rule"],
+             ", ".join(r["also_matched"]) or "-", r["dedup_key"],
+             "yes" if r["sent"] else f"{_OUTCOME_WORDS[r['outcome']]}: {r['not_sent_because']}"]
+            for r in res["routes"]]
+    click.echo(_indent(table(["DESTINATION", "TYPE", "TARGET", "RULE", "ALSO MATCHED",
+                              "DEDUP KEY", "SENT"], rows, max_width=80)))
+    click.echo("")
 
 
 _OUTCOME_WORDS = {"suppressed": "no", "held": "later", "digest": "in a digest", "send": "yes"}

@@ -622,3 +622,61 @@ def test_json_lines_are_accepted_with_line_numbers_for_problems() -> None:
         parse_alerts_text(f"{line}\n{{broken\n{line}\n", source="alerts.jsonl")
     (problem,) = info.value.problems
     assert problem.line == 2 and "JSON lines" in problem.message
+
+
+def test_alert_input_streams_json_lines_and_reports_every_problem(tmp_path: Path) -> None:
+    from armor_notify.errors import AlertError
+    from armor_notify.intake import AlertInput
+
+    good = json.dumps(alert_data())
+    path = tmp_path / "alerts.jsonl"
+    path.write_text(f"{good}\n\n{good}\n")
+    with AlertInput(str(path)) as source:
+        assert source.json_lines
+        assert len(list(source)) == 2
+        assert len(list(source)) == 2  # read again from the file, not kept
+    path.write_text(f"{good}\n[1, 2]\n" + json.dumps(dict(alert_data(), severity="dire")) + "\n")
+    with AlertInput(str(path)) as source, pytest.raises(AlertError) as info:
+        source.check()
+    first, second = info.value.problems
+    assert (first.line, second.line, second.path) == (2, 3, "severity")
+    assert "one alert object a line" in first.message
+
+
+def test_alert_input_counts_problems_beyond_the_first_hundred(tmp_path: Path) -> None:
+    from armor_notify.errors import AlertError
+    from armor_notify.intake import MAX_PROBLEMS, AlertInput
+
+    path = tmp_path / "alerts.jsonl"
+    path.write_text(json.dumps(alert_data()) + "\n" + "{broken\n" * (MAX_PROBLEMS + 7))
+    with AlertInput(str(path)) as source, pytest.raises(AlertError) as info:
+        source.check()
+    assert len(info.value.problems) == MAX_PROBLEMS + 1
+    assert info.value.problems[-1].message == "and 7 more problems"
+
+
+def test_a_pretty_printed_object_or_an_array_is_read_whole(tmp_path: Path) -> None:
+    from armor_notify.intake import AlertInput
+
+    for name, text in (("one.json", json.dumps(alert_data(), indent=2)),
+                       ("many.json", json.dumps([alert_data(), alert_data()]))):
+        path = tmp_path / name
+        path.write_text(text)
+        with AlertInput(str(path)) as source:
+            assert not source.json_lines
+            assert len(list(source)) == text.count('"event_type"')
+
+
+def test_read_alerts_keeps_its_16_mib_limit_for_json_lines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from armor_notify import intake
+    from armor_notify.errors import AlertError
+
+    monkeypatch.setattr(intake, "MAX_INPUT_BYTES", 2000)
+    path = tmp_path / "alerts.jsonl"
+    path.write_text((json.dumps(alert_data()) + "\n") * 20)
+    with pytest.raises(AlertError) as info:
+        read_alerts(str(path))
+    assert "larger than" in str(info.value)
+    with intake.AlertInput(str(path)) as source:  # streaming has no total limit
+        assert len(list(source)) == 20

@@ -146,6 +146,44 @@ def test_route_example_alert_through_overlapping_rules() -> None:
     assert PD_KEY not in first.stdout
 
 
+def test_route_streams_json_lines_with_the_same_answers_as_an_array(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"d": {"type": "scripted"}})
+    alerts = [dict(ALERT, id=f"a{i}", asset=dict(ALERT["asset"], id=f"tbl_{i}"))
+              for i in range(5)]
+    array = tmp_path / "alerts.json"
+    array.write_text(json.dumps(alerts))
+    lines = tmp_path / "alerts.jsonl"
+    lines.write_text("".join(json.dumps(a) + "\n\n" for a in alerts))
+    as_array = run_cli("route", str(array), "--config", str(config), "--json")
+    as_lines = run_cli("route", str(lines), "--config", str(config), "--json")
+    from_stdin = run_cli("route", "-", "--config", str(config), "--json",
+                         stdin=lines.read_text())
+    assert as_array.returncode == as_lines.returncode == from_stdin.returncode == 0
+    assert as_lines.stdout == as_array.stdout == from_stdin.stdout  # the very same document
+    assert [a["alert_id"] for a in json.loads(as_lines.stdout)["alerts"]] == [
+        f"a{i}" for i in range(5)]
+    text = run_cli("route", str(lines), "--config", str(config))
+    assert text.stdout == run_cli("route", str(array), "--config", str(config)).stdout
+
+
+def test_route_checks_every_line_before_printing_anything(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"d": {"type": "scripted"}})
+    good = json.dumps(ALERT)
+    bad = json.dumps(dict(ALERT, asset={"id": "x"}))
+    lines = tmp_path / "alerts.jsonl"
+    lines.write_text("\n".join([good, good, bad, "{not json", good, bad]) + "\n")
+    as_json = run_cli("route", str(lines), "--config", str(config), "--json")
+    assert as_json.returncode == 2
+    doc = json.loads(as_json.stdout)  # the error document only: no alert was printed first
+    assert "alerts" not in doc and [p["line"] for p in doc["problems"]] == [3, 4, 6]
+    res = run_cli("route", str(lines), "--config", str(config))
+    assert res.returncode == 2 and res.stdout == ""
+    assert f"{lines}:3: asset.name: missing required field 'name'" in res.stderr
+    assert f"{lines}:4: not valid JSON" in res.stderr
+    assert f"{lines}:6: asset.name: missing required field 'name'" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
 def test_route_human_output_and_no_match(tmp_path: Path) -> None:
     config = write_config(tmp_path, {"d": {"type": "scripted"}})
     res = run_cli("route", str(write_alert(tmp_path)), "--config", str(config))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -24,6 +23,8 @@ from .errors import AlertError, Problem
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 """The most an object or array input (or one line of JSON lines) may hold."""
+MAX_STDIN_BYTES = 1024 * 1024 * 1024
+"""The most standard input may hold (it is copied to a temporary file to be read twice)."""
 MAX_PROBLEMS = 100
 """Problems reported for one input; more are counted, not listed."""
 
@@ -58,9 +59,19 @@ class AlertInput:
             if path != "-":
                 return Path(path).open(encoding="utf-8")
             # Kept open until close(); standard input can be read only once, the spool twice.
+            limit = self.max_bytes if self.max_bytes is not None else MAX_STDIN_BYTES
             spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
             try:
-                shutil.copyfileobj(sys.stdin, spool)
+                copied = 0
+                while chunk := sys.stdin.read(min(2**20, limit + 1 - copied)):
+                    spool.write(chunk)
+                    copied += len(chunk)
+                    if copied > limit:
+                        raise AlertError([Problem(self.name, "", (
+                            f"the alert input is larger than {limit // 2**20} MiB"
+                            if self.max_bytes is not None else
+                            f"standard input is larger than {limit // 2**20:,} MiB: name a file "
+                            "instead, which is read as a stream without a limit"))])
                 spool.seek(0)
             except BaseException:
                 spool.close()

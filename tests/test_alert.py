@@ -680,3 +680,26 @@ def test_read_alerts_keeps_its_16_mib_limit_for_json_lines(
     assert "larger than" in str(info.value)
     with intake.AlertInput(str(path)) as source:  # streaming has no total limit
         assert len(list(source)) == 20
+
+
+def test_standard_input_is_spooled_within_a_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from armor_notify import intake
+    from armor_notify.errors import AlertError
+
+    line = json.dumps(alert_data()) + "\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(line * 3))
+    with intake.AlertInput("-") as source:
+        assert source.json_lines and len(list(source)) == 3
+        assert len(list(source)) == 3  # read twice: from the spool
+    monkeypatch.setattr(intake, "MAX_STDIN_BYTES", 2**20)
+    monkeypatch.setattr("sys.stdin", io.StringIO(line * (2**20 // len(line) + 1)))
+    with pytest.raises(AlertError) as info:
+        intake.AlertInput("-")
+    assert "standard input is larger than" in str(info.value)
+    monkeypatch.setattr(intake, "MAX_INPUT_BYTES", 1000)
+    monkeypatch.setattr("sys.stdin", io.StringIO(line * 100))
+    with pytest.raises(AlertError) as info:
+        read_alerts("-")
+    assert "larger than" in str(info.value)

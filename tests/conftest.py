@@ -1,10 +1,12 @@
-"""Shared fixtures: the scripted test plugin on the path, fresh plugin loading, CLI runners."""
+"""Shared fixtures: the scripted test plugin on the path, fresh plugin loading, CLI runners, a
+certificate authority for loopback TLS servers."""
 
 from __future__ import annotations
 
 import atexit
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -12,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 SITE = Path(__file__).parent / "site"
 ROOT = Path(__file__).parent.parent
@@ -61,3 +64,16 @@ def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = N
     exe = Path(sys.executable).with_name("armor-notify")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, env=full_env,
                           input=stdin, cwd=cwd, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def certificate_authority() -> trustme.CA:
+    """A private certificate authority (trustme) that loopback TLS servers' certificates come from."""
+    return trustme.CA()
+
+
+def tls_server_context(ca: trustme.CA) -> ssl.SSLContext:
+    """A server context with a certificate for 127.0.0.1 issued by ``ca``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context

@@ -13,6 +13,7 @@ from pathlib import Path
 import certifi
 import pytest
 import trustme
+from conftest import tls_server_context
 
 from armor_notify import Outcome
 from armor_notify.http import CERTIFICATE_HINT, HttpClient, NetworkError, ca_bundle, proxy_for
@@ -155,16 +156,9 @@ def test_a_malformed_url_is_another_error() -> None:
     assert caught.value.kind == "other"
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
 @pytest.fixture
-def tls_server(ca: trustme.CA) -> Iterator[Server]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    with Server(tls=context) as s:
+def tls_server(certificate_authority: trustme.CA) -> Iterator[Server]:
+    with Server(tls=tls_server_context(certificate_authority)) as s:
         yield s
 
 
@@ -177,10 +171,10 @@ def test_an_untrusted_certificate_is_a_certificate_error(tls_server: Server) -> 
 
 
 def test_a_ca_bundle_from_the_environment_is_trusted(
-        tls_server: Server, ca: trustme.CA, monkeypatch: pytest.MonkeyPatch,
+        tls_server: Server, certificate_authority: trustme.CA, monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:
     bundle = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(bundle))
+    certificate_authority.cert_pem.write_to_path(str(bundle))
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
     client = HttpClient(tls_server.url)
     assert client.ca_bundle == str(bundle)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ from armor_notify_plugins.pagerduty import (
     encode_event,
     event_summary,
 )
+from conftest import tls_server_context
 from fake_pagerduty import (
     CHANGE_PATH,
     INVALID_ROUTING_KEY,
@@ -778,19 +778,13 @@ def test_a_server_slower_than_the_timeout_is_retried(
     assert outcome == Outcome.retry(f"no answer from PagerDuty ({slow.url}/…) within 0.2 s")
 
 
-@pytest.fixture(scope="module")
-def certificate_authority() -> trustme.CA:
-    return trustme.CA()
-
-
 def test_tls_is_verified(
     certificate_authority: trustme.CA,
     sender_for: Callable[[PagerDutyConfig], PagerDutySender],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    certificate_authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    server_context = tls_server_context(certificate_authority)
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     with FakePagerDuty(ssl_context=server_context) as tls_fake:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import ssl
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib import metadata
@@ -15,6 +14,7 @@ import pytest
 import trustme
 from armor_notify_plugins import slack
 from armor_notify_plugins.slack import SlackConfig, SlackSender, build_payload, escape
+from conftest import tls_server_context
 from fake_slack import (
     ERROR_STATUS,
     WEBHOOK_PATH,
@@ -546,24 +546,18 @@ def test_threads_share_kept_alive_connections(fake: FakeSlack, sender: SlackSend
     assert 1 <= len({r.client_port for r in fake.requests}) <= 4
 
 
-@pytest.fixture(scope="module")
-def tls_ca() -> trustme.CA:
-    return trustme.CA()
-
-
 @pytest.fixture
-def tls_fake(tls_ca: trustme.CA) -> Iterator[FakeSlack]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls_ca.issue_cert("127.0.0.1").configure_cert(context)
-    with FakeSlack(tls=context) as server:
+def tls_fake(certificate_authority: trustme.CA) -> Iterator[FakeSlack]:
+    with FakeSlack(tls=tls_server_context(certificate_authority)) as server:
         yield server
 
 
 def test_https_with_a_trusted_certificate_is_delivered(
-    tls_fake: FakeSlack, tls_ca: trustme.CA, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+    tls_fake: FakeSlack, certificate_authority: trustme.CA, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any
 ) -> None:
     bundle = tmp_path / "ca.pem"
-    tls_ca.cert_pem.write_to_path(str(bundle))
+    certificate_authority.cert_pem.write_to_path(str(bundle))
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
     assert tls_fake.url.startswith("https://127.0.0.1:")
     sender = SlackSender(SlackConfig(webhook_url=tls_fake.url))

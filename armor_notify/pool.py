@@ -73,9 +73,14 @@ class IOPool:
 
     @staticmethod
     def run_here(fn: Callable[[], T], done: queue.SimpleQueue[Job[T]]) -> Job[T]:
-        """Run ``fn`` on the calling thread, reported on ``done`` as a pool job would be."""
+        """Run ``fn`` on the calling thread, reported on ``done`` as a pool job would be. A
+        ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM where the command line turns it into one) is
+        the caller's, not the job's: it propagates, as it would have while waiting for a pool
+        thread."""
         job = Job(fn, done)
         job.run()
+        if isinstance(job.error, KeyboardInterrupt):
+            raise job.error
         job.finished = True
         done.put(job)
         return job

@@ -101,6 +101,19 @@ def test_deliveries_that_are_not_alone_run_on_io_threads_even_when_bounded(
     assert all(r["thread"].startswith("armor-notify-") for r in records(rec))
 
 
+def test_ctrl_c_during_an_inline_attempt_stops_send_and_leaves_the_delivery_leased(
+        tmp_path: Path) -> None:
+    from armor_notify.outbox import SqliteOutbox
+
+    outbox = SqliteOutbox.open(tmp_path)
+    nt = notifier({"d": {"script": ["interrupt"], "bounded": True}}, outbox=outbox)
+    with pytest.raises(KeyboardInterrupt):
+        nt.send(nt.parse_alerts(make_alert()))
+    [delivery] = outbox.find()
+    assert delivery.state is State.in_flight  # picked up again when its lease expires
+    outbox.close()
+
+
 @pytest.mark.parametrize(("step", "state", "words"), [
     ("raise", State.failed, "the plugin raised ValueError: scripted plugin bug"),
     ("nonsense", State.failed, "the plugin returned int instead of an Outcome"),

@@ -6,7 +6,7 @@ exactly as a third-party plugin is.
 
 ``script`` lists what successive attempts do; the last entry repeats:
 ``ok`` | ``retry`` | ``retry-after:SECONDS`` | ``fail`` | ``hang`` | ``slow:SECONDS`` |
-``raise`` |
+``raise`` | ``interrupt`` |
 ``oserror`` | ``nonsense`` | ``barrier:N`` | ``broken-setup``.
 Every attempt is appended to ``record`` (JSON lines).
 """
@@ -94,6 +94,8 @@ class ScriptedSender:
             return Outcome.delivered()
         if kind == "raise":
             raise ValueError("scripted plugin bug")
+        if kind == "interrupt":  # the user pressed Ctrl-C during the attempt
+            raise KeyboardInterrupt
         if kind == "oserror":
             raise ConnectionRefusedError(111, "Connection refused")
         if kind == "nonsense":

@@ -206,6 +206,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 # -- Apprise is imported only when a bridged destination is used --------------------------------
 
 
+@pytest.mark.slow
 def test_importing_listing_plugins_and_native_urls_never_import_apprise() -> None:
     code = textwrap.dedent(f"""
         import sys
@@ -235,6 +236,7 @@ def test_importing_listing_plugins_and_native_urls_never_import_apprise() -> Non
 # -- sending through Apprise ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_rule_fans_out_to_apprise_services_through_the_cli(tmp_path: Path) -> None:
     with Receiver() as hooks, Receiver() as forms:
         config = write(tmp_path, "armor-notify.yaml", f"""
@@ -274,6 +276,7 @@ def test_a_rule_fans_out_to_apprise_services_through_the_cli(tmp_path: Path) -> 
     assert_no_secret(result.stdout, result.stderr)
 
 
+@pytest.mark.slow
 def test_per_service_outcomes_with_apprise_reasons_through_the_cli(tmp_path: Path) -> None:
     with Receiver() as flaky, Receiver(default=400) as refusing, Receiver(default=503) as down:
         flaky.script(500)
@@ -491,6 +494,7 @@ def test_missing_apprise_is_a_clear_config_error(monkeypatch: pytest.MonkeyPatch
         AppriseSender(AppriseConfig.model_construct(url=apprise_bridge.AppriseUrl("json://x/")))
 
 
+@pytest.mark.slow
 def test_missing_apprise_through_the_cli(tmp_path: Path) -> None:
     shadow = tmp_path / "shadow" / "apprise"
     shadow.mkdir(parents=True)
@@ -509,6 +513,7 @@ def test_missing_apprise_through_the_cli(tmp_path: Path) -> None:
     assert listing.returncode == 0 and "apprise" in listing.stdout
 
 
+@pytest.mark.slow
 def test_validate_and_route_show_the_type_each_url_became(tmp_path: Path) -> None:
     with Receiver() as hooks:
         config = write(tmp_path, "armor-notify.yaml", f"""

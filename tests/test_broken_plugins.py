@@ -11,7 +11,10 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from conftest import SITE, run_cli
+
+pytestmark = pytest.mark.slow  # these tests start processes
 
 BROKEN = Path(__file__).parent / "site-broken"
 ENV = {"PYTHONPATH": os.pathsep.join([str(BROKEN), str(SITE)])}

@@ -53,6 +53,7 @@ def assert_no_traceback(*texts: str) -> None:
 # -- validate ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_validate_the_example_config() -> None:
     res = run_cli("validate", "--config", str(EXAMPLES / "armor-notify.yaml"), env=EXAMPLE_ENV)
     assert res.returncode == 0, res.stderr
@@ -62,6 +63,7 @@ def test_validate_the_example_config() -> None:
         assert secret not in res.stdout + res.stderr
 
 
+@pytest.mark.slow
 def test_validate_reports_every_mistake_with_its_path(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text(
@@ -96,6 +98,7 @@ def test_validate_reports_every_mistake_with_its_path(tmp_path: Path) -> None:
         assert line in err, f"missing: {line}\n--- got:\n{err}"
 
 
+@pytest.mark.slow
 def test_validate_json_lists_problems(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("version: 2\ndestinations: {}\n")
@@ -106,6 +109,7 @@ def test_validate_json_lists_problems(tmp_path: Path) -> None:
     assert "version: 1" in doc["problems"][0]["message"]
 
 
+@pytest.mark.slow
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     res = run_cli("validate", cwd=tmp_path)
     assert res.returncode == 2
@@ -115,6 +119,7 @@ def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     assert f"{tmp_path / 'x.yaml'}: config file not found" in res.stderr
 
 
+@pytest.mark.slow
 def test_config_found_through_the_environment_and_the_current_directory(tmp_path: Path) -> None:
     write_config(tmp_path, {"d": {"type": "scripted"}})
     assert run_cli("validate", cwd=tmp_path).returncode == 0
@@ -128,6 +133,7 @@ def test_config_found_through_the_environment_and_the_current_directory(tmp_path
 # -- route ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_route_example_alert_through_overlapping_rules() -> None:
     args = ("route", str(EXAMPLES / "alerts" / "freshness_violation.json"), "--config",
             str(EXAMPLES / "armor-notify.yaml"), "--json")
@@ -146,6 +152,7 @@ def test_route_example_alert_through_overlapping_rules() -> None:
     assert PD_KEY not in first.stdout
 
 
+@pytest.mark.slow
 def test_route_streams_json_lines_with_the_same_answers_as_an_array(tmp_path: Path) -> None:
     config = write_config(tmp_path, {"d": {"type": "scripted"}})
     alerts = [dict(ALERT, id=f"a{i}", asset=dict(ALERT["asset"], id=f"tbl_{i}"))
@@ -166,6 +173,7 @@ def test_route_streams_json_lines_with_the_same_answers_as_an_array(tmp_path: Pa
     assert text.stdout == run_cli("route", str(array), "--config", str(config)).stdout
 
 
+@pytest.mark.slow
 def test_route_checks_every_line_before_printing_anything(tmp_path: Path) -> None:
     config = write_config(tmp_path, {"d": {"type": "scripted"}})
     good = json.dumps(ALERT)
@@ -184,6 +192,7 @@ def test_route_checks_every_line_before_printing_anything(tmp_path: Path) -> Non
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_route_human_output_and_no_match(tmp_path: Path) -> None:
     config = write_config(tmp_path, {"d": {"type": "scripted"}})
     res = run_cli("route", str(write_alert(tmp_path)), "--config", str(config))
@@ -195,6 +204,7 @@ def test_route_human_output_and_no_match(tmp_path: Path) -> None:
     assert "no rule matched" in res.stdout
 
 
+@pytest.mark.slow
 def test_route_shows_resolved_alerts_suppressed_where_send_resolved_is_off(tmp_path: Path) -> None:
     config = write_config(tmp_path, {"yes-dest": {"type": "scripted"},
                                      "no-dest": {"type": "scripted", "send_resolved": False}})
@@ -210,6 +220,7 @@ def test_route_shows_resolved_alerts_suppressed_where_send_resolved_is_off(tmp_p
 # -- send -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_send_reports_each_outcome_and_exit_code(tmp_path: Path) -> None:
     config = write_config(tmp_path, {
         "good": {"type": "scripted", "script": ["ok"]},
@@ -237,6 +248,7 @@ def test_send_reports_each_outcome_and_exit_code(tmp_path: Path) -> None:
     assert_no_traceback(human.stdout, human.stderr)
 
 
+@pytest.mark.slow
 def test_send_all_delivered_exits_0_and_reads_stdin(tmp_path: Path) -> None:
     config = write_config(tmp_path, {"a": {"type": "scripted"}, "b": {"type": "scripted"}})
     res = run_cli("send", "-", "--config", str(config), stdin=json.dumps([ALERT, ALERT]))
@@ -244,6 +256,7 @@ def test_send_all_delivered_exits_0_and_reads_stdin(tmp_path: Path) -> None:
     assert "4 delivered" in res.stdout
 
 
+@pytest.mark.slow
 def test_send_dry_run_sends_nothing(tmp_path: Path) -> None:
     record = tmp_path / "record.jsonl"
     config = write_config(tmp_path, {"a": {"type": "scripted", "record": str(record)}})
@@ -253,6 +266,7 @@ def test_send_dry_run_sends_nothing(tmp_path: Path) -> None:
     assert not record.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("payload", "message"), [
     ("{not json", "not valid JSON"),
     (json.dumps({k: v for k, v in ALERT.items() if k != "title"}), "title: missing required field"),
@@ -272,6 +286,7 @@ def test_send_bad_input_exits_2_and_sends_nothing(tmp_path: Path, payload: str,
     assert not record.exists()
 
 
+@pytest.mark.slow
 def test_send_with_a_bad_config_sends_nothing(tmp_path: Path) -> None:
     record = tmp_path / "record.jsonl"
     config = write_config(tmp_path, {"a": {"type": "scripted", "record": str(record)},
@@ -285,6 +300,7 @@ def test_send_with_a_bad_config_sends_nothing(tmp_path: Path) -> None:
 # -- test -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_test_command_success_and_resolve(tmp_path: Path) -> None:
     record = tmp_path / "record.jsonl"
     config = write_config(tmp_path, {"dest": {"type": "scripted", "record": str(record)}})
@@ -303,6 +319,7 @@ def test_test_command_success_and_resolve(tmp_path: Path) -> None:
     assert all(s["test"] for s in sent)
 
 
+@pytest.mark.slow
 def test_test_command_failure_and_unknown_destination(tmp_path: Path) -> None:
     config = write_config(tmp_path, {"dest": {"type": "scripted", "script": ["fail"],
                                               "token": TOKEN}})
@@ -319,6 +336,7 @@ def test_test_command_failure_and_unknown_destination(tmp_path: Path) -> None:
 # -- plugins ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_plugins_json_lists_built_ins_and_third_party() -> None:
     res = run_cli("plugins", "--json")
     assert res.returncode == 0
@@ -332,12 +350,14 @@ def test_plugins_json_lists_built_ins_and_third_party() -> None:
     assert "scripted" not in {p["name"] for p in json.loads(res.stdout)["plugins"]}
 
 
+@pytest.mark.slow
 def test_plugins_table() -> None:
     res = run_cli("plugins")
     assert res.returncode == 0
     assert re.search(r"^scripted\s+armor-notify-scripted\s+1\.0\s+third-party", res.stdout, re.M)
 
 
+@pytest.mark.slow
 def test_help_and_version() -> None:
     res = run_cli("--help")
     assert res.returncode == 0

@@ -23,6 +23,8 @@ from conftest import SITE, run_cli
 from fake_pagerduty import FakePagerDuty, FakeResponse
 from fake_slack import FakeSlack
 
+pytestmark = pytest.mark.slow  # these tests start processes
+
 PD_KEY = "0123456789abcdef0123456789abcdef"
 
 

@@ -672,6 +672,7 @@ def test_config_errors_name_the_destination_path() -> None:
     ) in str(caught.value)
 
 
+@pytest.mark.slow
 def test_armor_notify_test_sends_a_test_email_end_to_end(
     relay: FakeSMTPServer, tmp_path: Path
 ) -> None:

@@ -124,6 +124,7 @@ def test_rate_limited_and_unavailable_pagerduty_recovers_with_one_dedup_key(
     assert len({r.body["dedup_key"] for r in pd.requests}) == 1
 
 
+@pytest.mark.slow
 def test_the_test_command_against_pagerduty(
         tmp_path: Path, receivers: Receivers) -> None:
     pd, _, _, smtp = receivers

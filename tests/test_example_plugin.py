@@ -26,6 +26,8 @@ from conftest import EXAMPLES, SITE, run_cli
 
 from armor_notify.plugins import PluginManager
 
+pytestmark = pytest.mark.slow  # these tests start processes
+
 EXAMPLE = EXAMPLES / "armor-notify-webhook"
 SECRET = "whsec-example-plugin-0123456789abcdef"
 ALERT = {

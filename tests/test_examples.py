@@ -11,6 +11,8 @@ from conftest import EXAMPLES, ROOT
 from armor_notify.api import Notifier
 from armor_notify.plugins import PluginManager
 
+pytestmark = pytest.mark.slow  # these tests start processes
+
 ENV = {
     "PAGERDUTY_INTEGRATION_KEY": "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6",
     "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX",

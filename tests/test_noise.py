@@ -351,6 +351,7 @@ def test_digest_headline_wording() -> None:
 # -- route --at and send through the command line ----------------------------------------------
 
 
+@pytest.mark.slow
 def test_route_at_shows_what_would_be_suppressed_held_or_digested(tmp_path: Path) -> None:
     config = tmp_path / "armor-notify.yaml"
     config.write_text(yaml.safe_dump({

@@ -151,6 +151,7 @@ def test_bad_event_type_names_are_rejected() -> None:
                                                     register("Bad Name")))])
 
 
+@pytest.mark.slow
 def test_tracing_prints_hook_calls() -> None:
     from conftest import run_cli
 

@@ -24,6 +24,7 @@ from armor_notify.testing import Capture, DestinationConformance
 # -- the kit as a pytest plugin -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_kit_is_a_pytest_plugin_that_import_armor_notify_never_loads(
     pytestconfig: pytest.Config,
 ) -> None:

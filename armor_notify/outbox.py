@@ -64,7 +64,8 @@ class Outbox(Protocol):
                 now: float, gate: Gate | None = None,
                 lease_to: tuple[str, RulesFor] | None = None) -> list[tuple[Delivery, bool]]: ...
     def claim(self, owner: str, now: float, limit: int, rules_for: RulesFor,
-              ids: Collection[str] | None = None) -> list[Delivery]: ...
+              ids: Collection[str] | None = None, *,
+              busy: Collection[str] = ()) -> list[Delivery]: ...
     def complete(self, deliveries: Sequence[Delivery], owner: str,
                  now: float) -> list[bool]: ...
     def hold_key(self, key: str, until: float) -> None: ...
@@ -291,8 +292,10 @@ class SqliteOutbox:
 
     # -- claiming ---------------------------------------------------------------------------------
     def claim(self, owner: str, now: float, limit: int, rules_for: RulesFor,
-              ids: Collection[str] | None = None) -> list[Delivery]:
-        """Lease up to ``limit`` due deliveries to ``owner``.
+              ids: Collection[str] | None = None, *,
+              busy: Collection[str] = ()) -> list[Delivery]:
+        """Lease up to ``limit`` due deliveries to ``owner``, none of the destinations in
+        ``busy`` (the caller has no room for them now).
 
         Due means queued with its time come, or in flight with an expired lease (its worker died:
         that attempt is recorded as lost and counts). A delivery waits while an older delivery
@@ -307,6 +310,9 @@ class SqliteOutbox:
                 if ids is None:
                     _close_due_digests(db, now)
                 where, params = _id_filter(ids)
+                if busy:
+                    where += f" AND destination NOT IN ({','.join('?' * len(busy))})"
+                    params = (*params, *busy)
                 # The candidates' ids first, then whole rows only for those tried: a row holds
                 # the alert's JSON, and most candidates beyond ``limit`` are never looked at.
                 candidates = db.execute(

@@ -299,3 +299,13 @@ def test_a_resolve_sent_later_also_delivers_its_queued_trigger_first(tmp_path: P
     assert resolved.deliveries[0].state is State.delivered and resolved.exit_code == 0
     assert [(s["action"], s["attempt"]) for s in sent(record)] == [
         ("trigger", 1), ("trigger", 2), ("resolve", 1)]
+
+
+def test_a_claim_skips_busy_destinations(box: SqliteOutbox) -> None:
+    nt = notifier({"hung": {}, "quick": {}}, box)
+    box.enqueue(planned(nt, alert(1), alert(2)), repeat_window=0, now=10.0)
+    claimed = box.claim("w", 10.0, 10, lambda n: RULES, busy={"hung"})
+    assert sorted(d.destination for d in claimed) == ["quick", "quick"]
+    assert {d.state for d in box.find() if d.destination == "hung"} == {State.queued}
+    assert sorted(d.destination for d in box.claim("w", 10.0, 10, lambda n: RULES)) == [
+        "hung", "hung"]

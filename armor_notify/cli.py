@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import sys
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from .delivery import Delivery, State
 from .errors import ArmorNotifyError, ProblemsError
 from .noise import NO_HISTORY, History, zone
 from .outbox import FILE_NAME, SqliteOutbox, default_state_dir
-from .output import table
+from .output import clean, echo, echo_json, stdout_closed, table
 from .plugins import PluginManager, load_plugins
 
 CONFIG_HELP = "Config file (default: $ARMOR_NOTIFY_CONFIG, else ./armor-notify.yaml)."
@@ -30,9 +33,23 @@ STATE_DIR_HELP = ("Where the outbox lives (default: $ARMOR_NOTIFY_STATE_DIR, els
 json_option = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 state_dir_option = click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
 
+EXIT_INTERNAL = 4
+"""An internal error (a bug): never 1, which means a delivery failed (SPEC §6)."""
+
 
 class _Group(click.Group):
-    """Turns user errors into a message on stderr and exit code 2, never a traceback."""
+    """Turns user errors into a message on stderr and exit code 2, never a traceback; a bug into
+    exit code 4. Messages quoting user input show its control characters as escapes."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as exc:  # a bad option before the command: may quote input
+            shown = _safe_usage(exc)
+            if shown is exc:
+                raise
+            raise shown from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -40,16 +57,31 @@ class _Group(click.Group):
         except ArmorNotifyError as exc:
             _report_error(ctx, exc)
             ctx.exit(EXIT_USAGE)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except click.ClickException as exc:  # a usage error: click prints it, exit code 2
+            shown = _safe_usage(exc)
+            if shown is exc:
+                raise
+            raise shown from None
+        except (click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
             if ctx.find_root().params.get("debug"):
-                traceback.print_exc()
+                echo(traceback.format_exc(), err=True, nl=False)
             else:
-                click.echo(f"armor-notify: internal error: {type(exc).__name__}: {exc}\n"
-                           "Run again with --debug for a traceback, and please report it.",
-                           err=True)
-            ctx.exit(EXIT_FAILED)
+                echo(f"armor-notify: internal error: {type(exc).__name__}: {clean(exc)}\n"
+                     "Run again with --debug for a traceback, and please report it.", err=True)
+            ctx.exit(EXIT_INTERNAL)
+
+
+def _safe_usage(exc: click.ClickException) -> click.ClickException:
+    """``exc``, or the same message with the control characters of the input it quotes shown as
+    escapes (click prints usage errors itself)."""
+    message = exc.format_message()
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError) or clean(message) == message:
+        return exc
+    if isinstance(exc, click.UsageError):
+        return click.UsageError(clean(message), exc.ctx)
+    return click.ClickException(clean(message))
 
 
 def _report_error(ctx: click.Context, exc: ArmorNotifyError) -> None:
@@ -57,8 +89,12 @@ def _report_error(ctx: click.Context, exc: ArmorNotifyError) -> None:
     as_json = bool(sub and ctx.obj and ctx.obj.get("json"))
     if as_json:
         problems = [p.__dict__ for p in exc.problems] if isinstance(exc, ProblemsError) else []
-        click.echo(json.dumps({"error": str(exc), "problems": problems}, indent=2))
-    click.echo(f"armor-notify: {exc}", err=True)
+        echo_json(json.dumps({"error": str(exc), "problems": problems}, indent=2))
+    if isinstance(exc, ProblemsError):  # a heading, then one line per problem
+        text = "\n".join([str(exc).split("\n", 1)[0], *(f"  {clean(p)}" for p in exc.problems)])
+    else:
+        text = clean(exc)
+    echo(f"armor-notify: {text}", err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,7 +109,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def _plugins() -> PluginManager:
     pm = load_plugins()
     for line in pm.plugin_errors():
-        click.echo(f"armor-notify: warning: {line}", err=True)
+        echo(f"armor-notify: warning: {clean(line)}", err=True)
     return pm
 
 
@@ -86,22 +122,30 @@ def _json_flag(ctx: click.Context, as_json: bool) -> None:
 
 
 def _emit(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    echo_json(json.dumps(data, indent=2, default=str))
 
 
 def _emit_list(key: str, items: Iterable[Any]) -> None:
-    """``_emit({key: list(items)})``, written item by item (the same text, in flat memory)."""
-    click.echo(f'{{\n  "{key}": [', nl=False)
+    """``_emit({key: list(items)})``, written item by item (the same text, in flat memory); stops
+    when standard output is closed."""
+    echo_json(f'{{\n  "{key}": [', nl=False)
     count = 0
     for item in items:
+        if stdout_closed():
+            return
         text = json.dumps(item, indent=2, default=str).replace("\n", "\n    ")
-        click.echo(f'{"," if count else ""}\n    {text}', nl=False)
+        echo_json(f'{"," if count else ""}\n    {text}', nl=False)
         count += 1
-    click.echo("\n  ]\n}" if count else "]\n}")
+    echo_json("\n  ]\n}" if count else "]\n}")
 
 
 # -- send -------------------------------------------------------------------------------------------
 DEFAULT_WAIT = 30.0
+SUMMARY_OVER = 20
+"""A send of more alerts than this shows a progress bar (on a terminal's stderr) and prints a
+summary table instead of one block per alert."""
+SUMMARY_REASONS = 10
+"""How many distinct failure reasons the summary lists."""
 
 
 def _open_outbox(state_dir: str | None) -> SqliteOutbox:
@@ -123,9 +167,10 @@ def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_
          wait: float, state_dir: str | None) -> None:
     """Route and deliver the alert(s) in EVENT, a JSON file (- for stdin).
 
-    Every delivery is written to the outbox before it is attempted.
+    Every delivery is written to the outbox before it is attempted. Past 20 alerts a summary
+    table replaces the block per alert (every delivery: --json, or `armor-notify outbox list`).
     Exit codes: 0 all delivered (or suppressed/skipped), 1 some failed, 2 bad config or input,
-    3 some still queued for retry.
+    3 some still queued for retry, 4 internal error.
     """
     _json_flag(ctx, as_json)
     pm = _plugins()
@@ -133,21 +178,41 @@ def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_
     outbox = None if dry_run else _open_outbox(state_dir)
     with Notifier(cfg, pm, outbox=outbox) as notifier:
         alerts = notifier.read_alerts(event)
-        report = notifier.send(alerts, dry_run=dry_run, wait=wait)
+        show_progress = not dry_run and wait > 0 and len(alerts) > SUMMARY_OVER
+        with _progress(notifier, alerts, show_progress) as on_final:
+            if on_final is None:
+                report = notifier.send(alerts, dry_run=dry_run, wait=wait)
+            else:
+                report = notifier.send(alerts, dry_run=dry_run, wait=wait, on_final=on_final)
     if as_json:
         _emit(report.as_dict())
     else:
-        _print_report(report)
+        if len(report.alerts) > SUMMARY_OVER:
+            _print_summary(report)
+        else:
+            _print_report(report)
         batched = report.count(State.batched)
         if batched:
-            click.echo(f"{batched} collected for a digest: `armor-notify worker` sends it when "
-                       "its window closes or fills.")
+            echo(f"{batched} collected for a digest: `armor-notify worker` sends it when "
+                 "its window closes or fills.")
         queued = report.count(State.queued) + report.count(State.in_flight)
         if queued:
-            click.echo(f"{queued} deliver{'ies are' if queued != 1 else 'y is'} still queued in "
-                       f"the outbox: `armor-notify worker` delivers "
-                       f"{'them' if queued != 1 else 'it'}.")
+            echo(f"{queued} deliver{'ies are' if queued != 1 else 'y is'} still queued in "
+                 f"the outbox: `armor-notify worker` delivers {'them' if queued != 1 else 'it'}.")
     ctx.exit(report.exit_code)
+
+
+@contextlib.contextmanager
+def _progress(notifier: Notifier, alerts: Sequence[Alert],
+              wanted: bool) -> Iterator[Callable[[Delivery], None] | None]:
+    """A progress bar on stderr, when it is a terminal, moved on by each final delivery."""
+    if not wanted or not sys.stderr.isatty():
+        yield None
+        return
+    total = sum(1 for d in notifier.dispatcher.plan(alerts) if not d.state.final)
+    with click.progressbar(length=total, label="delivering", show_pos=True,
+                           file=sys.stderr) as bar:
+        yield lambda d: bar.update(1)
 
 
 def _print_report(report: SendReport) -> None:
@@ -155,24 +220,68 @@ def _print_report(report: SendReport) -> None:
     for d in report.deliveries:
         by_alert[d.alert.id].append(d)
     for alert in report.alerts:
-        click.echo(f"Alert {alert.id}: {alert.event_type} {alert.status} — {alert.title} "
-                   f"({alert.asset.name})")
+        echo(f"Alert {clean(alert.id)}: {clean(alert.event_type)} {clean(alert.status)} — "
+             f"{clean(alert.title)} ({clean(alert.asset.name)})")
         items = by_alert[alert.id]
         if not items:
-            click.echo("  no rule matched: nothing to send\n")
+            echo("  no rule matched: nothing to send\n")
             continue
         rows = [[d.destination, d.destination_type, d.rule, _state_text(d.state),
                  str(d.attempt_count), _detail(d)] for d in items]
-        click.echo(_indent(table(["DESTINATION", "TYPE", "RULE", "STATE", "ATTEMPTS", "DETAIL"],
-                                 rows, max_width=90)))
+        echo(_indent(table(["DESTINATION", "TYPE", "RULE", "STATE", "ATTEMPTS", "DETAIL"],
+                           rows, max_width=90)))
         for d in items:
             if d.state in (State.failed, State.dead) and (d.reason or d.hint):
-                click.echo(f"  {d.destination}: {d.reason}")
+                echo(f"  {clean(d.destination)}: {clean(d.reason)}")
                 if d.hint:
-                    click.echo(f"    hint: {d.hint}")
-        click.echo("")
+                    echo(f"    hint: {clean(d.hint)}")
+        echo("")
+    _print_counts(report)
+
+
+def _print_counts(report: SendReport) -> None:
     counts = [f"{report.count(s)} {s.value}" for s in State if report.count(s)]
-    click.echo(", ".join(counts) if counts else "nothing to deliver")
+    echo(", ".join(counts) if counts else "nothing to deliver")
+
+
+def _print_summary(report: SendReport) -> None:
+    """Counts per destination and state, and the distinct reasons of what failed."""
+    states = [s for s in State if report.count(s)]
+    per_dest: dict[tuple[str, str], Counter[State]] = {}
+    failures: dict[tuple[str, str, str, str], list[str]] = {}
+    for d in report.deliveries:
+        per_dest.setdefault((d.destination, d.destination_type), Counter())[d.state] += 1
+        if d.state in (State.failed, State.dead):
+            key = (d.destination, d.state.value, d.reason, d.hint or "")
+            failures.setdefault(key, []).append(d.alert.id)
+    routed = {d.alert.id for d in report.deliveries}
+    echo(f"{len(report.alerts)} alerts, {len(report.deliveries)} deliveries "
+         "(each delivery: `send --json` or `armor-notify outbox list`)")
+    if per_dest:
+        rows = [[name, kind, *(str(counts[s]) for s in states)]
+                for (name, kind), counts in per_dest.items()]
+        echo(_indent(table(["DESTINATION", "TYPE", *(s.value.replace("_", " ").upper()
+                                                     for s in states)], rows, max_width=60)))
+    unmatched = sum(1 for a in report.alerts if a.id not in routed)
+    if unmatched:
+        echo(f"  {unmatched} alert{'s' * (unmatched != 1)} matched no rule: nothing to send")
+    repeats = sum(1 for d in report.deliveries if d.repeat)
+    if repeats:
+        echo(f"  {repeats} already accepted within the repeat window: not sent again")
+    if failures:
+        total = sum(len(ids) for ids in failures.values())
+        echo(f"\nFailed or dead: {total} deliver{'y' if total == 1 else 'ies'}, "
+             f"{len(failures)} reason{'s' * (len(failures) != 1)}")
+        for (dest, state, reason, hint), ids in list(failures.items())[:SUMMARY_REASONS]:
+            sample = ", ".join(clean(i) for i in ids[:3]) + (", …" if len(ids) > 3 else "")
+            echo(f"  {clean(dest)} ({state}, {len(ids)}: {sample}): {clean(reason)}")
+            if hint:
+                echo(f"    hint: {clean(hint)}")
+        if len(failures) > SUMMARY_REASONS:
+            echo(f"  … and {len(failures) - SUMMARY_REASONS} more reasons: "
+                 "`armor-notify outbox list --state failed --state dead`")
+    echo("")
+    _print_counts(report)
 
 
 def _state_text(state: State) -> str:
@@ -226,6 +335,8 @@ def route(ctx: click.Context, event: str, config: str | None, as_json: bool, at:
             _emit_list("alerts", results)
             return
         for res in results:
+            if stdout_closed():  # the reader went away (`| head`): nothing more to show
+                return
             _print_route(res)
 
 
@@ -263,19 +374,19 @@ def _route_result(notifier: Notifier, alert: Alert, moment: float,
 
 
 def _print_route(res: dict[str, Any]) -> None:
-    click.echo(f"Alert {res['alert_id']}: {res['event_type']} {res['status']} — "
-               f"{res['title']} ({res['asset']})")
+    echo(f"Alert {clean(res['alert_id'])}: {clean(res['event_type'])} {clean(res['status'])} — "
+         f"{clean(res['title'])} ({clean(res['asset'])})")
     if not res["routes"]:
-        click.echo("  no rule matched: nothing would be sent\n")
+        echo("  no rule matched: nothing would be sent\n")
         return
-    click.echo(f"  matching rules: {', '.join(res['matching_rules'])}")
+    echo(f"  matching rules: {', '.join(clean(r) for r in res['matching_rules'])}")
     rows = [[r["destination"], r["type"], r["target"], r["rule"],
              ", ".join(r["also_matched"]) or "-", r["dedup_key"],
              "yes" if r["sent"] else f"{_OUTCOME_WORDS[r['outcome']]}: {r['not_sent_because']}"]
             for r in res["routes"]]
-    click.echo(_indent(table(["DESTINATION", "TYPE", "TARGET", "RULE", "ALSO MATCHED",
-                              "DEDUP KEY", "SENT"], rows, max_width=80)))
-    click.echo("")
+    echo(_indent(table(["DESTINATION", "TYPE", "TARGET", "RULE", "ALSO MATCHED",
+                        "DEDUP KEY", "SENT"], rows, max_width=80)))
+    echo("")
 
 
 _OUTCOME_WORDS = {"suppressed": "no", "held": "later", "digest": "in a digest", "send": "yes"}
@@ -323,27 +434,27 @@ def test_command(ctx: click.Context, destination: str, config: str | None, resol
         _emit({"destination": destination, "type": dest.type.name, "ok": ok,
                "deliveries": [d.as_dict() for d in results]})
         ctx.exit(EXIT_OK if ok else EXIT_FAILED)
-    name = dest.type.title
+    name = clean(dest.type.title)
     if trigger.state is not State.delivered:
-        click.echo(f"Test event to {name} failed: {trigger.reason}", err=True)
+        echo(f"Test event to {name} failed: {clean(trigger.reason)}", err=True)
         if trigger.hint:
-            click.echo(f"Hint: {trigger.hint}", err=True)
+            echo(f"Hint: {clean(trigger.hint)}", err=True)
         ctx.exit(EXIT_FAILED)
-    click.echo(f"Success! Test event sent to {name}")
-    click.echo(f"Dedup Key: {trigger.details.get('dedup_key') or trigger.dedup_key}")
+    echo(f"Success! Test event sent to {name}")
+    echo(f"Dedup Key: {clean(trigger.details.get('dedup_key') or trigger.dedup_key)}")
     if not resolve:
         if dest.type.test_reminder:
-            click.echo(dest.type.test_reminder)
+            echo(clean(dest.type.test_reminder))
         ctx.exit(EXIT_OK)
     resolved = results[1] if len(results) > 1 else None
     if resolved is not None and resolved.state is State.delivered:
         if resolved.details.get("skipped"):
-            click.echo(f"Nothing to resolve: {resolved.reason}")
+            echo(f"Nothing to resolve: {clean(resolved.reason)}")
         else:
-            click.echo(f"Resolved the test event in {name}.")
+            echo(f"Resolved the test event in {name}.")
         ctx.exit(EXIT_OK)
     reason = resolved.reason if resolved else "not attempted"
-    click.echo(f"Could not resolve the test event: {reason}", err=True)
+    echo(f"Could not resolve the test event: {clean(reason)}", err=True)
     ctx.exit(EXIT_FAILED)
 
 
@@ -366,15 +477,15 @@ def validate(ctx: click.Context, config: str | None, as_json: bool) -> None:
     if as_json:
         _emit({"valid": True, "config": cfg.path, "destinations": dests, "rules": rules})
         return
-    click.echo(f"{cfg.path}: valid — {len(dests)} destination{'s' * (len(dests) != 1)}, "
-               f"{len(rules)} rule{'s' * (len(rules) != 1)}")
-    click.echo(_indent(table(["DESTINATION", "TYPE", "TARGET", "SEND RESOLVED", "RATE LIMIT"],
-                             [[d["name"], d["type"], d["target"],
-                               "yes" if d["send_resolved"] else "no", d["rate_limit"]]
-                              for d in dests], max_width=80)))
+    echo(f"{clean(cfg.path)}: valid — {len(dests)} destination{'s' * (len(dests) != 1)}, "
+         f"{len(rules)} rule{'s' * (len(rules) != 1)}")
+    echo(_indent(table(["DESTINATION", "TYPE", "TARGET", "SEND RESOLVED", "RATE LIMIT"],
+                       [[d["name"], d["type"], d["target"],
+                         "yes" if d["send_resolved"] else "no", d["rate_limit"]]
+                        for d in dests], max_width=80)))
     unused = set(cfg.destinations) - {n for r in cfg.rules for n in r.destinations}
     for name in sorted(unused):
-        click.echo(f"  note: destination '{name}' is not used by any rule")
+        echo(f"  note: destination '{clean(name)}' is not used by any rule")
 
 
 # -- worker -----------------------------------------------------------------------------------------
@@ -403,13 +514,14 @@ def worker(ctx: click.Context, config: str | None, once: bool, wait: float | Non
     finished: list[Delivery] = []
 
     def report(d: Delivery) -> None:
+        # Printing never stops delivery: a closed stdout (`| head`) discards the rest.
         finished.append(d)
         if as_json:
-            click.echo(json.dumps(d.as_dict(), default=str))
+            echo_json(json.dumps(d.as_dict(), default=str))
         else:
-            detail = f": {d.reason}" if d.state is not State.delivered and d.reason else ""
-            click.echo(f"{d.state.value:<10} {d.destination}  {d.alert.id}  "
-                       f"({d.attempt_count} attempt{'s' * (d.attempt_count != 1)}){detail}")
+            detail = f": {clean(d.reason)}" if d.state is not State.delivered and d.reason else ""
+            echo(f"{d.state.value:<10} {clean(d.destination)}  {clean(d.alert.id)}  "
+                 f"({d.attempt_count} attempt{'s' * (d.attempt_count != 1)}){detail}")
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
     with Notifier(cfg, pm, outbox=_open_outbox(state_dir)) as notifier:
@@ -417,8 +529,8 @@ def worker(ctx: click.Context, config: str | None, once: bool, wait: float | Non
             notifier.dispatcher.deliver(notifier.outbox, wait_seconds=wait if once else None,
                                         stop_when_idle=once, on_final=report, poll=poll)
         except KeyboardInterrupt:
-            click.echo("armor-notify worker: stopped; deliveries in flight are picked up again "
-                       "when their lease expires", err=True)
+            echo("armor-notify worker: stopped; deliveries in flight are picked up again "
+                 "when their lease expires", err=True)
             ctx.exit(EXIT_OK)
         left = len(notifier.outbox.find([State.queued.value, State.in_flight.value], limit=1))
     if any(d.state in (State.failed, State.dead) for d in finished):
@@ -463,13 +575,13 @@ def outbox_list(ctx: click.Context, states: tuple[str, ...], limit: int, as_json
         _emit({"deliveries": [d.as_dict() for d in found]})
         return
     if not found:
-        click.echo("the outbox is empty" if not states else "no deliveries in those states")
+        echo("the outbox is empty" if not states else "no deliveries in those states")
         return
-    click.echo(table(["ID", "ACCEPTED", "ALERT", "STATUS", "DESTINATION", "STATE", "ATTEMPTS",
-                      "DETAIL"],
-                     [[d.id[:12], _when(d.created_at), d.alert.id, d.alert.status, d.destination,
-                       _state_text(d.state), str(d.attempt_count), _detail(d)] for d in found],
-                     max_width=70))
+    echo(table(["ID", "ACCEPTED", "ALERT", "STATUS", "DESTINATION", "STATE", "ATTEMPTS",
+                "DETAIL"],
+               [[d.id[:12], _when(d.created_at), d.alert.id, d.alert.status, d.destination,
+                 _state_text(d.state), str(d.attempt_count), _detail(d)] for d in found],
+               max_width=70))
 
 
 @outbox.command("show")
@@ -493,10 +605,10 @@ def outbox_show(ctx: click.Context, delivery_id: str, as_json: bool, state_dir: 
                 "rule", "dedup_key", "state", "attempts", "reason", "hint", "accepted_at",
                 "next_attempt_at"):
         if data.get(key) not in (None, ""):
-            click.echo(f"{key + ':':<18}{data[key]}")
+            echo(f"{key + ':':<18}{clean(data[key])}")
     for attempt in data["history"]:
-        click.echo(f"  attempt {attempt['number']}: {attempt['started_at']} "
-                   f"{attempt['status']} ({attempt['duration_ms']} ms) {attempt['reason']}")
+        echo(f"  attempt {attempt['number']}: {clean(attempt['started_at'])} "
+             f"{clean(attempt['status'])} ({attempt['duration_ms']} ms) {clean(attempt['reason'])}")
 
 
 @outbox.command("retry")
@@ -521,8 +633,8 @@ def outbox_retry(ctx: click.Context, ids: tuple[str, ...], include_failed: bool,
     if as_json:
         _emit({"requeued": count})
     else:
-        click.echo(f"{count} deliver{'y' if count == 1 else 'ies'} due now; run "
-                   "`armor-notify worker` to send them")
+        echo(f"{count} deliver{'y' if count == 1 else 'ies'} due now; run "
+             "`armor-notify worker` to send them")
 
 
 @outbox.command("purge")
@@ -540,7 +652,7 @@ def outbox_purge(ctx: click.Context, older_than: str, as_json: bool, state_dir: 
     if as_json:
         _emit({"purged": count})
     else:
-        click.echo(f"purged {count} finished deliver{'y' if count == 1 else 'ies'}")
+        echo(f"purged {count} finished deliver{'y' if count == 1 else 'ies'}")
 
 
 # -- plugins ----------------------------------------------------------------------------------------
@@ -557,8 +669,8 @@ def plugins(as_json: bool) -> None:
         [i.name, i.distribution, i.version, "built-in" if i.builtin else "third-party",
          ", ".join(i.destination_types) or "-", ", ".join(i.hooks) or "-",
          f"error: {i.error}" if i.error else "ok"] for i in infos]
-    click.echo(table(["PLUGIN", "DISTRIBUTION", "VERSION", "KIND", "DESTINATION TYPES", "HOOKS",
-                      "STATUS"], rows, max_width=70))
+    echo(table(["PLUGIN", "DISTRIBUTION", "VERSION", "KIND", "DESTINATION TYPES", "HOOKS",
+                "STATUS"], rows, max_width=70))
 
 
 def main() -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter,
 
 from .dedup import rule_slug
 from .destinations import DestinationConfig, DestinationType, RateLimit
+from .durations import Base60, DurationOrZero
 from .errors import ConfigError, Problem
 from .matching import Router, Rule
 from .noise import Blackout, check_blackouts, valid_zone
@@ -33,13 +35,21 @@ _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DEST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 
+MAX_CONFIG_BYTES = 1024 * 1024
+"""The largest config file read (1 MiB)."""
+MAX_CONFIG_DEPTH = 50
+"""The deepest nesting of mappings and lists in a config, aliases expanded."""
+MAX_CONFIG_VALUES = 100_000
+"""The most keys and values a config may hold, aliases expanded (a "billion laughs" guard)."""
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
 Loc = tuple[str | int, ...]
 
 
 class Defaults(BaseModel):
     """Values shared by every destination."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     source: Annotated[str, Field(min_length=1, max_length=255)] = "anomalyarmor"
     """PagerDuty's ``payload.source`` and the product name in messages."""
@@ -47,14 +57,14 @@ class Defaults(BaseModel):
     """The text of the link to the alert."""
     timezone: Annotated[str, BeforeValidator(valid_zone)] = "UTC"
     """The company time zone: daily limits reset at its midnight; blackouts default to it."""
-    repeat_window: Annotated[float, Field(ge=0)] = 600.0
+    repeat_window: DurationOrZero = 600.0
     """Seconds during which the same alert (id and status) is accepted only once per destination."""
 
 
 class ConfigFile(BaseModel):
     """The file's top level; destinations are validated by their own types afterwards."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     version: Literal[1]
     defaults: Defaults = Defaults()
@@ -80,7 +90,8 @@ class Destination:
     @property
     def rate_limit(self) -> RateLimit | None:
         text = self.config.rate_limit
-        return RateLimit.parse(self.type.default_rate_limit if text == "default" else text)
+        return RateLimit.parse(self.type.default_rate_limit if text == "default" else text,
+                               self.config.rate_burst)
 
     def describe(self) -> str:
         return self.config.describe() or self.type.title
@@ -115,13 +126,31 @@ def load_config(path: str | os.PathLike[str] | None, registry: Registry) -> Conf
     file = find_config(path)
     name = str(file)
     try:
-        text = file.read_text(encoding="utf-8")
+        text = _read_config(file)
     except FileNotFoundError:
         hint = "" if path else f" (pass --config PATH or set {CONFIG_ENV})"
         raise ConfigError([Problem(name, "", f"config file not found{hint}")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(name, "", f"cannot read the config file: {exc}")]) from None
     return parse_config(text, registry, source=name)
+
+
+def _read_config(file: Path) -> str:
+    """The file's text: a regular file of at most :data:`MAX_CONFIG_BYTES`. Opened without
+    blocking, so a named pipe or a device (``/dev/zero``) is refused instead of read forever."""
+    fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError([Problem(str(file), "", "cannot read the config file: not a "
+                                                      "regular file")])
+        data = fh.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([Problem(str(file), "", _too_large())])
+    return data.decode("utf-8")
+
+
+def _too_large() -> str:
+    return f"the config file is larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB"
 
 
 def parse_config(
@@ -132,15 +161,7 @@ def parse_config(
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """Validate config text (YAML). ``environ`` defaults to the process environment."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([Problem(source, "", f"not valid YAML: {problem}", line)]) from None
-    layout = _layout(node)
+    data, layout = _load_yaml(text, source)
     validator = _Validator(source, layout, registry, os.environ if environ is None else environ)
     for loc, line, first in layout.duplicates:
         validator.problem(loc, f"'{loc[-1]}' is defined twice (first on line {first}); "
@@ -176,26 +197,169 @@ class _Layout:
     """For keys YAML reads as non-strings (``off:``, ``null:``): path with the value → the text."""
 
 
-def _layout(node: yaml.Node | None) -> _Layout:
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, bounded: nesting deeper than :data:`MAX_CONFIG_DEPTH` stops the
+    parse where it happens (before recursion or slow scanning), and base-60 numbers such as an
+    unquoted ``17:30`` keep their text (:class:`Base60`) for the error message."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_CONFIG_DEPTH:
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise _Refused(f"nested too deeply (more than {MAX_CONFIG_DEPTH} levels)",
+                               event.start_mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_base60(self, node: yaml.ScalarNode) -> Any:
+        value = self.construct_yaml_int(node)
+        return Base60(value, node.value) if ":" in node.value else value
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_base60)
+
+
+class _Refused(Exception):
+    def __init__(self, message: str, line: int | None) -> None:
+        self.message = message
+        self.line = line
+
+
+def _load_yaml(text: str, source: str) -> tuple[Any, _Layout]:
+    """The YAML's data and its layout; :class:`ConfigError` for text that is not
+    valid YAML or goes past a bound (size, nesting, alias expansion, recursive aliases)."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError([Problem(source, "", _too_large())])
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _check_expansion(node)
+        layout = _layout(node, loader)
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([Problem(source, "", f"not valid YAML: {problem}", line)]) from None
+    except _Refused as refused:
+        raise ConfigError([Problem(source, "", refused.message, refused.line)]) from None
+    except RecursionError:  # a last guard: the bounds above keep recursion shallow
+        raise ConfigError([Problem(source, "", "nested too deeply")]) from None
+    finally:
+        loader.dispose()
+    return data, layout
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse aliases that make the config recursive, deeper than :data:`MAX_CONFIG_DEPTH` or
+    larger than :data:`MAX_CONFIG_VALUES` once expanded. Each node is measured once, so nine
+    levels of nine aliases ("billion laughs") cost 81 steps, not 9**9."""
+    measured: dict[int, tuple[int, int]] = {}  # node → (values, height), aliases expanded
+    active: set[int] = set()
+
+    def measure(node: yaml.Node, depth: int) -> tuple[int, int]:
+        line = node.start_mark.line + 1
+        known = measured.get(id(node))
+        if known is None:
+            if id(node) in active:
+                raise _Refused("an alias (*name) is used inside the collection it names: "
+                               "recursive structures are not allowed", line)
+            if depth > MAX_CONFIG_DEPTH:
+                raise _Refused(f"nested too deeply (more than {MAX_CONFIG_DEPTH} levels, "
+                               "aliases expanded)", line)
+            children: list[yaml.Node] = []
+            if isinstance(node, yaml.MappingNode):
+                children = [n for pair in node.value for n in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            active.add(id(node))
+            size, height = 1, 0
+            for child in children:
+                child_size, child_height = measure(child, depth + 1)
+                size += child_size
+                height = max(height, child_height + 1)
+                if size > MAX_CONFIG_VALUES:
+                    raise _Refused(f"the config holds more than {MAX_CONFIG_VALUES:,} values "
+                                   "once its aliases (*name) are expanded; refusing it", line)
+            active.discard(id(node))
+            known = measured[id(node)] = (size, height)
+        if depth + known[1] > MAX_CONFIG_DEPTH:
+            raise _Refused(f"nested too deeply (more than {MAX_CONFIG_DEPTH} levels, aliases "
+                           "expanded)", line)
+        return known
+
+    measure(root, 0)
+
+
+def _merged_pairs(node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node]]:
+    """The pairs a mapping's merge keys (``<<: *base``, ``<<: [*a, *b]``) bring in that its own
+    keys do not set; an earlier mapping in a merge list wins over a later one."""
+    own = {k.value for k, _ in node.value
+           if isinstance(k, yaml.ScalarNode) and k.tag != _MERGE_TAG}
+    out: list[tuple[yaml.Node, yaml.Node]] = []
+    seen = set(own)
+    for key, value in node.value:
+        if key.tag != _MERGE_TAG:
+            continue
+        sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                raise _Refused("a merge key (<<) takes a mapping, usually an alias such as "
+                               "<<: *base, or a list of them", source.start_mark.line + 1)
+            for pair in _effective_pairs(source):
+                text = pair[0].value if isinstance(pair[0], yaml.ScalarNode) else None
+                if text is None or text not in seen:
+                    seen.add(text)
+                    out.append(pair)
+    return out
+
+
+def _effective_pairs(node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node]]:
+    """A mapping's pairs as they read: merged pairs first, then its own (which win)."""
+    own = [(k, v) for k, v in node.value if k.tag != _MERGE_TAG]
+    return _merged_pairs(node) + own if len(own) != len(node.value) else own
+
+
+def _layout(node: yaml.Node | None, loader: _Loader) -> _Layout:
+    """Lines, duplicate keys and key texts; merge keys are resolved here (each mapping's pairs
+    replaced by the pairs it reads as), so every merged key has the line it is written on."""
     layout = _Layout({}, [], {})
+    flattened: set[int] = set()
 
     def walk(n: yaml.Node, loc: Loc) -> None:
         layout.lines.setdefault(loc, n.start_mark.line + 1)
         if isinstance(n, yaml.MappingNode):
+            merged = _merged_pairs(n) if id(n) not in flattened else []
             first: dict[str, int] = {}
             for key, value in n.value:
+                if key.tag == _MERGE_TAG:
+                    continue
                 text = key.value if isinstance(key, yaml.ScalarNode) else str(key)
                 line = key.start_mark.line + 1
                 if text in first:
                     layout.duplicates.append(((*loc, text), line, first[text]))
                     continue
                 first[text] = line
-                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:str":
-                    value_key = yaml.safe_load(text) if text else None
-                    layout.key_text[(*loc, value_key)] = text
+                _remember_key_text(layout, loc, key, text, loader)
                 layout.lines[(*loc, text)] = line
                 walk(value, (*loc, text))
                 layout.lines[(*loc, text)] = line
+            for key, value in merged:
+                text = key.value if isinstance(key, yaml.ScalarNode) else str(key)
+                _remember_key_text(layout, loc, key, text, loader)
+                layout.lines[(*loc, text)] = key.start_mark.line + 1
+                walk(value, (*loc, text))
+                layout.lines[(*loc, text)] = key.start_mark.line + 1
+            if id(n) not in flattened:  # PyYAML then finds no merge key left to resolve
+                flattened.add(id(n))
+                n.value = merged + [(k, v) for k, v in n.value if k.tag != _MERGE_TAG]
         elif isinstance(n, yaml.SequenceNode):
             for i, item in enumerate(n.value):
                 walk(item, (*loc, i))
@@ -203,6 +367,18 @@ def _layout(node: yaml.Node | None) -> _Layout:
     if node is not None:
         walk(node, ())
     return layout
+
+
+def _remember_key_text(layout: _Layout, loc: Loc, key: yaml.Node, text: str,
+                       loader: _Loader) -> None:
+    """For keys YAML reads as non-strings (``off:``, ``null:``, ``1:``)."""
+    if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:str":
+        try:
+            value_key = loader.construct_object(key) if text else None
+        except yaml.YAMLError:  # reported when the document is constructed
+            return
+        if isinstance(value_key, Hashable):
+            layout.key_text[(*loc, value_key)] = text
 
 
 def suggest(word: str, choices: typing.Iterable[str]) -> str:

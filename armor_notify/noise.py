@@ -22,33 +22,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+# Re-exported: rules and destinations import them from here.
+from .durations import DATE_RANGE, Base60
+from .durations import Duration as Duration
+from .durations import DurationOrZero as DurationOrZero
+from .durations import format_duration as format_duration
+from .durations import parse_duration as parse_duration
+
 _DAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
 _DAY_GROUPS = {"weekdays": (1, 2, 3, 4, 5), "weekends": (6, 7), "daily": (1, 2, 3, 4, 5, 6, 7)}
-
-
-def parse_duration(value: Any) -> Any:
-    """``90`` or ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"`` → seconds."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or text such as 30s, 15m, 2h, 1d")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value.lower())
-        if match:
-            return float(match.group(1)) * _UNITS[match.group(2)]
-    raise ValueError("a duration is a number of seconds or text such as 30s, 15m, 2h, 1d")
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-
-
-def format_duration(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
 
 
 def zone(name: str) -> ZoneInfo:
@@ -65,10 +47,15 @@ def valid_zone(value: str) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _clock(value: Any) -> Any:
+    if isinstance(value, Base60):
+        hour, minute = divmod(int(value), 60)
+        quoted = f"{hour:02d}:{minute:02d}" if 0 <= hour <= 24 else value.text
+        raise ValueError(f"YAML reads an unquoted {value.text} as the number {int(value)} (a "
+                         f"base-60 number): put the time in quotes, '{quoted}'")
     if isinstance(value, str) and re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d|24:00", value.strip()):
         hours, minutes = value.strip().split(":")
         return int(hours) * 60 + int(minutes)
@@ -177,10 +164,14 @@ def _local(day: date, minute: int, tz: ZoneInfo) -> datetime:
 
 
 def _local_datetime(value: Any) -> Any:
+    if isinstance(value, Base60):
+        raise ValueError(f"YAML reads an unquoted {value.text} as the number {int(value)} (a "
+                         "base-60 number): write a date and time in quotes, such as "
+                         f"'2026-12-24 {value.text}'")
     if isinstance(value, datetime):
-        return value.replace(tzinfo=None)
+        return _in_range(value.replace(tzinfo=None))
     if isinstance(value, date):
-        return datetime.combine(value, time())
+        return _in_range(datetime.combine(value, time()))
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.strip())
@@ -190,8 +181,14 @@ def _local_datetime(value: Any) -> Any:
         if parsed.tzinfo is not None:
             raise ValueError("leave the UTC offset out: a blackout is in local time; set its "
                              "timezone instead")
-        return parsed
+        return _in_range(parsed)
     raise ValueError("write dates as YYYY-MM-DD or YYYY-MM-DD HH:MM")
+
+
+def _in_range(moment: datetime) -> datetime:
+    if not 1970 <= moment.year <= 2999:
+        raise ValueError(f"the date must be {DATE_RANGE}")
+    return moment
 
 
 class Blackout(_Strict):

@@ -18,7 +18,7 @@ StrList = Annotated[tuple[Annotated[str, Field(min_length=1)], ...], BeforeValid
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Patterns(_Strict):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import uuid
 from datetime import datetime, timezone
@@ -18,6 +20,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from .durations import bounded_moment
 
 BUILTIN_EVENT_TYPES: tuple[str, ...] = (
     "schema_change",
@@ -51,6 +55,8 @@ Status = Literal["triggered", "acknowledged", "resolved"]
 _CREDENTIAL_URL = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://[^\s/@:]*:[^\s/@]*@")
 # Every character str.splitlines() breaks on, so no header or Slack line can be smuggled in.
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]+")
+# Control characters (C0, DEL, C1), line and paragraph separators, and bidirectional overrides.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def one_line(text: str) -> str:
@@ -67,6 +73,14 @@ def _no_credentials(value: Any) -> Any:
     return value
 
 
+def _no_control_characters(value: str) -> str:
+    found = _CONTROL.search(value)
+    if found:
+        raise ValueError(f"must not contain control characters (found U+{ord(found.group()):04X} "
+                         f"at position {found.start() + 1}): ids are printed and sent as they are")
+    return value
+
+
 def _https_link(value: str) -> str:
     if not value.lower().startswith("https://"):
         raise ValueError("must be an https:// URL")
@@ -74,17 +88,20 @@ def _https_link(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_no_credentials)]
+Identifier = Annotated[str, AfterValidator(_no_credentials), AfterValidator(_no_control_characters)]
+"""An id: no credentials and no control characters (a newline could forge an output line)."""
 OneLine = Annotated[str, AfterValidator(_no_credentials), AfterValidator(one_line)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True,
+                              allow_inf_nan=False)
 
 
 class Asset(_Strict):
     """The table, view or source the alert is about."""
 
-    id: Annotated[Text, Field(min_length=1, max_length=512)]
+    id: Annotated[Identifier, Field(min_length=1, max_length=512)]
     name: Annotated[OneLine, Field(min_length=1, max_length=1024)]
     data_source: OneLine | None = None
     schema_: Annotated[OneLine | None, Field(alias="schema")] = None
@@ -141,8 +158,8 @@ class Change(_Strict):
 
 
 def _utc(value: datetime) -> datetime:
-    """A time without a zone is UTC."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+    """A time without a zone is UTC; every time converts to UTC and to a Unix time."""
+    return bounded_moment(value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value)
 
 
 class Freshness(_Strict):
@@ -156,9 +173,11 @@ class Freshness(_Strict):
 class Alert(_Strict):
     """One alert (SPEC §1). Unknown fields are rejected."""
 
-    id: Annotated[Text, Field(min_length=1, max_length=512)] = Field(
+    id: Annotated[Identifier, Field(min_length=1, max_length=512)] = Field(
         default_factory=lambda: f"alert_{uuid.uuid4().hex}"
     )
+    """Given, or derived from the alert's content (:func:`content_id`), so that a producer that
+    sends the same alert twice is recognised as repeating itself."""
     event_type: str
     status: Status = "triggered"
     severity: Severity = Severity.warning
@@ -168,10 +187,19 @@ class Alert(_Strict):
     changes: tuple[Change, ...] = ()
     freshness: Freshness | None = None
     link: Annotated[Text, AfterValidator(_https_link)] | None = None
-    dedup_key: Annotated[Text, Field(min_length=1, max_length=255)] | None = None
+    dedup_key: Annotated[Identifier, Field(min_length=1, max_length=255)] | None = None
     occurred_at: Annotated[datetime, AfterValidator(_utc)] = Field(
         default_factory=lambda: datetime.now(timezone.utc)
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _id_from_content(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "id" not in data:
+            derived = content_id(data)
+            if derived is not None:
+                data = {**data, "id": derived}
+        return data
 
     @field_validator("event_type")
     @classmethod
@@ -190,3 +218,30 @@ class Alert(_Strict):
     @property
     def breaking_changes(self) -> tuple[Change, ...]:
         return tuple(c for c in self.changes if c.breaking)
+
+
+def content_id(data: dict[str, Any]) -> str | None:
+    """``alert_`` and 32 hex digits of the SHA-256 of the alert as given, without its ``id``, as
+    canonical JSON (keys sorted, no spaces): the same content gives the same id, whenever and
+    however often it is sent. Computed from the input, not the validated alert, whose absent
+    ``occurred_at`` would be the time of reading. ``None`` if the data cannot be written as
+    JSON (it is then invalid anyway, or gets a random id)."""
+    try:
+        text = json.dumps({k: v for k, v in data.items() if k != "id"}, sort_keys=True,
+                          separators=(",", ":"), ensure_ascii=False, default=_plain)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return "alert_" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _plain(value: Any) -> Any:
+    """Python values a program may pass in place of JSON (models, enums, times), as JSON."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    raise TypeError(type(value).__name__)

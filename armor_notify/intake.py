@@ -8,8 +8,9 @@ and then reads the alerts again one at a time, never holding them all.
 
 from __future__ import annotations
 
-import contextlib
 import json
+import math
+import re
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,8 @@ MAX_STDIN_BYTES = 1024 * 1024 * 1024
 """The most standard input may hold (it is copied to a temporary file to be read twice)."""
 MAX_PROBLEMS = 100
 """Problems reported for one input; more are counted, not listed."""
+MAX_DEPTH = 32
+"""The deepest nesting of objects and arrays in one alert (an alert itself needs four)."""
 
 
 class AlertInput:
@@ -160,10 +163,12 @@ class AlertInput:
 
     def _parse_line(self, line: str, number: int) -> Alert | list[Problem]:
         try:
-            data = json.loads(line)
+            data = _loads(line)
         except json.JSONDecodeError as exc:
             return [Problem(self.name, "", f"not valid JSON: {exc.msg} (reading it as JSON "
                                            "lines, one alert object a line)", number)]
+        except _TooDeep as deep:
+            return [Problem(self.name, "", deep.message, number)]
         if not isinstance(data, dict):
             return [Problem(self.name, "", "expected an alert object on this line (JSON "
                                            "lines: one alert object a line)", number)]
@@ -193,12 +198,14 @@ def read_alerts(path: str, event_types: Sequence[str] = BUILTIN_EVENT_TYPES) -> 
 def parse_alerts_text(text: str, event_types: Sequence[str] = BUILTIN_EVENT_TYPES, *,
                       source: str = "<input>") -> list[Alert]:
     try:
-        data = json.loads(text)
+        data = _loads(text)
     except json.JSONDecodeError as exc:
         if exc.msg != "Extra data":
             raise AlertError([Problem(source, "", f"not valid JSON: {exc.msg}",
                                       exc.lineno)]) from None
         data = _json_lines(text, source)  # several documents: JSON lines, one alert a line
+    except _TooDeep as deep:
+        raise AlertError([Problem(source, "", deep.message, deep.line)]) from None
     return parse_alerts(data, event_types, source=source)
 
 
@@ -209,10 +216,12 @@ def _json_lines(text: str, source: str) -> list[Any]:
         if not line.strip():
             continue
         try:
-            items.append(json.loads(line))
+            items.append(_loads(line))
         except json.JSONDecodeError as exc:
             problems.append(Problem(source, "", f"not valid JSON: {exc.msg} (reading it as JSON "
                                                 "lines, one alert object a line)", number))
+        except _TooDeep as deep:
+            problems.append(Problem(source, "", deep.message, number))
     if problems:
         raise AlertError(problems)
     return items
@@ -252,6 +261,9 @@ def _validate(item: Any, event_types: tuple[str, ...]) -> Alert:
     """One alert, or :class:`_Invalid` with each problem's path and message."""
     from .config import format_loc, suggest
 
+    structural = _structure(item)
+    if structural:
+        raise _Invalid(structural)
     try:
         return Alert.model_validate(item, context={"event_types": event_types})
     except ValidationError as exc:
@@ -284,7 +296,106 @@ def _starts_with_a_line_object(fh: IO[str]) -> bool:
     object written on one line, which reads the same way)."""
     while line := fh.readline(MAX_INPUT_BYTES + 1):
         if line.strip():
-            with contextlib.suppress(ValueError):
-                return isinstance(json.loads(line), dict)
-            return False
+            try:
+                return isinstance(_loads(line), dict)
+            except ValueError:
+                return False
+            except _TooDeep:  # reported when the line is read as an alert
+                return line.lstrip().startswith("{") and line.rstrip().endswith("}")
     return False
+
+
+# -- JSON, strictly ---------------------------------------------------------------------------------
+
+
+class _Repeated(dict[str, Any]):
+    """A JSON object in which a key appears more than once (JSON parsers silently keep the last
+    value; alerts do not allow it)."""
+
+    repeated: tuple[str, ...] = ()
+
+
+class _Constant:
+    """``NaN``, ``Infinity`` or ``-Infinity``: JavaScript, not JSON numbers."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _TooDeep(Exception):
+    def __init__(self, line: int | None) -> None:
+        self.line = line
+        self.message = _too_deep()
+
+
+def _too_deep() -> str:
+    return f"nested too deeply (more than {MAX_DEPTH} levels of objects and arrays)"
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) == len(pairs):
+        return out
+    seen: set[str] = set()
+    repeated: dict[str, None] = {}
+    for key, _ in pairs:
+        if key in seen:
+            repeated[key] = None
+        seen.add(key)
+    marked = _Repeated(out)
+    marked.repeated = tuple(repeated)
+    return marked
+
+
+def _loads(text: str) -> Any:
+    """JSON, with repeated keys and non-numbers kept for :func:`_structure` to report at their
+    path, and :class:`_TooDeep` (with the line) where the parser would run out of stack."""
+    try:
+        return json.loads(text, object_pairs_hook=_object, parse_constant=_Constant)
+    except RecursionError:
+        raise _TooDeep(_deep_line(text)) from None
+
+
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _deep_line(text: str) -> int | None:
+    """The line where nesting first goes past :data:`MAX_DEPTH` (only computed on failure)."""
+    depth = 0
+    for token in _JSON_TOKENS.finditer(text):
+        kind = token.group()
+        if kind in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return text.count("\n", 0, token.start()) + 1
+        elif kind in "]}":
+            depth -= 1
+    return None
+
+
+def _structure(item: Any) -> list[tuple[str, str]]:
+    """(path, message) for what JSON lets through and an alert must not hold: nesting past
+    :data:`MAX_DEPTH`, repeated keys, ``NaN``/``Infinity`` and numbers too large to be finite."""
+    from .config import format_loc
+
+    problems: list[tuple[str, str]] = []
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(item, ())]
+    while stack:
+        value, loc = stack.pop()
+        if isinstance(value, (dict, list, tuple)) and len(loc) >= MAX_DEPTH:
+            problems.append((format_loc(loc[:2]), _too_deep()))  # where it starts: enough
+            continue
+        if isinstance(value, dict):
+            problems.extend((format_loc((*loc, key)), f"'{key}' appears more than once in "
+                             "this object: give each field once")
+                            for key in getattr(value, "repeated", ()))
+            stack.extend((v, (*loc, str(k))) for k, v in reversed(value.items()))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, (*loc, i)) for i, v in reversed(list(enumerate(value))))
+        elif isinstance(value, _Constant):
+            problems.append((format_loc(loc), f"{value.name} is not a JSON number: numbers "
+                                              "must be finite"))
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append((format_loc(loc), "not a finite number (too large, or not a "
+                                              "number)"))
+    return problems

@@ -109,10 +109,18 @@ def test_full_alert_keeps_every_field() -> None:
     assert alert.occurred_at == datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)
 
 
-def test_id_is_generated_when_absent_and_unique() -> None:
-    first, second = parse_alerts([alert_data(), alert_data()])
-    assert first.id and second.id
-    assert first.id != second.id
+def test_an_absent_id_is_derived_from_the_content() -> None:
+    first, same, other = parse_alerts([alert_data(), alert_data(), alert_data(title="Other")])
+    assert first.id.startswith("alert_") and len(first.id) == len("alert_") + 32
+    assert first.id == same.id  # the same content sent twice is the same alert ...
+    assert first.id != other.id  # ... and different content a different one
+    # Key order and spacing do not matter; the content as given does (occurred_at defaults to
+    # now when absent, yet the id stays the same whenever the alert is read).
+    text = json.dumps(alert_data(), indent=2)
+    reordered = json.dumps(dict(reversed(list(alert_data().items()))))
+    assert parse_alerts_text(text)[0].id == parse_alerts_text(reordered)[0].id == first.id
+    assert one(alert_data(occurred_at="2026-01-01T00:00:00Z")).id != first.id
+    assert one(alert_data(status="resolved")).id != first.id
 
 
 def test_explicit_id_is_kept() -> None:

@@ -11,14 +11,27 @@ settings, scanning the environment), which made it cost about twice what the pos
 
 Nothing is retried or redirected here: the dispatcher owns retries, and a redirect from an alert
 endpoint is a misconfiguration the plugin reports.
+
+A post's ``timeout`` bounds the whole attempt (connecting, the TLS handshake, sending, the status
+line, the headers and the body), not each socket wait: a server that answers a byte at a time
+cannot keep a post longer than its timeout. urllib3 bounds each read only, so a watchdog thread
+shuts down the socket of a post that is still under way at its deadline (one thread for the
+process; a post that ends in time costs a heap push and two lock round trips).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import heapq
+import itertools
 import json
 import os
 import re
+import socket
+import ssl
 import threading
+import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -109,25 +122,35 @@ class HttpClient:
         self.ca_bundle = ca_bundle()
         """The CA certificates file (or directory) TLS certificates are checked against."""
         self._max_connections = max_connections
+        self._https = urlsplit(url).scheme.lower() == "https"
         self._lock = threading.Lock()
         self._pool: urllib3.PoolManager | None = None
 
     def post(self, url: str, body: bytes, *, timeout: float,
              headers: Mapping[str, str] | None = None) -> Answer:
-        """POST ``body`` and read the whole answer, waiting at most ``timeout`` seconds to
-        connect and for each read; raises :class:`NetworkError` when no answer comes."""
+        """POST ``body`` and read the whole answer within ``timeout`` seconds in all (connect,
+        TLS handshake, send, status line, headers, body); raises :class:`NetworkError` when no
+        complete answer comes in time (``kind`` ``timeout``) or at all."""
         import urllib3
 
-        pool = self._pool or self._make_pool()
+        attempt = _WATCHDOG.start(timeout)
+        _current.attempt = attempt
         try:
+            pool = self._pool or self._make_pool()
             response = pool.request(
                 "POST", url, body=body, headers={**self.headers, **(headers or {})},
                 timeout=timeout, retries=False, redirect=False,
             )
         except urllib3.exceptions.HTTPError as exc:
-            raise _classify(exc) from None
+            raise attempt.timed_out() or _classify(exc) from None
         except OSError as exc:
-            raise NetworkError("connect", _words(exc)) from None
+            raise attempt.timed_out() or NetworkError("connect", _words(exc)) from None
+        finally:
+            _current.attempt = None
+            _WATCHDOG.finish(attempt)
+        cut_off = attempt.timed_out()  # an answer cut off at the deadline may look complete
+        if cut_off is not None:
+            raise cut_off
         return Answer(response.status, response.reason or "", response.headers, response.data)
 
     def close(self) -> None:
@@ -145,18 +168,189 @@ class HttpClient:
                 bundle = self.ca_bundle
                 tls: dict[str, Any] = ({"ca_cert_dir": bundle} if os.path.isdir(bundle)
                                        else {"ca_certs": bundle})
+                if self._https:
+                    # One context for every connection: its sockets put their TLS handshake
+                    # under the watchdog, and the bundle is loaded once, not per connection.
+                    tls = {"ssl_context": _watched_tls_context(bundle)}
                 options: dict[str, Any] = {"maxsize": self._max_connections, "block": False,
                                            "cert_reqs": "CERT_REQUIRED", **tls}
+                pool: urllib3.PoolManager
                 if self.proxy is None:
-                    self._pool = urllib3.PoolManager(**options)
+                    pool = urllib3.PoolManager(**options)
                 else:
                     proxy = urlsplit(self.proxy)
                     auth = (f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
                             if proxy.username else None)
-                    self._pool = urllib3.ProxyManager(
+                    pool = urllib3.ProxyManager(
                         self.proxy, proxy_headers=urllib3.make_headers(proxy_basic_auth=auth)
                         if auth else None, **options)
+                pool.pool_classes_by_scheme = _watched_pool_classes()
+                self._pool = pool
             return self._pool
+
+
+# -- the whole attempt within its timeout ---------------------------------------------------------
+
+
+class _Attempt:
+    """One post under way: its deadline and the sockets it is using."""
+
+    __slots__ = ("deadline", "done", "fired", "sockets", "timeout")
+
+    def __init__(self, deadline: float, timeout: float) -> None:
+        self.deadline = deadline
+        self.timeout = timeout
+        self.sockets: list[socket.socket] = []
+        self.done = False
+        self.fired = False
+
+    def timed_out(self) -> NetworkError | None:
+        """The error to raise when the watchdog cut this post off, else ``None``."""
+        if not self.fired:
+            return None
+        return NetworkError("timeout", f"timed out: no complete answer within {self.timeout:g} s")
+
+
+_TICK = 0.02
+"""Seconds: how late past its deadline a post may be cut off, so that the watchdog wakes at most
+50 times a second however many posts end in time."""
+
+
+class _Watchdog:
+    """Shuts down the sockets of posts still under way at their deadline.
+
+    One daemon thread for the process waits for the earliest deadline. A socket is cut off only
+    while the post that last claimed it is under way, so a kept-alive connection that has passed
+    on to the next post is left alone.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _Attempt]] = []
+        self._owner: dict[socket.socket, _Attempt] = {}
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def start(self, timeout: float) -> _Attempt:
+        attempt = _Attempt(time.monotonic() + timeout, timeout)
+        with self._lock:
+            heapq.heappush(self._heap, (attempt.deadline, next(self._order), attempt))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="armor-notify-deadlines",
+                                                daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is attempt:  # a new earliest deadline: wake the thread
+                self._lock.notify()
+        return attempt
+
+    def claim(self, sock: socket.socket | None) -> None:
+        """Put ``sock`` under the deadline of the calling thread's post (if it is posting)."""
+        attempt: _Attempt | None = getattr(_current, "attempt", None)
+        if attempt is None or sock is None:
+            return
+        with self._lock:
+            if self._owner.get(sock) is not attempt:
+                self._owner[sock] = attempt
+                attempt.sockets.append(sock)
+
+    def finish(self, attempt: _Attempt) -> None:
+        with self._lock:
+            attempt.done = True
+            for sock in attempt.sockets:
+                if self._owner.get(sock) is attempt:
+                    del self._owner[sock]
+            attempt.sockets.clear()
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                if not self._heap:
+                    self._lock.wait()
+                    continue
+                deadline, _, attempt = self._heap[0]
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    # At most one wake-up a tick, however many posts a second end in time.
+                    self._lock.wait(max(wait, _TICK))
+                    continue
+                heapq.heappop(self._heap)
+                if attempt.done:
+                    continue
+                attempt.fired = True
+                for sock in attempt.sockets:
+                    if self._owner.get(sock) is attempt:
+                        _cut(sock)
+
+
+def _cut(sock: socket.socket) -> None:
+    # The plain socket's shutdown, also for an SSLSocket (whose own shutdown would drop its TLS
+    # state under the thread reading it): the blocked read or write returns at once.
+    with contextlib.suppress(OSError):  # already closed
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_WATCHDOG = _Watchdog()
+_current = threading.local()
+"""``attempt``: the post the calling thread is making, so its connection can claim sockets."""
+
+
+class _WatchedSSLSocket(ssl.SSLSocket):
+    """A TLS socket whose handshake is under the deadline of the post that opens it."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        _WATCHDOG.claim(self)
+        super().do_handshake(block)
+
+
+def _watched_tls_context(bundle: str) -> ssl.SSLContext:
+    from urllib3.util.ssl_ import create_urllib3_context
+
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    try:
+        if os.path.isdir(bundle):
+            context.load_verify_locations(capath=bundle)
+        else:
+            context.load_verify_locations(cafile=bundle)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise NetworkError("certificate",
+                           f"cannot load CA certificates from {bundle}: {_words(exc)}") from None
+    context.sslsocket_class = _WatchedSSLSocket
+    return context
+
+
+@functools.cache
+def _watched_pool_classes() -> dict[str, Any]:
+    """urllib3's pool classes with connections that put their sockets under the deadline."""
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class WatchedHTTPConnection(HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            _WATCHDOG.claim(sock)
+            return sock
+
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            _WATCHDOG.claim(self.sock)  # a kept-alive connection: its socket is this post's now
+            super().request(*args, **kwargs)
+
+    class WatchedHTTPSConnection(HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            _WATCHDOG.claim(sock)
+            return sock
+
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            _WATCHDOG.claim(self.sock)
+            super().request(*args, **kwargs)
+
+    class WatchedHTTPConnectionPool(HTTPConnectionPool):
+        ConnectionCls = WatchedHTTPConnection
+
+    class WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+        ConnectionCls = WatchedHTTPSConnection
+
+    return {"http": WatchedHTTPConnectionPool, "https": WatchedHTTPSConnectionPool}
 
 
 def proxy_for(url: str) -> str | None:

@@ -378,7 +378,7 @@ def ca_bundle() -> str:
     return str(certifi.where())
 
 
-_CONNECTION_PREFIX = re.compile(r"^(?:<[^<>]*>|HTTPS?Connection(?:Pool)?\([^()]*\)): ")
+_CONNECTION_PREFIX = re.compile(r"^(?:<[^<>]*>|\w*HTTPS?Connection(?:Pool)?\([^()]*\)): ")
 
 
 def _words(exc: BaseException) -> str:

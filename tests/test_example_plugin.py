@@ -71,6 +71,8 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # TCP_NODELAY: no 40 ms Nagle wait per answer
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))

@@ -44,7 +44,7 @@ from fake_pagerduty import (
 from pydantic import ValidationError
 
 from armor_notify import Secret
-from armor_notify.alert import Alert
+from armor_notify.alert import Alert, Freshness
 from armor_notify.destinations import Notification
 from armor_notify.outcome import Outcome
 from armor_notify.plugins import PluginManager
@@ -545,7 +545,10 @@ def test_when_nothing_else_fits_only_the_essentials_are_sent(
 
 
 def test_non_finite_numbers_never_break_the_json() -> None:
-    alert = make_alert(freshness={"delay_hours": float("inf")})
+    # Intake refuses non-finite numbers; the event builder stays safe for any Alert it is given.
+    alert = make_alert()
+    alert = alert.model_copy(update={"freshness": Freshness.model_construct(
+        delay_hours=float("inf"), threshold_hours=None, last_updated_at=None)})
     event = pagerduty.trigger_event(config(), make_notification(alert))
     assert event["payload"]["custom_details"]["freshness_delay_hours"] == "inf"
     json.loads(encode_event(event))

@@ -9,7 +9,7 @@ import sys
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,15 @@ import click
 
 from . import __version__
 from .alert import Alert
-from .api import EXIT_FAILED, EXIT_OK, EXIT_QUEUED, EXIT_USAGE, Notifier, SendReport
+from .api import (
+    EXIT_FAILED,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_QUEUED,
+    EXIT_USAGE,
+    Notifier,
+    SendReport,
+)
 from .config import load_config
 from .delivery import Delivery, State
 from .errors import ArmorNotifyError, ProblemsError
@@ -32,9 +40,6 @@ STATE_DIR_HELP = ("Where the outbox lives (default: $ARMOR_NOTIFY_STATE_DIR, els
                   "$XDG_STATE_HOME/armor-notify, else ~/.local/state/armor-notify).")
 json_option = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 state_dir_option = click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
-
-EXIT_INTERNAL = 4
-"""An internal error (a bug): never 1, which means a delivery failed (SPEC §6)."""
 
 
 class _Group(click.Group):
@@ -179,11 +184,11 @@ def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_
     with Notifier(cfg, pm, outbox=outbox) as notifier:
         alerts = notifier.read_alerts(event)
         show_progress = not dry_run and wait > 0 and len(alerts) > SUMMARY_OVER
-        with _progress(notifier, alerts, show_progress) as on_final:
-            if on_final is None:
-                report = notifier.send(alerts, dry_run=dry_run, wait=wait)
-            else:
-                report = notifier.send(alerts, dry_run=dry_run, wait=wait, on_final=on_final)
+        with _progress(notifier, alerts, show_progress) as progress:
+            report = notifier.send(alerts, dry_run=dry_run, wait=wait,
+                                   on_final=progress.step if progress else None)
+            if progress and not report.count(State.queued) + report.count(State.in_flight):
+                progress.complete()  # every delivery is final (repeats were not sent again)
     if as_json:
         _emit(report.as_dict())
     else:
@@ -202,17 +207,31 @@ def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_
     ctx.exit(report.exit_code)
 
 
+class _Progress:
+    """A progress bar on stderr: one step per delivery as it becomes final."""
+
+    def __init__(self, bar: Any, total: int) -> None:
+        self._bar = bar
+        self._left = total
+
+    def step(self, delivery: Delivery) -> None:
+        self._left -= 1
+        self._bar.update(1)
+
+    def complete(self) -> None:
+        self._bar.update(max(0, self._left))
+
+
 @contextlib.contextmanager
-def _progress(notifier: Notifier, alerts: Sequence[Alert],
-              wanted: bool) -> Iterator[Callable[[Delivery], None] | None]:
-    """A progress bar on stderr, when it is a terminal, moved on by each final delivery."""
+def _progress(notifier: Notifier, alerts: Sequence[Alert], wanted: bool) -> Iterator[_Progress | None]:
+    """Progress on stderr when it is a terminal (never in a pipe or a log file)."""
     if not wanted or not sys.stderr.isatty():
         yield None
         return
     total = sum(1 for d in notifier.dispatcher.plan(alerts) if not d.state.final)
     with click.progressbar(length=total, label="delivering", show_pos=True,
                            file=sys.stderr) as bar:
-        yield lambda d: bar.update(1)
+        yield _Progress(bar, total)
 
 
 def _print_report(report: SendReport) -> None:
@@ -256,7 +275,7 @@ def _print_summary(report: SendReport) -> None:
             failures.setdefault(key, []).append(d.alert.id)
     routed = {d.alert.id for d in report.deliveries}
     echo(f"{len(report.alerts)} alerts, {len(report.deliveries)} deliveries "
-         "(each delivery: `send --json` or `armor-notify outbox list`)")
+         "(every delivery: --json, or `armor-notify outbox list`)")
     if per_dest:
         rows = [[name, kind, *(str(counts[s]) for s in states)]
                 for (name, kind), counts in per_dest.items()]
@@ -549,13 +568,12 @@ def outbox() -> None:
 
 
 def _duration(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    from .durations import parse_duration  # the one parser the config uses too
+
     try:
-        if text[-1:] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
-    except ValueError:
-        raise click.BadParameter(f"'{text}' is not a duration such as 30m, 12h or 7d") from None
+        return parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @outbox.command("list")

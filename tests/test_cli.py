@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, run_cli
+from conftest import EXAMPLES, SITE, run_cli
+
+from armor_notify.alert import Alert, Asset
+from armor_notify.api import SendReport
+from armor_notify.cli import SUMMARY_OVER, SUMMARY_REASONS, _print_summary
+from armor_notify.delivery import Delivery, State
 
 PD_KEY = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"
 TOKEN = "tok-0123456789abcdefghij-SECRET"
@@ -295,6 +304,87 @@ def test_send_with_a_bad_config_sends_nothing(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "unknown destination type 'nope'" in res.stderr
     assert not record.exists()
+
+
+def many_alerts(count: int) -> list[dict[str, object]]:
+    return [dict(ALERT, id=f"alert_{i:04d}", asset=dict(ALERT["asset"], id=f"tbl_{i}"))
+            for i in range(count)]
+
+
+@pytest.mark.slow
+def test_send_of_many_alerts_prints_a_summary_instead_of_a_block_per_alert(
+        tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"good": {"type": "scripted", "rate_limit": "none"},
+                                     "bad": {"type": "scripted", "script": ["fail"],
+                                             "token": TOKEN}})
+    res = run_cli("send", str(write_alert(tmp_path, many_alerts(SUMMARY_OVER + 5))),
+                  "--config", str(config))
+    assert res.returncode == 1
+    assert res.stderr == ""  # no progress bar: stderr is not a terminal
+    lines = res.stdout.splitlines()
+    assert lines[0] == (f"{SUMMARY_OVER + 5} alerts, {2 * SUMMARY_OVER + 10} deliveries "
+                        "(every delivery: --json, or `armor-notify outbox list`)")
+    assert re.match(r"  DESTINATION +TYPE +DELIVERED +FAILED$", lines[1])
+    assert re.match(r"  good +scripted +25 +0$", lines[2])
+    assert re.match(r"  bad +scripted +0 +25$", lines[3])
+    assert "Failed or dead: 25 deliveries, 1 reason" in lines
+    assert ("  bad (failed, 25: alert_0000, alert_0001, alert_0002, …): 400 invalid event "
+            "(token tok-…CRET)") in lines
+    assert "    hint: fix the token" in lines
+    assert lines[-1] == "25 delivered, 25 failed"
+    assert "Alert alert_" not in res.stdout and TOKEN not in res.stdout
+    # Up to the threshold, one block per alert as before.
+    few = run_cli("send", str(write_alert(tmp_path, many_alerts(SUMMARY_OVER))),
+                  "--config", str(config))
+    assert f"Alert alert_{SUMMARY_OVER - 1:04d}: schema_change triggered" in few.stdout
+    assert "deliveries (every delivery" not in few.stdout
+
+
+def test_the_summary_lists_a_bounded_number_of_failure_reasons(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    alerts = [Alert(id=f"a{i}", event_type="schema_change", title="t",
+                    asset=Asset(id=f"t{i}", name="db.t")) for i in range(SUMMARY_OVER + 10)]
+    deliveries = []
+    for i, alert in enumerate(alerts):
+        d = Delivery(alert=alert, destination="pd", destination_type="pagerduty", rule="r",
+                     dedup_key=f"k{i}")
+        d.finish(State.dead if i % 2 else State.delivered, f"503 number {i}")
+        deliveries.append(d)
+    _print_summary(SendReport(alerts, deliveries))
+    out = capsys.readouterr().out
+    dead = (SUMMARY_OVER + 10) // 2
+    assert f"Failed or dead: {dead} deliveries, {dead} reasons" in out
+    assert out.count("  pd (dead, 1: ") == SUMMARY_REASONS
+    assert (f"  … and {dead - SUMMARY_REASONS} more reasons: "
+            "`armor-notify outbox list --state failed --state dead`") in out
+
+
+@pytest.mark.slow
+def test_send_shows_progress_when_stderr_is_a_terminal(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"a": {"type": "scripted", "rate_limit": "none"}})
+    alerts = write_alert(tmp_path, many_alerts(SUMMARY_OVER + 1))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARMOR_NOTIFY_")}
+    env.update(PYTHONPATH=str(SITE), ARMOR_NOTIFY_STATE_DIR=str(tmp_path / "state"))
+    controller, terminal = pty.openpty()
+    exe = Path(sys.executable).with_name("armor-notify")
+    proc = subprocess.Popen([str(exe), "send", str(alerts), "--config", str(config)], env=env,
+                            stdout=subprocess.PIPE, stderr=terminal)
+    os.close(terminal)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closed: the command ended
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(controller)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    shown = seen.decode()
+    assert "delivering" in shown and f"{SUMMARY_OVER + 1}/{SUMMARY_OVER + 1}" in shown
+    assert stdout.decode().endswith(f"{SUMMARY_OVER + 1} delivered\n")  # stdout: the summary
 
 
 # -- test -------------------------------------------------------------------------------------------

@@ -139,10 +139,16 @@ def _read_config(file: Path) -> str:
     """The file's text: a regular file of at most :data:`MAX_CONFIG_BYTES`. Opened without
     blocking, so a named pipe or a device (``/dev/zero``) is refused instead of read forever."""
     fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        os.close(fd)
+        raise
+    if not regular:
+        os.close(fd)
+        raise ConfigError([Problem(str(file), "", "cannot read the config file: not a regular "
+                                                  "file")])
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConfigError([Problem(str(file), "", "cannot read the config file: not a "
-                                                      "regular file")])
         data = fh.read(MAX_CONFIG_BYTES + 1)
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError([Problem(str(file), "", _too_large())])

@@ -13,7 +13,6 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, runtime_checkable
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -42,16 +41,61 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
+_HTTPS_RULE = ("must be an https:// URL (plain http:// is allowed only for loopback hosts: "
+               "localhost, 127.0.0.0/8, ::1)")
+_SCHEME = re.compile(r"^(https?)://", re.IGNORECASE)
+
+
+def destination_url(value: str) -> str:
+    """Check a destination URL as the HTTP client will read it; return it unchanged.
+
+    The URL is read once, with urllib3's parser (the one :class:`armor_notify.http.HttpClient`
+    connects with), and the host it will connect to must be https-reachable or loopback. Forms
+    that parsers read differently are refused: a backslash (``http://a\\@127.0.0.1/`` connects
+    to ``a`` with urllib3, to 127.0.0.1 with others), whitespace and control characters, non-ASCII
+    text, a user name or password before the host, and percent-encoded hosts. Messages never
+    quote the URL: its path may be the secret.
+    """
+    from urllib3.exceptions import LocationParseError
+    from urllib3.util import parse_url
+
+    if not value.isascii():
+        raise ValueError("contains non-ASCII characters: write the host in its ASCII form "
+                         "(xn--…) and percent-encode the rest of the URL")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError("contains a space, line break or control character")
+    if "\\" in value:
+        raise ValueError("contains a backslash, which URL parsers read differently (as part of "
+                         "the path or as a /): write / or %5C")
+    scheme = _SCHEME.match(value)
+    if scheme is None:
+        raise ValueError(_HTTPS_RULE)
+    authority = re.split(r"[/?#]", value[scheme.end():], maxsplit=1)[0]
+    if "@" in authority:
+        raise ValueError("must not hold a user name or password before the host (user:pass@): "
+                         "give a credential as a header or an option instead")
+    if "%" in authority:
+        raise ValueError("has a percent-encoded host: write the host as it is")
+    try:
+        parsed = parse_url(value)
+    except LocationParseError:
+        raise ValueError("has a host or port that cannot be read") from None
+    host = parsed.host or ""
+    if not host:
+        raise ValueError(f"has no host: it {_HTTPS_RULE}")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise ValueError("has a port outside 1-65535")
+    written = (authority[: authority.find("]") + 1] if authority.startswith("[")
+               else authority.rsplit(":", 1)[0])
+    if host.lower() != written.lower():  # belt and braces: what was written is what connects
+        raise ValueError("has a host that URL parsers read differently")
+    if (parsed.scheme or "").lower() == "http" and not is_loopback_host(host):
+        raise ValueError(_HTTPS_RULE)
+    return value
+
+
 def _https_or_loopback(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme == "https" and parts.hostname:
-        return value
-    if parts.scheme == "http" and is_loopback_host(parts.hostname):
-        return value
-    raise ValueError(
-        "must be an https:// URL (plain http:// is allowed only for loopback hosts: "
-        "localhost, 127.0.0.0/8, ::1)"
-    )
+    return destination_url(value)
 
 
 def _secret_https_or_loopback(value: SecretUrl) -> SecretUrl:

@@ -216,6 +216,17 @@ def test_an_unquoted_time_in_a_blackout_or_a_duration_is_named(registry: Registr
     assert "1:30 as the base-60 number 90" in found["rules[0].cooldown"]
 
 
+@pytest.mark.parametrize("when", ["9999-12-31", "0001-01-01 10:00", "3000-01-01"])
+def test_blackout_dates_are_bounded(when: str, registry: Registry) -> None:
+    found = {p.path: p.message for p in problems(f"""
+        version: 1
+        destinations: {{d: {{type: scripted}}}}
+        blackouts:
+          - {{name: Far, start: "2026-12-24", end: "{when}", yearly: true}}
+        """, registry)}
+    assert "between 1970-01-01 and 2999-12-31" in found["blackouts[0].end"]
+
+
 # -- durations -----------------------------------------------------------------------------------
 
 

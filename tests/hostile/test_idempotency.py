@@ -15,6 +15,7 @@ from conftest import run_cli
 from fake_pagerduty import FakePagerDuty
 from fake_slack import FakeSlack
 
+from armor_notify.alert import Alert, Asset, Change, Severity
 from armor_notify.api import Notifier
 from armor_notify.delivery import State
 from armor_notify.outbox import SqliteOutbox
@@ -117,6 +118,19 @@ def test_an_explicit_id_still_decides(slack: FakeSlack, pagerduty: FakePagerDuty
         nt.send(nt.parse_alerts({**ALERT, "id": "run-2"}))  # the producer says: a new alert
         nt.send(nt.parse_alerts({**ALERT, "id": "run-1", "title": "edited"}))  # a repeat
     assert len(slack.requests) == 2
+
+
+def test_an_alert_built_in_python_gets_an_id_from_its_content_too() -> None:
+    def build(title: str) -> Alert:
+        return Alert(event_type="schema_change", severity=Severity.critical, title=title,
+                     asset=Asset(id="asset-orders", name="analytics.public.orders",
+                                 environment="production"),
+                     changes=(Change(type="column_removed", column="customer_id"),))
+
+    assert build("a").id == build("a").id != build("b").id
+    # Given as the same plain values, it is the same alert as its JSON.
+    plain = {k: v for k, v in ALERT.items() if k != "changes"}
+    assert Alert(**plain).id == Alert.model_validate_json(json.dumps(plain)).id
 
 
 @pytest.mark.slow

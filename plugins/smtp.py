@@ -478,6 +478,31 @@ class _StartTLSUnavailable(Exception):
     """The server did not offer STARTTLS though ``security: starttls`` requires it."""
 
 
+class _NoLoginMechanism(Exception):
+    """The server offers AUTH, but neither PLAIN nor LOGIN."""
+
+
+def _login_once(smtp: smtplib.SMTP, username: str, password: str) -> None:
+    """Log in with exactly one AUTH command: PLAIN when the server offers it, else LOGIN.
+
+    ``smtplib.SMTP.login`` tries every offered mechanism in turn with the same password, so one
+    wrong password costs two or three failed logins on the server, and providers that lock an
+    account after a few failures count each. Both mechanisms send the password as it is, which
+    is why armor-notify logs in only over TLS (or to a loopback relay). A refusal raises
+    ``SMTPAuthenticationError`` as ``login`` does.
+    """
+    if not smtp.has_extn("auth"):
+        raise smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+    offered = smtp.esmtp_features["auth"].upper().split()
+    smtp.user, smtp.password = username, password
+    if "PLAIN" in offered:
+        smtp.auth("PLAIN", smtp.auth_plain)
+    elif "LOGIN" in offered:
+        smtp.auth("LOGIN", smtp.auth_login)
+    else:
+        raise _NoLoginMechanism(offered)
+
+
 class EmailSender:
     """Sends each notification in its own SMTP session. Built once per configured destination."""
 
@@ -544,7 +569,7 @@ class EmailSender:
                 smtp.starttls(context=self._tls)
                 smtp.ehlo_or_helo_if_needed()
             if self.config.username and self.config.password:
-                smtp.login(self.config.username, self.config.password.get_secret_value())
+                _login_once(smtp, self.config.username, self.config.password.get_secret_value())
             return smtp.send_message(message, from_addr=sender, to_addrs=recipients)
         finally:
             _close_quietly(smtp)
@@ -578,6 +603,14 @@ class EmailSender:
                 "security: starttls never sends mail unencrypted",
                 hint="check host and port with your mail provider: port 465 needs "
                 "security: ssl; security: none is only for a trusted relay",
+            )
+        if isinstance(exc, _NoLoginMechanism):
+            offered = ", ".join(exc.args[0]) or "nothing"
+            return Outcome.failed(
+                f"{where} offers no login armor-notify uses (its AUTH lists: {offered}); "
+                "armor-notify logs in with PLAIN or LOGIN over TLS",
+                hint="ask the mail provider for SMTP AUTH PLAIN or LOGIN, or leave out username "
+                "and password for a relay that needs no login",
             )
         if isinstance(exc, ssl.SSLCertVerificationError):
             return Outcome.failed(

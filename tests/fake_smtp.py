@@ -188,6 +188,8 @@ class FakeSMTPServer:
     username: str | None = None
     password: str | None = None
     host: str = HOST
+    auth_attempts: list[str] = field(default_factory=list)
+    """The mechanism of every AUTH command the server judged (``PLAIN``, ``LOGIN``), in order."""
 
     def config(self, **overrides: Any) -> dict[str, Any]:
         """An ``email`` destination config (without ``type``) that reaches this server."""
@@ -207,10 +209,11 @@ class FakeSMTPServer:
         return base
 
 
-def _authenticator(username: str, password: str) -> Any:
+def _authenticator(username: str, password: str, attempts: list[str]) -> Any:
     def authenticate(
         server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
     ) -> AuthResult:
+        attempts.append(mechanism)
         accepted = (
             isinstance(auth_data, LoginPassword)
             and auth_data.login == username.encode()
@@ -243,12 +246,15 @@ def _running(server: FakeSMTPServer) -> Iterator[FakeSMTPServer]:
 
 @contextmanager
 def starttls_server(
-    tmp_path: Path, *, username: str = "alerts@example.com", password: str = "s3cret-app-password"
+    tmp_path: Path, *, username: str = "alerts@example.com", password: str = "s3cret-app-password",
+    without_mechanisms: tuple[str, ...] = (),
 ) -> Iterator[FakeSMTPServer]:
-    """Port-587 style: STARTTLS required before anything else, then AUTH required."""
+    """Port-587 style: STARTTLS required before anything else, then AUTH required (offering
+    ``LOGIN PLAIN``, less ``without_mechanisms``)."""
     context, ca_file = _server_tls(tmp_path)
     handler = RecordingHandler()
     port = free_port()
+    attempts: list[str] = []
     controller = Controller(
         handler,
         hostname=HOST,
@@ -257,9 +263,11 @@ def starttls_server(
         tls_context=context,
         require_starttls=True,
         auth_required=True,
-        authenticator=_authenticator(username, password),
+        auth_exclude_mechanism=without_mechanisms,
+        authenticator=_authenticator(username, password, attempts),
     )
-    server = FakeSMTPServer(controller, handler, port, ca_file, username, password)
+    server = FakeSMTPServer(controller, handler, port, ca_file, username, password,
+                            auth_attempts=attempts)
     with _running(server):
         yield server
 
@@ -272,6 +280,7 @@ def implicit_tls_server(
     context, ca_file = _server_tls(tmp_path)
     handler = RecordingHandler()
     port = free_port()
+    attempts: list[str] = []
     controller = Controller(
         handler,
         hostname=HOST,
@@ -281,9 +290,10 @@ def implicit_tls_server(
         auth_required=True,
         # aiosmtpd does not count implicit TLS as TLS: without this it never offers AUTH.
         auth_require_tls=False,
-        authenticator=_authenticator(username, password),
+        authenticator=_authenticator(username, password, attempts),
     )
-    server = FakeSMTPServer(controller, handler, port, ca_file, username, password)
+    server = FakeSMTPServer(controller, handler, port, ca_file, username, password,
+                            auth_attempts=attempts)
     with _running(server):
         yield server
 

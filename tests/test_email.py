@@ -370,6 +370,38 @@ def test_wrong_password_fails_with_the_servers_535_reply(tls_submission: FakeSMT
     assert outcome.hint and "app password" in outcome.hint
     assert wrong not in outcome_text(outcome) and PASSWORD not in outcome_text(outcome)
     assert tls_submission.handler.received == []
+    # One failed login on the server, not one per mechanism (providers lock accounts on those).
+    assert tls_submission.auth_attempts == ["PLAIN"]
+
+
+@pytest.mark.parametrize(("security", "fixture"),
+                         [("starttls", "tls_submission"), ("ssl", "tls_implicit")])
+def test_a_login_is_one_auth_command_with_plain(
+    security: str, fixture: str, request: pytest.FixtureRequest
+) -> None:
+    server: FakeSMTPServer = request.getfixturevalue(fixture)
+    assert send(server, security=security).status == "delivered"
+    assert server.auth_attempts == ["PLAIN"]
+    assert [r.login for r in server.handler.received] == [server.username]
+
+
+def test_login_is_used_when_plain_is_not_offered(tmp_path: Path) -> None:
+    ignore_known_aiosmtpd_warnings()
+    with starttls_server(tmp_path, password=PASSWORD, without_mechanisms=("PLAIN",)) as server:
+        assert send(server).status == "delivered"
+        wrong = send(server, password="not-the-password-a8d7f6")
+    assert server.auth_attempts == ["LOGIN", "LOGIN"]
+    assert wrong.status == "failed" and "535" in wrong.reason
+
+
+def test_a_server_without_plain_or_login_is_told_apart(tmp_path: Path) -> None:
+    ignore_known_aiosmtpd_warnings()
+    with starttls_server(tmp_path, password=PASSWORD,
+                         without_mechanisms=("PLAIN", "LOGIN")) as server:
+        outcome = send(server)
+    assert outcome.status == "failed"
+    assert "offers no login armor-notify uses" in outcome.reason
+    assert server.auth_attempts == [] and PASSWORD not in outcome_text(outcome)
 
 
 @pytest.mark.parametrize("security", ["starttls", "ssl"])

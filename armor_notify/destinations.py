@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, runtime_che
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from .noise import Digest
+from .noise import Digest, Duration, DurationOrZero
 from .outcome import Outcome
 from .secrets import SecretUrl
 
@@ -27,6 +27,8 @@ Action = Literal["trigger", "acknowledge", "resolve"]
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour)s?\s*$")
 _PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+DEFAULT_BURST = 10
+"""A rate limit's default burst is ``min(count, DEFAULT_BURST)``."""
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -112,14 +114,34 @@ SecretHttpsUrl = Annotated[SecretUrl, AfterValidator(_secret_https_or_loopback)]
 
 @dataclass(frozen=True)
 class RateLimit:
-    """At most ``count`` notifications per ``period`` seconds."""
+    """At most ``count`` notifications per ``period`` seconds, ``burst`` of them at once.
+
+    Enforced with GCRA (the generic cell rate algorithm): up to ``burst`` notifications go out at
+    once, the rest are spaced ``period / count`` apart. The exact guarantee: in any span shorter
+    than ``period`` at most ``count + burst - 1`` go out, and over a long run ``count`` per
+    ``period``. ``burst=1`` spaces every notification, so no span of ``period`` ever holds more
+    than ``count``. ``burst`` left at 0 means the default, ``min(count, 10)``.
+    """
 
     count: int
     period: float
+    burst: int = 0
+
+    def __post_init__(self) -> None:
+        if self.burst < 0:
+            raise ValueError("a rate limit's burst must be at least 1")
+        if self.burst == 0:
+            object.__setattr__(self, "burst", min(self.count, DEFAULT_BURST))
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two notifications once the burst is spent."""
+        return self.period / self.count
 
     @classmethod
-    def parse(cls, text: str) -> RateLimit | None:
-        """``"120/minute"``, ``"1/second"``, ``"10/hour"``; ``"none"`` gives ``None``."""
+    def parse(cls, text: str, burst: int | None = None) -> RateLimit | None:
+        """``"120/minute"``, ``"1/second"``, ``"10/hour"``; ``"none"`` gives ``None``.
+        ``burst`` ``None`` takes the default, ``min(count, 10)``."""
         if text.strip().lower() == "none":
             return None
         match = _RATE.match(text.lower())
@@ -128,11 +150,15 @@ class RateLimit:
                 "not a rate limit: write COUNT/second, COUNT/minute or COUNT/hour "
                 "(e.g. 120/minute), or none"
             )
-        return cls(int(match.group(1)), _PERIODS[match.group(2)])
+        return cls(int(match.group(1)), _PERIODS[match.group(2)], burst or 0)
 
     def __str__(self) -> str:
         unit = {1.0: "second", 60.0: "minute", 3600.0: "hour"}.get(self.period)
         return f"{self.count}/{unit}" if unit else f"{self.count}/{self.period:g}s"
+
+    def describe(self) -> str:
+        """The limit and its burst, as ``validate`` shows them: ``120/minute, burst 10``."""
+        return f"{self}, burst {self.burst}"
 
 
 class DestinationConfig(BaseModel):
@@ -142,20 +168,23 @@ class DestinationConfig(BaseModel):
     they are masked everywhere, and override :meth:`describe` to say where notifications go.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
+    timeout: Annotated[Duration, Field(le=600)] = 10.0
     """Seconds one attempt may take."""
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
     """Attempts before a retryable failure becomes final."""
-    retry_deadline: Annotated[float, Field(gt=0)] = 120.0
+    retry_deadline: Duration = 120.0
     """Seconds after the first attempt after which no new attempt starts."""
-    retry_backoff: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    retry_backoff: Annotated[DurationOrZero, Field(le=3600)] = 1.0
     """The first retry's delay in seconds; it doubles each attempt (with jitter), up to 60 s."""
     send_resolved: bool | None = None
     """Send acknowledged/resolved alerts too; ``None`` takes the type's default."""
     rate_limit: str = "default"
     """``120/minute``, ``1/second``, ``none``, or ``default`` (the type's documented limit)."""
+    rate_burst: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    """How many notifications may go out at once under ``rate_limit`` before the rest are spaced
+    at the rate; ``None``: ``min(count, 10)``. ``1`` spaces every one."""
     digest: Digest | None = None
     """Collect alerts into one summary per window (types that support digests only)."""
     daily_limit: Annotated[int, Field(ge=1)] | None = None

@@ -13,7 +13,9 @@ The same class runs on an in-memory database for programs that want no file
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -22,16 +24,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .alert import Alert
+from pydantic import ValidationError
+
+from .alert import Alert, Asset
 from .delivery import Attempt, Delivery, State
 from .destinations import RateLimit
 from .errors import ArmorNotifyError
 from .noise import Decision, Gate, History, batch_key, make_digest
+from .outcome import MAX_RETRY_AFTER
 
 STATE_ENV = "ARMOR_NOTIFY_STATE_DIR"
 FILE_NAME = "outbox.sqlite3"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 5000
+
+# Times read back from the file are kept within what every date formatter can show (a damaged
+# row, or one written before delays were bounded, may hold 1e15 or inf).
+MAX_TIME = 32_503_680_000.0  # 3000-01-01
+UNREADABLE = "the stored delivery cannot be read"
+# A stored rate-limit time this far beyond what is possible means the clock stepped back. Below
+# it, a lead is a process's ``now`` taken a moment before the write lock (at most the busy
+# timeout) or clocks a little apart.
+CLOCK_SLACK = 2 * BUSY_TIMEOUT_MS / 1000
 
 FINAL = tuple(s.value for s in State if s.final)
 # Deliveries that count as "notified" for cooldowns and daily limits.
@@ -51,6 +65,9 @@ class ClaimRules:
     max_attempts: int
     rate_key: str | None = None
     rate_limit: RateLimit | None = None
+    longest_hold: float = MAX_RETRY_AFTER
+    """The longest a destination's ``Retry-After`` may hold the rate key (its retry deadline
+    is the useful bound): a longer stored hold is cut to this from now."""
 
 
 RulesFor = Callable[[str], "ClaimRules | None"]
@@ -68,6 +85,8 @@ class Outbox(Protocol):
               busy: Collection[str] = ()) -> list[Delivery]: ...
     def complete(self, deliveries: Sequence[Delivery], owner: str,
                  now: float) -> list[bool]: ...
+    def release(self, deliveries: Sequence[Delivery], owner: str,
+                now: float) -> list[bool]: ...
     def hold_key(self, key: str, until: float) -> None: ...
     def next_due(self, ids: Collection[str] | None = None) -> float | None: ...
     def older_pending(self, ids: Collection[str]) -> list[str]: ...
@@ -117,7 +136,9 @@ CREATE INDEX IF NOT EXISTS deliveries_intake ON deliveries(alert_id, alert_statu
 CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries(destination, dedup_key, seq);
 CREATE INDEX IF NOT EXISTS deliveries_rule ON deliveries(rule, asset_id, created_at);
 CREATE INDEX IF NOT EXISTS deliveries_batch ON deliveries(batch_key, state);
-CREATE TABLE IF NOT EXISTS rate_state (key TEXT PRIMARY KEY, tat REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS deliveries_destination ON deliveries(state, destination, run_at);
+CREATE TABLE IF NOT EXISTS rate_state (key TEXT PRIMARY KEY, tat REAL NOT NULL,
+                                       hold REAL NOT NULL DEFAULT 0);
 """
 
 _COLUMNS = ("id, alert_id, alert_status, destination, destination_type, rule, also_matched, "
@@ -159,9 +180,15 @@ class SqliteOutbox:
         self._lock = threading.RLock()
         # Alerts this process enqueued and has not finished, so claims need not parse them again.
         self._alerts: dict[str, Alert] = {}
+        # Destination → when its rate key opens, as the last claim found it blocked (for
+        # next_due: its deliveries are not rewritten while they wait).
+        self._opens: dict[str, float] = {}
         try:
             self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000,
                                        isolation_level=None, check_same_thread=False)
+            # Text that is not UTF-8 (a damaged file) reads as U+FFFD instead of failing the
+            # whole query; a row it makes unreadable is then dealt with as one (see claim).
+            self._db.text_factory = functools.partial(str, encoding="utf-8", errors="replace")
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if path != ":memory:":
                 self._db.execute("PRAGMA journal_mode = WAL")
@@ -177,6 +204,10 @@ class SqliteOutbox:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                # A schema step that keeps the version: files from before Retry-After holds were
+                # kept apart from the GCRA time gain the column (older versions ignore it).
+                if "hold" not in {r[1] for r in db.execute("PRAGMA table_info(rate_state)")}:
+                    db.execute("ALTER TABLE rate_state ADD COLUMN hold REAL NOT NULL DEFAULT 0")
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
                                  (str(SCHEMA_VERSION),))
             version = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
@@ -257,14 +288,16 @@ class SqliteOutbox:
             out: list[tuple[Delivery, bool]] = []
             with self._write(durable=True) as db:
                 history = _History(db)
+                keys = _RateKeys(db, now)
                 for d in deliveries:
                     row = db.execute(
                         f"SELECT {_COLUMNS} FROM deliveries WHERE alert_id=? AND alert_status=? "
                         "AND destination=? AND created_at>=? AND test=0 ORDER BY seq DESC LIMIT 1",
                         (d.alert.id, d.alert.status, d.destination, now - repeat_window),
                     ).fetchone()
-                    if row is not None and not d.test:
-                        out.append((_from_row(row), False))
+                    stored = _readable(row) if row is not None and not d.test else None
+                    if stored is not None:  # (an unreadable one is not sent: take this one)
+                        out.append((stored, False))
                         continue
                     d.created_at = now
                     if d.state is State.queued and not d.next_attempt_at:
@@ -275,12 +308,13 @@ class SqliteOutbox:
                     owner = None
                     if (lease_to is not None and d.state is State.queued
                             and d.next_attempt_at <= now and not _waits_for_older(db, d)
-                            and _take(db, d, lease_to[1](d.destination), now)):
+                            and _take(d, lease_to[1](d.destination), now, keys)):
                         owner = lease_to[0]  # written in flight: no claim needed
                     _insert(db, d, now, batch, owner)
                     out.append((d, True))
                     if not d.state.final:
                         self._alerts[d.id] = d.alert
+                keys.save()
             return out
 
         result: list[tuple[Delivery, bool]] = self._run("enqueue", run)
@@ -300,49 +334,101 @@ class SqliteOutbox:
         Due means queued with its time come, or in flight with an expired lease (its worker died:
         that attempt is recorded as lost and counts). A delivery waits while an older delivery
         for the same destination and dedup key is unfinished, so a retried trigger never
-        overtakes its resolve. Rate limits are checked here, in the same transaction: a limited
-        delivery is moved to its allowed time without using an attempt.
+        overtakes its resolve.
+
+        Rate limits are checked here, in the same transaction, per rate key and not per
+        delivery: each key's state is read once, a destination whose key is closed now is left
+        out of the query (its deliveries are neither read nor rewritten, and :meth:`next_due`
+        reports when the key opens), and an open key's destinations are asked for at most as
+        many deliveries as the key lets go now. So claiming costs the same however long a
+        rate-limited backlog grows.
+
+        A stored delivery that cannot be read back (damaged on disk, or written by an older
+        version that accepted what this one refuses) is marked ``dead`` with the reason, and
+        the claim goes on with the others.
         """
 
         def run() -> list[Delivery]:
             claimed: list[Delivery] = []
             with self._write(durable=False) as db:
                 if ids is None:
-                    _close_due_digests(db, now)
+                    _close_due_digests(db, now, self._alerts)
                 where, params = _id_filter(ids)
-                if busy:
-                    where += f" AND destination NOT IN ({','.join('?' * len(busy))})"
-                    params = (*params, *busy)
-                # The candidates' ids first, then whole rows only for those tried: a row holds
-                # the alert's JSON, and most candidates beyond ``limit`` are never looked at.
-                candidates = db.execute(
-                    f"SELECT seq FROM deliveries d WHERE state IN ('queued','in_flight') "
-                    f"AND run_at<=? {where} AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE "
-                    "o.destination=d.destination AND o.dedup_key=d.dedup_key AND o.seq<d.seq "
-                    "AND o.state IN ('queued','in_flight')) ORDER BY run_at, seq LIMIT ?",
-                    (now, *params, limit * 4),  # room for rate-limited ones
-                ).fetchall()
-                for (seq,) in candidates:
-                    if len(claimed) >= limit:
-                        break
-                    row = db.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE seq=?",
-                                     (seq,)).fetchone()
-                    d = _from_row(row, self._alerts)
-                    rules = rules_for(d.destination)
-                    if d.state is State.in_flight:  # the lease ran out: its worker died or hung
-                        d.attempts.append(Attempt(d.attempt_count + 1, d.next_attempt_at, 0.0,
-                                                  "lost", "no answer was recorded before the "
-                                                  "worker's lease expired (it may have died)"))
-                        d.state = State.queued
-                    if _take(db, d, rules, now):
-                        _save(db, d, now, attempt=d.attempt_count + 1, owner=owner)
-                        claimed.append(d)
+                keys = _RateKeys(db, now)
+                known: dict[str, ClaimRules | None] = {}
+
+                def rules(destination: str) -> ClaimRules | None:
+                    if destination not in known:
+                        known[destination] = rules_for(destination)
+                    return known[destination]
+
+                waiting = {name: first for name, first in _earliest(db, ids).items()
+                           if name not in busy}
+                due = [name for name, first in waiting.items()
+                       if first <= now and keys.opens(rules(name)) <= now]
+                while due and len(claimed) < limit:
+                    room = limit - len(claimed)
+                    rows: list[tuple[float, int, str]] = []
+                    more: set[str] = set()  # destinations that may have more due than fetched
+                    for destination in due:
+                        size = min(room, keys.room(rules(destination)))
+                        # The order rule (no overtaking an unfinished older delivery of the
+                        # same dedup key) is part of the query; whole rows are read only for
+                        # the deliveries tried, since a row holds the alert's JSON.
+                        found = db.execute(
+                            "SELECT run_at, seq FROM deliveries d WHERE state IN "
+                            f"('queued','in_flight') AND destination=? AND run_at<=? {where} "
+                            "AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE "
+                            "o.destination=d.destination AND o.dedup_key=d.dedup_key AND "
+                            "o.seq<d.seq AND o.state IN ('queued','in_flight')) "
+                            "ORDER BY run_at, seq LIMIT ?",
+                            (destination, now, *params, size)).fetchall()
+                        if len(found) == size:
+                            more.add(destination)
+                        rows += [(float(r[0]), int(r[1]), destination) for r in found]
+                    rows.sort()
+                    for _, seq, destination in rows:
+                        if len(claimed) >= limit:
+                            break
+                        limits = rules(destination)
+                        if keys.opens(limits) > now:  # its key ran out in this claim
+                            continue
+                        d = self._read(db, seq, now)
+                        if d is None:
+                            continue
+                        if d.state is State.in_flight:  # the lease ran out: its worker died
+                            d.attempts.append(Attempt(d.attempt_count + 1, d.next_attempt_at,
+                                                      0.0, "lost", "no answer was recorded "
+                                                      "before the worker's lease expired (it "
+                                                      "may have died)"))
+                            d.state = State.queued
+                        if _take(d, limits, now, keys):
+                            _save(db, d, now, attempt=d.attempt_count + 1, owner=owner)
+                            claimed.append(d)
+                        else:
+                            _save(db, d, now)
+                    due = [x for x in due if x in more and keys.opens(rules(x)) <= now]
+                for name in waiting:  # for next_due: when each closed key opens
+                    opens = keys.opens(rules(name))
+                    if opens > now:
+                        self._opens[name] = opens
                     else:
-                        _save(db, d, now)
+                        self._opens.pop(name, None)
+                keys.save()
             return claimed
 
         result: list[Delivery] = self._run("claim", run)
         return result
+
+    def _read(self, db: sqlite3.Connection, seq: int, now: float) -> Delivery | None:
+        """The delivery stored at ``seq``; one that cannot be read is marked dead (None)."""
+        row = db.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE seq=?", (seq,)).fetchone()
+        try:
+            return _from_row(row, self._alerts)
+        except Exception as exc:  # whatever is wrong with one row must not stop the queue
+            _bury(db, seq, _why_unreadable(exc), now)
+            self._alerts.pop(str(row[0]), None)
+            return None
 
     def complete(self, deliveries: Sequence[Delivery], owner: str, now: float) -> list[bool]:
         """Store the outcomes of attempts ``owner`` holds, in one transaction; for each, ``False``
@@ -372,13 +458,41 @@ class SqliteOutbox:
                 self._alerts.pop(d.id, None)
         return done
 
+    def release(self, deliveries: Sequence[Delivery], owner: str, now: float) -> list[bool]:
+        """Give back leases ``owner`` holds on deliveries whose attempt never started: each is
+        queued again, due ``now``, without spending an attempt (``False``: the lease was lost)."""
+        for d in deliveries:
+            d.state, d.next_attempt_at = State.queued, now
+            if not d.attempts:
+                d.first_attempt_at = None
+
+        def run() -> list[bool]:
+            with self._write(durable=False) as db:
+                return [db.execute(
+                    "UPDATE deliveries SET state='queued', run_at=?, lease_owner=NULL, attempt=?, "
+                    "first_attempt_at=? WHERE id=? AND lease_owner=? AND attempt=? AND "
+                    "state='in_flight'", (now, d.attempt_count, d.first_attempt_at, d.id, owner,
+                                          d.attempt_count + 1)).rowcount == 1
+                    for d in deliveries]
+
+        done: list[bool] = self._run("release", run)
+        return done
+
     def hold_key(self, key: str, until: float) -> None:
-        """No notification under rate key ``key`` before ``until`` (a destination's Retry-After)."""
+        """No notification under rate key ``key`` before ``until`` (a destination's Retry-After).
+
+        A claim cuts a hold to its destination's ``longest_hold`` from then (see
+        :class:`ClaimRules`), so neither a huge request nor a clock stepped back holds a key
+        longer than that.
+        """
+        if math.isnan(until):
+            return
+        until = min(until, MAX_TIME)
 
         def run() -> None:
             with self._write(durable=False) as db:
-                db.execute("INSERT INTO rate_state(key, tat) VALUES (?, ?) ON CONFLICT(key) DO "
-                           "UPDATE SET tat=max(tat, excluded.tat)", (key, until))
+                db.execute("INSERT INTO rate_state(key, tat, hold) VALUES (?, 0, ?) ON CONFLICT(key)"
+                           " DO UPDATE SET hold=max(hold, excluded.hold)", (key, until))
 
         self._run("rate limit", run)
 
@@ -386,14 +500,17 @@ class SqliteOutbox:
     def next_due(self, ids: Collection[str] | None = None) -> float | None:
         """When the next unfinished delivery falls due (or its lease runs out); ``None``: none.
 
-        Alerts collected for a digest are not counted: a claim closes due digests, and a
+        A destination whose rate key the last claim found closed counts from when the key
+        opens. Alerts collected for a digest are not counted: a claim closes due digests, and a
         ``worker --once`` does not wait for an open digest window.
         """
-        where, params = _id_filter(ids)
-        row = self._run("read", lambda: self._db.execute(
-            f"SELECT min(run_at) FROM deliveries WHERE state IN ('queued','in_flight') {where}",
-            params).fetchone())
-        return None if row is None or row[0] is None else float(row[0])
+        def run() -> dict[str, float]:
+            with self._lock:
+                return _earliest(self._db, ids)
+
+        earliest: dict[str, float] = self._run("read", run)
+        times = [max(first, self._opens.get(name, first)) for name, first in earliest.items()]
+        return min(times, default=None)
 
     def older_pending(self, ids: Collection[str]) -> list[str]:
         """Unfinished deliveries that must go before these (same destination and dedup key,
@@ -415,7 +532,7 @@ class SqliteOutbox:
             "LIMIT 2", (delivery_id, delivery_id, delivery_id)).fetchall())
         exact = [r for r in rows if r[0] == delivery_id]
         if exact or len(rows) == 1:
-            return _from_row((exact or rows)[0])
+            return _shown((exact or rows)[0], self._alerts)
         return None
 
     def find(self, states: Iterable[str] = (), limit: int = 100,
@@ -429,7 +546,7 @@ class SqliteOutbox:
         rows = self._run("read", lambda: self._db.execute(
             f"SELECT {_COLUMNS} FROM deliveries WHERE 1=1 {where} ORDER BY seq DESC LIMIT ?",
             (*params, limit)).fetchall())
-        return [_from_row(r, self._alerts) for r in rows]
+        return [_shown(r, self._alerts) for r in rows]
 
     # -- acting -----------------------------------------------------------------------------------
     def retry(self, ids: Collection[str] = (), *, include_failed: bool = False,
@@ -477,7 +594,7 @@ class SqliteOutbox:
         self.close()
 
 
-def _take(db: sqlite3.Connection, d: Delivery, rules: ClaimRules | None, now: float) -> bool:
+def _take(d: Delivery, rules: ClaimRules | None, now: float, keys: _RateKeys) -> bool:
     """Lease a due delivery (in ``d``; the caller writes it) unless its destination is gone, its
     attempts are spent or its rate limit says wait (then it moves to its allowed time, using no
     attempt)."""
@@ -488,16 +605,116 @@ def _take(db: sqlite3.Connection, d: Delivery, rules: ClaimRules | None, now: fl
         d.finish(State.dead, f"gave up after {d.attempt_count} attempts; last: "
                              f"{d.attempts[-1].reason if d.attempts else ''}")
         return False
-    if rules.rate_limit is not None and rules.rate_key:
-        allowed = _gcra(db, rules.rate_key, rules.rate_limit, now)
-        if allowed > now:
-            d.next_attempt_at = allowed
-            return False
+    opens = keys.opens(rules)
+    if opens > now:
+        d.next_attempt_at = opens
+        return False
+    keys.book(rules)
     d.state = State.in_flight
     d.next_attempt_at = now + rules.lease
     if d.first_attempt_at is None:
         d.first_attempt_at = now
     return True
+
+
+class _RateKeys:
+    """Rate keys as one transaction sees them: each key's row is read once, GCRA runs in memory,
+    and what changed is written back by :meth:`save`.
+
+    GCRA (generic cell rate algorithm) keeps one time per key, the "theoretical arrival time"
+    ``tat``: with interval ``T = period / count`` and burst ``b``, a notification may go when
+    ``tat - (b - 1)·T <= now``, and going moves ``tat`` to ``max(tat, now) + T``. So ``b`` go at
+    once, then one every ``T``; in any span shorter than ``period`` at most ``count + b - 1``.
+    A key's ``hold`` is a destination's Retry-After: nothing goes before it.
+
+    A stored time cannot legitimately be further ahead than a full burst (``tat``) or the longest
+    hold: clearly further (by more than ``CLOCK_SLACK``) means the clock stepped back, or an older
+    version stored it, and it is cut to that bound from now, for good. So a rate limit never
+    waits an hour because the clock moved.
+    """
+
+    def __init__(self, db: sqlite3.Connection, now: float) -> None:
+        self.db = db
+        self.now = now
+        self._state: dict[str, list[float]] = {}  # key → [tat, hold]
+        self._changed: set[str] = set()
+
+    def _key(self, rules: ClaimRules) -> tuple[str, RateLimit, list[float]] | None:
+        if rules.rate_limit is None or not rules.rate_key:
+            return None
+        key, limit = rules.rate_key, rules.rate_limit
+        if key not in self._state:
+            row = self.db.execute("SELECT tat, hold FROM rate_state WHERE key=?",
+                                  (key,)).fetchone()
+            self._state[key] = [_real(row[0]), _real(row[1])] if row else [0.0, 0.0]
+        state = self._state[key]
+        furthest = (self.now + limit.burst * limit.interval, self.now + max(0.0, rules.longest_hold))
+        for i in (0, 1):
+            # Only well beyond the bound: another process's ``now`` can be a little ahead.
+            if state[i] > furthest[i] + CLOCK_SLACK:
+                state[i] = furthest[i]
+                self._changed.add(key)
+        return key, limit, state
+
+    def opens(self, rules: ClaimRules | None) -> float:
+        """When the next notification under ``rules``' key may go (at or before now: now)."""
+        found = self._key(rules) if rules is not None else None
+        if found is None:
+            return self.now
+        _, limit, (tat, hold) = found
+        return max(self.now, tat - (limit.burst - 1) * limit.interval, hold)
+
+    def room(self, rules: ClaimRules | None) -> int:
+        """How many notifications under ``rules``' key may go now (a large number: no limit)."""
+        found = self._key(rules) if rules is not None else None
+        if found is None:
+            return 1 << 30
+        _, limit, (tat, hold) = found
+        if hold > self.now:
+            return 0
+        ahead = max(tat, self.now) - self.now  # booked beyond now: at most burst·interval
+        return max(0, min(limit.burst, limit.burst - math.ceil(ahead / limit.interval - 1e-9)))
+
+    def book(self, rules: ClaimRules) -> None:
+        """One notification under ``rules``' key goes now."""
+        found = self._key(rules)
+        if found is not None:
+            key, limit, state = found
+            state[0] = max(state[0], self.now) + limit.interval
+            self._changed.add(key)
+
+    def save(self) -> None:
+        for key in self._changed:
+            tat, hold = self._state[key]
+            self.db.execute("INSERT INTO rate_state(key, tat, hold) VALUES (?, ?, ?) ON "
+                            "CONFLICT(key) DO UPDATE SET tat=excluded.tat, hold=excluded.hold",
+                            (key, tat, hold))
+        self._changed.clear()
+
+
+def _earliest(db: sqlite3.Connection, ids: Collection[str] | None) -> dict[str, float]:
+    """Each destination with unfinished deliveries (among ``ids``, if given) → the earliest time
+    one of them falls due. Without ``ids`` this walks the index destination by destination, so
+    its cost does not grow with the deliveries waiting."""
+    if ids is not None:
+        where, params = _id_filter(ids)
+        rows = db.execute(
+            "SELECT destination, min(run_at) FROM deliveries WHERE state IN "
+            f"('queued','in_flight') {where} GROUP BY destination", params).fetchall()
+    else:
+        rows = db.execute(
+            "WITH RECURSIVE s(state) AS (VALUES ('queued'), ('in_flight')), "
+            "d(state, name) AS (SELECT state, (SELECT destination FROM deliveries WHERE "
+            "state=s.state ORDER BY destination LIMIT 1) FROM s UNION ALL SELECT d.state, "
+            "(SELECT destination FROM deliveries WHERE state=d.state AND destination>d.name "
+            "ORDER BY destination LIMIT 1) FROM d WHERE d.name IS NOT NULL) "
+            "SELECT name, (SELECT min(run_at) FROM deliveries WHERE state=d.state AND "
+            "destination=d.name) FROM d WHERE name IS NOT NULL").fetchall()
+    earliest: dict[str, float] = {}
+    for name, first in rows:
+        at = _real(first)
+        earliest[name] = min(at, earliest.get(name, at))
+    return earliest
 
 
 def _waits_for_older(db: sqlite3.Connection, d: Delivery) -> bool:
@@ -515,20 +732,6 @@ def _id_filter(ids: Collection[str] | None) -> tuple[str, tuple[str, ...]]:
     if not ids:
         return " AND 0", ()
     return f" AND id IN ({','.join('?' * len(ids))})", ids
-
-
-def _gcra(db: sqlite3.Connection, key: str, limit: RateLimit, now: float) -> float:
-    """Generic cell rate algorithm, burst 1: conforming requests are spaced ``period/count``
-    apart, so no window of ``period`` ever holds more than ``count``. Returns ``now`` when this
-    request may go (and books it), else the time it may go."""
-    interval = limit.period / limit.count
-    row = db.execute("SELECT tat FROM rate_state WHERE key=?", (key,)).fetchone()
-    tat = max(float(row[0]) if row else now, now)
-    if tat > now:
-        return tat
-    db.execute("INSERT INTO rate_state(key, tat) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
-               "tat=excluded.tat", (key, now + interval))
-    return now
 
 
 def _history(d: Delivery) -> str:
@@ -611,7 +814,7 @@ class _History:
         return None if row is None or row[0] is None else float(row[0])
 
 
-def _close_due_digests(db: sqlite3.Connection, now: float) -> None:
+def _close_due_digests(db: sqlite3.Connection, now: float, known: Mapping[str, Alert]) -> None:
     """Turn every digest whose window closed (or filled) into queued digest deliveries of at
     most ``max_items`` alerts each, oldest alerts first."""
     due = db.execute(
@@ -624,7 +827,15 @@ def _close_due_digests(db: sqlite3.Connection, now: float) -> None:
                               "state='batched' ORDER BY seq LIMIT ?", (key, size)).fetchall()
             if not rows or (len(rows) < size and not closed):
                 break  # what is left waits for its window to close or fill
-            _send_as_digest(db, [_from_row(r) for r in rows], now)
+            members = []
+            for row in rows:
+                try:
+                    members.append(_from_row(row, known))
+                except Exception as exc:  # one unreadable alert must not stop its digest
+                    db.execute("UPDATE deliveries SET state='dead', finalized_at=?, reason=? "
+                               "WHERE id=?", (now, _why_unreadable(exc), row[0]))
+            if members:
+                _send_as_digest(db, members, now)
 
 
 def _send_as_digest(db: sqlite3.Connection, members: list[Delivery], now: float) -> None:
@@ -646,6 +857,7 @@ def _save(db: sqlite3.Connection, d: Delivery, now: float, *, attempt: int | Non
 
 
 def _from_row(row: Sequence[Any], known: Mapping[str, Alert] | None = None) -> Delivery:
+    """The stored delivery; raises when the row cannot be read back (see :func:`_shown`)."""
     (id_, _alert_id, _status, destination, dtype, rule, also, dedup, alert_json, test, state,
      _attempt, run_at, first, created, reason, hint, details, history, _asset, _batch, _max,
      digest) = row
@@ -654,11 +866,83 @@ def _from_row(row: Sequence[Any], known: Mapping[str, Alert] | None = None) -> D
         alert=alert or Alert.model_validate_json(alert_json, context={"event_types": None}),
         destination=destination, destination_type=dtype, rule=rule,
         dedup_key=dedup, also_matched=tuple(json.loads(also)), id=id_, state=State(state),
-        next_attempt_at=float(run_at), first_attempt_at=first, reason=reason, hint=hint,
-        details=json.loads(details), test=bool(test), created_at=float(created),
+        next_attempt_at=_time(run_at), first_attempt_at=None if first is None else _time(first),
+        reason=reason, hint=hint, details=json.loads(details), test=bool(test),
+        created_at=_time(created),
     )
-    d.attempts = [Attempt(a["number"], a["started_at"], a["duration"], a["status"], a["reason"])
+    if not isinstance(d.details, dict):
+        raise ValueError("its details are not a JSON object")
+    d.attempts = [Attempt(int(a["number"]), _time(a["started_at"]),
+                          min(_time(a["duration"]), MAX_TIME), str(a["status"]), str(a["reason"]))
                   for a in json.loads(history)]
     d.digest = tuple(Alert.model_validate_json(a, context={"event_types": None})
                      for a in json.loads(digest))
     return d
+
+
+def _readable(row: Sequence[Any]) -> Delivery | None:
+    try:
+        return _from_row(row)
+    except Exception:  # unreadable: the caller goes on without it
+        return None
+
+
+def _shown(row: Sequence[Any], known: Mapping[str, Alert]) -> Delivery:
+    """The stored delivery, or, when it cannot be read back, a stand-in shown ``dead`` with the
+    reason (the next claim marks it so in the file), so ``outbox list/show`` never fail."""
+    try:
+        return _from_row(row, known)
+    except Exception as exc:
+        why = _why_unreadable(exc)
+    id_, alert_id, status, destination, dtype, rule = (str(x) for x in row[:6])
+    try:
+        title = str(json.loads(row[8]).get("title") or "")[:200]
+    except Exception:  # a title is only a courtesy
+        title = ""
+    alert = Alert.model_construct(id=alert_id, event_type="unknown", title=title or "(unreadable)",
+                                  asset=Asset.model_construct(id=str(row[19]), name="?"))
+    if status in ("acknowledged", "resolved"):
+        alert = alert.model_copy(update={"status": status})
+    d = Delivery(alert=alert, destination=destination, destination_type=dtype, rule=rule,
+                 dedup_key=str(row[7]), id=id_, state=State.dead, reason=why)
+    d.created_at = min(max(_real(row[14]), 0.0), MAX_TIME)
+    return d
+
+
+def _why_unreadable(exc: BaseException) -> str:
+    """``the stored delivery cannot be read: …`` with the first problem, on one line."""
+    if isinstance(exc, ValidationError) and exc.errors():
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        detail = f"{where}: {first['msg']}" if where else first["msg"]
+    else:
+        detail = str(exc) or type(exc).__name__
+    detail = " ".join(detail.split())
+    return f"{UNREADABLE}: {detail[:300]}"
+
+
+def _bury(db: sqlite3.Connection, seq: int, reason: str, now: float) -> None:
+    """Mark an unreadable delivery dead, with the reason, so the queue goes on without it."""
+    db.execute("UPDATE deliveries SET state='dead', finalized_at=?, lease_owner=NULL, reason=?, "
+               "hint=? WHERE seq=?",
+               (now, reason, "it was damaged in the state file, or written by a version that "
+                             "accepted what this one refuses; send the alert again if needed",
+                seq))
+
+
+def _real(value: Any) -> float:
+    """A stored number as a float (NULL or text: 0)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if math.isnan(number) else number
+
+
+def _time(value: Any) -> float:
+    """A stored time, kept between 1970 and the year 3000 (so every formatter can show it);
+    raises for what is not a number at all."""
+    number = float(value)
+    if math.isnan(number):
+        raise ValueError("a stored time is not a number")
+    return min(max(number, 0.0), MAX_TIME)

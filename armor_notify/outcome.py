@@ -29,6 +29,12 @@ class Outcome:
     retry_after: float | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # A plugin may pass any number (inf, 1e15, NaN, a negative one): bound it here, so no
+        # later sum overflows or lands in year 31 million.
+        if self.retry_after is not None:
+            object.__setattr__(self, "retry_after", bounded_wait(self.retry_after))
+
     @classmethod
     def delivered(cls, reason: str = "", **details: Any) -> Outcome:
         """The destination accepted the notification."""
@@ -46,7 +52,8 @@ class Outcome:
         """A temporary failure (network error, timeout, 429, 5xx, SMTP 4xx): try again later.
 
         ``retry_after`` is the destination's own request (seconds), e.g. from a ``Retry-After``
-        header; the core waits at least that long before the next attempt.
+        header; the core waits at least that long before the next attempt. It is bounded to
+        between 0 and one day (:data:`MAX_RETRY_AFTER`); NaN counts as not given.
         """
         return cls("retry", reason=reason, hint=hint, retry_after=retry_after, details=details)
 
@@ -56,10 +63,25 @@ class Outcome:
         return cls("failed", reason=reason, hint=hint, details=details)
 
 
+MAX_RETRY_AFTER = 86_400.0
+"""The longest wait a destination may ask for (one day): a longer ``Retry-After`` (``inf``,
+``1e15``, a date in year 9999) counts as this long."""
+
+
+def bounded_wait(seconds: float | None) -> float | None:
+    """A destination's requested wait made safe: ``None`` for NaN, else between 0 and
+    :data:`MAX_RETRY_AFTER` (``inf`` and huge values become the cap)."""
+    if seconds is None or seconds != seconds:  # NaN
+        return None
+    return min(max(0.0, float(seconds)), MAX_RETRY_AFTER)
+
+
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from an HTTP ``Retry-After`` header (delta-seconds or an HTTP date).
 
-    Returns ``None`` when the header is absent or unreadable.
+    Returns ``None`` when the header is absent or unreadable (``nan``, garbage); otherwise a
+    finite number between 0 and :data:`MAX_RETRY_AFTER` (one day): ``inf``, ``1e15`` or a date
+    in year 9999 give one day.
     """
     if value is None:
         return None
@@ -69,9 +91,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+            seconds = when.timestamp() - (time.time() if now is None else now)
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
+    return bounded_wait(seconds)

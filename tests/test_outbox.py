@@ -171,7 +171,8 @@ def test_a_delivery_that_keeps_losing_its_worker_ends_dead(box: SqliteOutbox) ->
 def test_rate_limit_delays_and_never_drops(box: SqliteOutbox) -> None:
     nt = notifier({"d": {}}, box)
     box.enqueue(planned(nt, alert(1), alert(2), alert(3)), repeat_window=0, now=10.0)
-    rules = ClaimRules(lease=5, max_attempts=3, rate_key="k", rate_limit=RateLimit(2, 1.0))
+    rules = ClaimRules(lease=5, max_attempts=3, rate_key="k",
+                       rate_limit=RateLimit(2, 1.0, burst=1))
     assert len(box.claim("w", 10.0, 10, lambda n: rules)) == 1
     assert box.next_due() == pytest.approx(10.5)
     assert len(box.claim("w", 10.5, 10, lambda n: rules)) == 1

@@ -266,7 +266,7 @@ def test_trigger_acknowledge_and_resolve_share_one_dedup_key(tmp_path: Path) -> 
 
 def test_a_rate_limit_delays_a_storm_and_drops_nothing(tmp_path: Path) -> None:
     rec = tmp_path / "rec.jsonl"
-    nt = notifier({"d": {"rate_limit": "2/second"}}, rec)
+    nt = notifier({"d": {"rate_limit": "2/second", "rate_burst": 1}}, rec)
     report = nt.send(nt.parse_alerts([make_alert(i) for i in range(5)]))
     assert {d.state for d in report.deliveries} == {State.delivered}
     times = sorted(r["time"] for r in records(rec))

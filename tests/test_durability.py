@@ -217,7 +217,7 @@ def test_rate_limits_hold_across_processes(
         tmp_path: Path, receivers: tuple[FakePagerDuty, FakeSlack]) -> None:
     pd, slack = receivers
     state = tmp_path / "state"
-    config = write_config(tmp_path, pd.url, slack.url, rate_limit="5/second")
+    config = write_config(tmp_path, pd.url, slack.url, rate_limit="5/second", rate_burst=1)
     count = 8
     assert run_cli("send", str(write_alerts(tmp_path, count)), "--config", str(config),
                    "--wait", "0", env=cli_env(state)).returncode == 3

@@ -23,6 +23,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_QUEUED = 3
+EXIT_INTERNAL = 4
+"""An internal error (a bug in armor-notify): never 1, which means a delivery failed."""
 
 
 @dataclass(frozen=True)
@@ -155,9 +157,13 @@ class Notifier:
         return self.outbox.find([State(s).value for s in states], limit)
 
     def send(self, alerts: Alert | Iterable[Alert], *, dry_run: bool = False,
-             wait: float | None = None) -> SendReport:
+             wait: float | None = None,
+             on_final: Callable[[Delivery], None] | None = None) -> SendReport:
         """Route, write to the outbox and deliver; returns when every delivery is final or
-        ``wait`` seconds have passed (what is still retrying then stays queued)."""
+        ``wait`` seconds have passed (what is still retrying then stays queued).
+
+        ``on_final`` is called once for each delivery of these alerts as it becomes final
+        during the send (e.g. for a progress bar), on the calling thread."""
         alerts = [alerts] if isinstance(alerts, Alert) else list(alerts)
         if dry_run:
             planned = self.dispatcher.plan(alerts)
@@ -176,9 +182,16 @@ class Notifier:
             # A resolve waits for its own earlier trigger if that is still queued: drive both.
             before = self.outbox.older_pending([i for i in fresh if i not in
                                                 {d.id for d in leased}])
+            wanted = set(fresh)
+
+            def final(delivery: Delivery) -> None:
+                if delivery.id in wanted and delivery.id not in finished:
+                    finished[delivery.id] = delivery
+                    if on_final is not None:
+                        on_final(delivery)
+
             self.dispatcher.deliver(self.outbox, ids=[*before, *fresh], wait_seconds=wait,
-                                    leased=leased,
-                                    on_final=lambda d: finished.__setitem__(d.id, d))
+                                    leased=leased, on_final=final)
             unfinished = [i for i in fresh if i not in finished]
             if unfinished:  # still queued: read their state (next attempt, last reason)
                 finished.update((d.id, d) for d in self.outbox.find(ids=unfinished,

@@ -17,8 +17,10 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .alert import Alert
 from .config import Config, Destination
@@ -38,18 +40,38 @@ GRACE_MAX = 5.0
 LEASE_MARGIN = 1.0
 # How long to wait before looking again at deliveries that are due but cannot be claimed yet.
 MIN_IDLE = 0.05
+# ... and when some are due but their destinations have their full share of the pool.
+BUSY_IDLE = 0.25
+# A destination that had an attempt start this recently counts as having work when the pool is
+# shared out (one with more due work is claimed again well within this).
+RECENT = 1.0
 
 
 def hard_timeout(timeout: float) -> float:
     return timeout + min(GRACE_MAX, max(0.2, timeout * GRACE_FRACTION))
 
 
-@dataclass
+@dataclass(eq=False)
 class _Running:
+    """An attempt handed to the pool (or run inline), until its outcome is recorded."""
+
     delivery: Delivery
-    started: float
-    hard_deadline: float
     notification: Notification
+    job: Job[Outcome]
+    started: float
+    """When it was handed over (wall clock, as stored; its thread may start a moment later)."""
+    began: float
+    """The same moment on the monotonic clock (attempt durations are measured from it)."""
+    hard: float
+    """Its hard timeout: seconds from when a thread starts it (never from when it was queued)."""
+    lease_end: float
+    """Monotonic time by which its lease must be given back (completed or released)."""
+    gave_up: float = 0.0
+    """Monotonic time of its hard timeout, once given up on."""
+    retry: tuple[float | None, str] = (None, "")
+    """Given up on: when the timed-out attempt is retried (wall clock), or why it is not."""
+    late_until: float = 0.0
+    """Given up on: until when (monotonic) a late answer is still awaited and recorded instead."""
 
 
 @dataclass
@@ -65,6 +87,8 @@ class Dispatcher:
     """Who holds the leases this dispatcher takes."""
     _senders: dict[str, Sender | Exception] = field(default_factory=dict, init=False)
     _pool: IOPool | None = field(default=None, init=False)
+    _hung: dict[Job[Outcome], str] = field(default_factory=dict, init=False)
+    """Attempts given up on whose thread is still busy, by destination (they count against it)."""
     _secrets: dict[str, list[str]] = field(default_factory=dict, init=False)
 
     # -- planning ---------------------------------------------------------------------------------
@@ -107,6 +131,7 @@ class Dispatcher:
             max_attempts=dest.config.max_attempts,
             rate_key=self._rate_key(dest),
             rate_limit=dest.rate_limit,
+            longest_hold=dest.config.retry_deadline,
         )
 
     @staticmethod
@@ -132,91 +157,11 @@ class Dispatcher:
         Returns when nothing is left to do (``stop_when_idle``) or after ``wait_seconds``;
         deliveries still waiting for a retry then stay queued in the outbox. A worker passes
         ``stop_when_idle=False`` and polls for new work every ``poll`` seconds. ``leased`` are
-        deliveries already leased to this dispatcher (at intake): they start at once.
+        deliveries already leased to this dispatcher (at intake): they start as soon as the
+        pool has room for them. Attempts that have not started when this returns (or is
+        interrupted) never start: their deliveries go back on the queue, no attempt spent.
         """
-        start = self.clock()
-        pool = self._io_pool()
-        running: dict[Job[Outcome], _Running] = {}
-        finished: queue.SimpleQueue[Job[Outcome]] = queue.SimpleQueue()
-        # With ``ids``, the ones not yet final: once every one of them is running, there is
-        # nothing to claim or look up until an attempt ends (the common single-alert send).
-        open_ids = set(ids) if ids is not None else None
-
-        def launch(batch: Iterable[Delivery], now: float) -> int:
-            count = 0
-            for delivery in batch:
-                count += 1
-                # The caller waits for this one delivery alone: a sender whose waits are
-                # bounded by its timeout can run right here (see Sender.bounded_waits).
-                alone = open_ids is not None and len(open_ids) == 1 and not running
-                started = self._start(delivery, pool, finished, now, alone)
-                if started is not None:
-                    running[started[0]] = started[1]
-                    continue
-                self._finish(outbox, [delivery], now, on_final)
-                if open_ids is not None:
-                    open_ids.discard(delivery.id)
-            return count
-
-        launch(leased, start)
-        # The pool outlives this call: its threads keep their senders' connections.
-        while True:
-            now = self.clock()
-            out_of_time = wait_seconds is not None and now - start >= wait_seconds
-            claimed = 0
-            if open_ids is not None and not open_ids:
-                break
-            waiting = open_ids is None or bool(
-                open_ids - {r.delivery.id for r in running.values()})
-            if waiting and not out_of_time and len(running) < self.max_workers:
-                claimed = launch(outbox.claim(self.owner, now, self.max_workers - len(running),
-                                              self.rules_for, ids), now)
-            # With every I/O thread busy nothing can start before an attempt ends, and the
-            # loop wakes for that anyway: when the next delivery is due does not matter yet.
-            busy = len(running) >= self.max_workers
-            due = None if out_of_time or not waiting or busy else outbox.next_due(ids)
-            if due is not None and not claimed:
-                due = max(due, now + MIN_IDLE)  # due but not claimable yet (order, leases)
-            if not running:
-                if out_of_time or (due is None and stop_when_idle):
-                    break
-                until = min(due if due is not None else now + poll, now + poll)
-                if wait_seconds is not None:
-                    until = min(until, start + wait_seconds)
-                time.sleep(max(0.0, until - self.clock()))
-                continue
-            timers = [r.hard_deadline for r in running.values()]
-            timers += [t for t in (due, start + wait_seconds if wait_seconds else None)
-                       if t is not None]
-            timeout = max(0.0, min(timers) - self.clock())
-            done = set()
-            with contextlib.suppress(queue.Empty):
-                done.add(finished.get(timeout=timeout))
-                while True:  # and whatever else finished meanwhile
-                    done.add(finished.get_nowait())
-            now = self.clock()
-            ended = []
-            for job in list(running):
-                run = running[job]
-                if job in done:
-                    outcome = self._outcome_of(job)
-                elif now >= run.hard_deadline:
-                    pool.abandon(job)
-                    outcome = Outcome.retry(
-                        f"no answer within {run.notification.timeout:g}s (timed out)")
-                else:
-                    continue
-                del running[job]
-                self._record(run, outcome, now)
-                if outcome.retry_after:
-                    dest = self.config.destinations[run.delivery.destination]
-                    if dest.rate_limit is not None:  # the provider asked everyone to wait
-                        outbox.hold_key(self._rate_key(dest), now + outcome.retry_after)
-                ended.append(run.delivery)
-            # Every attempt that ended meanwhile is recorded in one transaction (one sync).
-            self._finish(outbox, ended, now, on_final)
-            if open_ids is not None:
-                open_ids.difference_update(d.id for d in ended if d.state.final)
+        _Pass(self, outbox, ids, on_final).run(leased, wait_seconds, stop_when_idle, poll)
 
     def _io_pool(self) -> IOPool:
         # One pool for the dispatcher's life, so its threads are reused (a pool per call started
@@ -262,7 +207,7 @@ class Dispatcher:
         self._senders.clear()
 
     def _start(self, delivery: Delivery, pool: IOPool, finished: queue.SimpleQueue[Job[Outcome]],
-               now: float, alone: bool = False) -> tuple[Job[Outcome], _Running] | None:
+               now: float, lease_end: float, alone: bool = False) -> _Running | None:
         dest = self.config.destinations[delivery.destination]
         sender = self.sender_for(dest)
         if isinstance(sender, Exception):
@@ -287,8 +232,10 @@ class Dispatcher:
         )
         inline = alone and getattr(sender, "bounded_waits", False) is True
         start = IOPool.run_here if inline else pool.submit
+        began = time.monotonic()
         job = start(lambda: sender.send(notification), finished)
-        return job, _Running(delivery, now, now + hard_timeout(dest.config.timeout), notification)
+        return _Running(delivery, notification, job, now, began, hard_timeout(dest.config.timeout),
+                        lease_end)
 
     @staticmethod
     def _outcome_of(job: Job[Outcome]) -> Outcome:
@@ -316,24 +263,47 @@ class Dispatcher:
             secrets = self._secrets[dest.name] = secret_values(dest.config)
         return redact(text, secrets)
 
-    def _record(self, run: _Running, outcome: Outcome, now: float) -> bool:
-        """Apply an attempt's outcome; True when the delivery goes back on the queue."""
+    def _clean_details(self, dest: Destination, value: Any) -> Any:
+        """``value`` with every secret of ``dest`` masked in every string inside it (what the
+        outbox cannot store as JSON as it is, it stores as text: masked as text too)."""
+        if isinstance(value, str):
+            return self._clean(dest, value)
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, Mapping):
+            return {self._clean_details(dest, k) if isinstance(k, str) else k:
+                    self._clean_details(dest, v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._clean_details(dest, v) for v in value]
+        return self._clean(dest, str(value))
+
+    def _retry_plan(self, delivery: Delivery, attempts: int, now: float,
+                    retry_after: float | None) -> tuple[float | None, str]:
+        dest = self.config.destinations[delivery.destination]
+        policy = RetryPolicy.for_destination(dest.config)
+        return policy.next_attempt(attempts, delivery.first_attempt_at or now, now, retry_after,
+                                   self.rng)
+
+    def _record(self, run: _Running, outcome: Outcome, now: float, started: float,
+                duration: float, plan: tuple[float | None, str] | None = None) -> bool:
+        """Apply an attempt's outcome (``plan``: its retry, when already decided); True when the
+        delivery goes back on the queue."""
         delivery = run.delivery
         dest = self.config.destinations[delivery.destination]
         reason = self._clean(dest, outcome.reason)
         hint = self._clean(dest, outcome.hint) if outcome.hint else None
-        delivery.attempts.append(Attempt(run.notification.attempt, run.started,
-                                         max(0.0, now - run.started), outcome.status, reason))
-        delivery.details.update(outcome.details)
+        delivery.attempts.append(Attempt(run.notification.attempt, started, duration,
+                                         outcome.status, reason))
+        if outcome.details:
+            delivery.details.update(self._clean_details(dest, dict(outcome.details)))
         if outcome.status == "delivered":
             delivery.finish(State.delivered, reason, hint)
             return False
         if outcome.status == "failed":
             delivery.finish(State.failed, reason, hint)
             return False
-        policy = RetryPolicy.for_destination(dest.config)
-        at, why = policy.next_attempt(delivery.attempt_count, delivery.first_attempt_at or now,
-                                      now, outcome.retry_after, self.rng)
+        at, why = plan or self._retry_plan(delivery, delivery.attempt_count, now,
+                                           outcome.retry_after)
         if at is None:
             delivery.finish(State.dead, f"{why}; last: {reason}", hint)
             return False
@@ -347,6 +317,255 @@ class Dispatcher:
         dest = self.config.destinations[destination]
         return Delivery(alert=alert, destination=dest.name, destination_type=dest.type.name,
                         rule="armor-notify test", dedup_key=dedup_key, test=True)
+
+
+class _Pass:
+    """One ``Dispatcher.deliver`` call: its attempts, its backlog and its timers.
+
+    Times for waiting are on the monotonic clock; times that are stored (run_at, an attempt's
+    start) are the dispatcher's wall clock. The I/O pool is shared out between destinations: a
+    destination may start an attempt only while it holds fewer than its share of the pool's
+    threads (``max_workers`` divided by the number of destinations with work), counting attempts
+    that were given up on and still hold a thread, so a hung destination ties up its own share
+    and never another's.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, outbox: Outbox, ids: Collection[str] | None,
+                 on_final: Callable[[Delivery], None] | None) -> None:
+        self.d = dispatcher
+        self.outbox = outbox
+        self.ids = ids
+        self.on_final = on_final
+        self.pool = dispatcher._io_pool()
+        self.finished: queue.SimpleQueue[Job[Outcome]] = queue.SimpleQueue()
+        self.running: dict[Job[Outcome], _Running] = {}
+        """Attempts that hold (or wait for) an I/O thread."""
+        self.late: dict[Job[Outcome], _Running] = {}
+        """Attempts given up on whose lease is still held: a late answer is recorded instead."""
+        self.backlog: dict[str, deque[Delivery]] = {}
+        """Deliveries leased at intake that have not started, by destination."""
+        self.start_by: dict[str, float] = {}
+        """By destination: a leased delivery not started by then is given back (its lease must
+        outlast its attempt)."""
+        self.lease_end: dict[str, float] = {}
+        self.held: set[str] = set()
+        """Ids of the deliveries in ``running``, ``late`` and ``backlog``."""
+        # With ``ids``, the ones not yet final: once every one of them is held here, there is
+        # nothing to claim or look up until an attempt ends (the common single-alert send).
+        self.open_ids = set(ids) if ids is not None else None
+        self.last_start: dict[str, float] = {}
+        self.ended: list[Delivery] = []
+        self.released: list[Delivery] = []
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, leased: Sequence[Delivery], wait_seconds: float | None, stop_when_idle: bool,
+            poll: float) -> None:
+        begin = time.monotonic()
+        end = begin + wait_seconds if wait_seconds is not None else None
+        try:
+            self._hold(leased, begin)
+            done: set[Job[Outcome]] = set()
+            while True:
+                mono, now = time.monotonic(), self.d.clock()
+                out_of_time = end is not None and mono >= end
+                self._settle(done, mono, now, out_of_time)
+                self._flush(now)
+                if self.open_ids is not None and not self.open_ids:
+                    break
+                if out_of_time:
+                    self._give_back_unstarted()
+                else:
+                    self._give_back_stale(mono)
+                claimed, busy = 0, False
+                wanted = self.open_ids is None or len(self.open_ids) > len(self.held)
+                if not out_of_time:
+                    claimed, busy = self._fill(mono, now, claim=wanted)
+                self._flush(now)
+                if self.open_ids is not None and not self.open_ids:
+                    break
+                room = self.d.max_workers - len(self.running)
+                # With every I/O thread busy nothing can start before an attempt ends, and the
+                # loop wakes for that anyway: when the next delivery is due does not matter yet.
+                due = self.outbox.next_due(self.ids) if (
+                    wanted and not out_of_time and room > 0) else None
+                local = self.running or self.late or self.backlog
+                if not local and (out_of_time or (due is None and stop_when_idle)):
+                    break
+                timers = [mono + poll]
+                if due is not None:
+                    wait = due - now
+                    if wait <= 0 and not claimed:  # due but not claimable yet (order, leases)
+                        wait = BUSY_IDLE if busy else MIN_IDLE
+                    timers.append(mono + wait)
+                timers += [(job.started or mono) + run.hard for job, run in self.running.items()]
+                timers += [run.late_until for run in self.late.values()]
+                timers += [self.start_by[dest] for dest in self.backlog]
+                if end is not None:
+                    timers.append(end)
+                done = set()
+                with contextlib.suppress(queue.Empty):
+                    done.add(self.finished.get(timeout=max(0.0, min(timers) - time.monotonic())))
+                    while True:  # and whatever else finished meanwhile
+                        done.add(self.finished.get_nowait())
+        except BaseException:
+            # Interrupted (Ctrl-C) or failed: what has not started never will, and goes back on
+            # the queue; an attempt that is running keeps its lease (it may still be sent).
+            with contextlib.suppress(Exception):
+                now = self.d.clock()
+                self._settle(set(), time.monotonic(), now, True)
+                self._give_back_unstarted()
+                self._flush(now)
+            raise
+
+    # -- taking work ------------------------------------------------------------------------------
+    def _hold(self, leased: Sequence[Delivery], mono: float) -> None:
+        for delivery in leased:
+            dest = delivery.destination
+            if dest not in self.backlog:
+                self.backlog[dest] = deque()
+                hard = hard_timeout(self.d.config.destinations[dest].config.timeout)
+                self.lease_end[dest] = mono + 2 * hard  # the lease, less its margin
+                self.start_by[dest] = mono + hard  # so the attempt ends within its lease
+            self.backlog[dest].append(delivery)
+            self.held.add(delivery.id)
+
+    def _load(self) -> Counter[str]:
+        """Threads held per destination: running attempts and those given up on."""
+        hung = self.d._hung
+        for job in [job for job in hung if job.finished]:
+            del hung[job]
+        load = Counter(run.delivery.destination for run in self.running.values())
+        load.update(run.delivery.destination for run in self.late.values())
+        load.update(hung.values())
+        return load
+
+    def _fill(self, mono: float, now: float, *, claim: bool) -> tuple[int, bool]:
+        """Start what the pool has room for, within each destination's share: leased deliveries
+        first, then claimed ones. Returns how many started, and whether some destination is at
+        its share."""
+        room = self.d.max_workers - len(self.running)
+        if room <= 0:
+            return 0, False
+        load = self._load()
+        active = {dest for dest, n in load.items() if n} | set(self.backlog)
+        active.update(dest for dest, t in self.last_start.items() if mono - t < RECENT)
+        share = max(1, self.d.max_workers // max(1, len(active)))
+        started = 0
+        while room > 0 and self.backlog:
+            progress = False
+            for dest in list(self.backlog):  # round robin over the destinations
+                if room <= 0:
+                    break
+                if load[dest] >= share:
+                    continue
+                backlog = self.backlog[dest]
+                delivery = backlog.popleft()
+                if not backlog:
+                    del self.backlog[dest]
+                self.held.discard(delivery.id)
+                self._launch(delivery, mono, now, self.lease_end[dest])
+                load[dest] += 1
+                room -= 1
+                started += 1
+                progress = True
+            if not progress:
+                break
+        busy = [dest for dest, n in load.items() if n >= share]
+        if claim and room > 0:
+            for delivery in self.outbox.claim(self.d.owner, now, room, self.d.rules_for,
+                                              self.ids, busy=busy):
+                hard = hard_timeout(self.d.config.destinations[delivery.destination].config.timeout)
+                self._launch(delivery, mono, now, mono + 2 * hard)
+                started += 1
+        return started, bool(busy)
+
+    def _launch(self, delivery: Delivery, mono: float, now: float, lease_end: float) -> None:
+        # The caller waits for this one delivery alone: a sender whose waits are bounded by its
+        # timeout can run right here (see Sender.bounded_waits).
+        alone = (self.open_ids is not None and len(self.open_ids) == 1 and not self.running
+                 and not self.late)
+        run = self.d._start(delivery, self.pool, self.finished, now, lease_end, alone)
+        if run is None:
+            self.ended.append(delivery)
+            return
+        self.running[run.job] = run
+        self.held.add(delivery.id)
+        self.last_start[delivery.destination] = mono
+
+    # -- outcomes ---------------------------------------------------------------------------------
+    def _settle(self, done: set[Job[Outcome]], mono: float, now: float,
+                out_of_time: bool) -> None:
+        """Record finished attempts, give up on those past their hard timeout, and record the
+        timeouts whose late answer no longer counts."""
+        for job in done:
+            run = self.running.pop(job, None) or self.late.pop(job, None)
+            if run is None:  # given up on and recorded: its answer came too late
+                self.d._hung.pop(job, None)
+                continue
+            self._record(run, self.d._outcome_of(job), mono, now)
+        for job, run in list(self.running.items()):
+            if job.started is not None and mono >= job.started + run.hard:
+                del self.running[job]
+                self.pool.abandon(job)
+                run.gave_up = mono
+                run.retry = self.d._retry_plan(run.delivery, run.delivery.attempt_count + 1,
+                                               now, None)
+                at = run.retry[0]
+                # The timeout is recorded when the retry falls due (or the lease must be given
+                # back); an answer that arrives before then is recorded instead, so an attempt
+                # that was only slow is not sent twice.
+                run.late_until = min(run.lease_end, mono + (at - now)) if at is not None else 0
+                self.late[job] = run
+        for job, run in list(self.late.items()):
+            if out_of_time or mono >= run.late_until:
+                del self.late[job]
+                self.d._hung[job] = run.delivery.destination
+                timed_out = Outcome.retry(
+                    f"no answer within {run.notification.timeout:g}s (timed out)")
+                self._record(run, timed_out, mono, now, ended=run.gave_up, plan=run.retry)
+
+    def _record(self, run: _Running, outcome: Outcome, mono: float, now: float,
+                ended: float | None = None, plan: tuple[float | None, str] | None = None) -> None:
+        delivery = run.delivery
+        self.d._record(run, outcome, now, run.started,
+                       max(0.0, (ended if ended is not None else mono) - run.began), plan)
+        if outcome.retry_after:
+            dest = self.d.config.destinations[delivery.destination]
+            if dest.rate_limit is not None:  # the provider asked everyone to wait
+                self.outbox.hold_key(self.d._rate_key(dest), now + outcome.retry_after)
+        self.held.discard(delivery.id)
+        self.ended.append(delivery)
+
+    def _give_back_unstarted(self) -> None:
+        """Cancel attempts no thread has started and return every delivery not started."""
+        for job, run in list(self.running.items()):
+            if self.pool.cancel(job):
+                del self.running[job]
+                self.released.append(run.delivery)
+        for backlog in self.backlog.values():
+            self.released.extend(backlog)
+        self.backlog.clear()
+        self.held.difference_update(d.id for d in self.released)
+
+    def _give_back_stale(self, mono: float) -> None:
+        """Leased deliveries that could not start in time go back on the queue (to be claimed
+        again under a fresh lease)."""
+        for dest in [dest for dest in self.backlog if mono >= self.start_by[dest]]:
+            backlog = self.backlog.pop(dest)
+            self.released.extend(backlog)
+            self.held.difference_update(d.id for d in backlog)
+
+    def _flush(self, now: float) -> None:
+        """Store what ended (every outcome in one transaction: one sync) and give back what was
+        not started."""
+        if self.ended:
+            ended, self.ended = self.ended, []
+            self.d._finish(self.outbox, ended, now, self.on_final)
+            if self.open_ids is not None:
+                self.open_ids.difference_update(d.id for d in ended if d.state.final)
+        if self.released:
+            released, self.released = self.released, []
+            self.outbox.release(released, self.d.owner, now)
 
 
 def resolved_copy(alert: Alert) -> Alert:

@@ -8,12 +8,17 @@ it and starts a replacement, and daemon threads never keep the process alive at 
 A finished job is put on the queue its submitter named, so the submitter waits for "whichever
 finishes first" with one ``queue.get`` (``concurrent.futures.wait`` costs several times that,
 which showed in single-alert sends).
+
+A job records when a thread started running it (``started``, on the monotonic clock), so its
+submitter times the work itself, never the wait for a thread; and a job no thread has started
+yet can be cancelled, atomically: then it never runs.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -23,14 +28,17 @@ T = TypeVar("T")
 class Job(Generic[T]):
     """One call on a pool thread: ``result`` once it returned, ``error`` if it raised."""
 
-    __slots__ = ("done", "error", "finished", "fn", "result")
+    __slots__ = ("cancelled", "done", "error", "finished", "fn", "result", "started")
 
     def __init__(self, fn: Callable[[], T], done: queue.SimpleQueue[Job[T]]) -> None:
         self.fn = fn
         self.done = done
         self.result: T | None = None
         self.error: BaseException | None = None
+        self.started: float | None = None
+        """When a thread started running it (``time.monotonic``); ``None``: not yet."""
         self.finished = False
+        self.cancelled = False
 
     def run(self) -> None:
         try:
@@ -78,6 +86,7 @@ class IOPool:
         the caller's, not the job's: it propagates, as it would have while waiting for a pool
         thread."""
         job = Job(fn, done)
+        job.started = time.monotonic()
         job.run()
         if isinstance(job.error, KeyboardInterrupt):
             raise job.error
@@ -85,11 +94,24 @@ class IOPool:
         done.put(job)
         return job
 
+    def cancel(self, job: Job[Any]) -> bool:
+        """Make sure ``job`` never runs, if no thread has started it yet (then True); False when
+        it has started (or finished): it then runs to its end as usual."""
+        with self._lock:
+            if job.started is not None or job.cancelled:
+                return job.cancelled
+            job.cancelled = True
+            self._pending -= 1
+            return True
+
     def abandon(self, job: Job[Any]) -> None:
         """Stop counting the worker running ``job`` (it hung); a new worker takes its place."""
         with self._lock:
-            if not job.finished:
+            if job.started is not None and not job.finished:
                 self._abandoned.add(job)
+                if (self._pending > self._idle and not self._closed
+                        and self._workers - len(self._abandoned) < self.max_workers):
+                    self._start_worker()
 
     def _start_worker(self) -> None:
         self._workers += 1
@@ -106,7 +128,11 @@ class IOPool:
                 if job is None:
                     self._workers -= 1
                     return
+                if job.cancelled:
+                    self._idle += 1
+                    continue
                 self._pending -= 1
+                job.started = time.monotonic()
             job.run()
             with self._lock:
                 job.finished = True

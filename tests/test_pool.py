@@ -19,8 +19,9 @@ def finished_job(done: queue.SimpleQueue[Job[Any]]) -> Job[Any]:
 def test_abandoned_stuck_worker_is_replaced() -> None:
     pool = IOPool(max_workers=1)
     done: queue.SimpleQueue[Job[Any]] = queue.SimpleQueue()
-    release = threading.Event()
-    stuck = pool.submit(lambda: release.wait(10), done)
+    release, running = threading.Event(), threading.Event()
+    stuck = pool.submit(lambda: running.set() or release.wait(10), done)
+    assert running.wait(5)
     pool.abandon(stuck)
     quick = pool.submit(lambda: 42, done)
     assert finished_job(done) is quick and quick.outcome() == 42
@@ -92,3 +93,66 @@ def test_worker_threads_are_daemons() -> None:
 def test_max_workers_must_be_positive() -> None:
     with pytest.raises(ValueError):
         IOPool(max_workers=0)
+
+
+def test_a_job_waiting_for_a_thread_has_not_started_and_can_be_cancelled() -> None:
+    pool = IOPool(max_workers=1)
+    done: queue.SimpleQueue[Job[Any]] = queue.SimpleQueue()
+    release, running = threading.Event(), threading.Event()
+    ran: list[str] = []
+    busy = pool.submit(lambda: running.set() or release.wait(10), done)
+    assert running.wait(5)
+    waiting = pool.submit(lambda: ran.append("waiting"), done)
+    assert busy.started is not None and waiting.started is None  # its clock has not started
+    assert pool.cancel(waiting) is True
+    assert pool.cancel(busy) is False  # already running: it runs to its end
+    after = pool.submit(lambda: "after", done)
+    release.set()
+    assert finished_job(done) is busy
+    assert finished_job(done) is after  # the cancelled job was skipped, never reported
+    assert ran == [] and not waiting.finished
+    pool.close()
+
+
+def test_a_job_starts_its_clock_when_a_thread_takes_it() -> None:
+    pool = IOPool(max_workers=1)
+    done: queue.SimpleQueue[Job[Any]] = queue.SimpleQueue()
+    release, running = threading.Event(), threading.Event()
+    first = pool.submit(lambda: running.set() or release.wait(10), done)
+    assert running.wait(5)
+    second = pool.submit(lambda: 2, done)
+    release.set()
+    assert finished_job(done) is first and finished_job(done) is second
+    assert first.started is not None and second.started is not None
+    assert second.started >= first.started
+    pool.close()
+
+
+def test_work_waiting_behind_an_abandoned_job_gets_a_new_thread_at_once() -> None:
+    pool = IOPool(max_workers=1)
+    done: queue.SimpleQueue[Job[Any]] = queue.SimpleQueue()
+    release, running = threading.Event(), threading.Event()
+    stuck = pool.submit(lambda: running.set() or release.wait(10), done)
+    assert running.wait(5)
+    waiting = pool.submit(lambda: "waited", done)  # queued: the only thread is stuck
+    pool.abandon(stuck)  # no further submit needed for the queued job to start
+    assert finished_job(done) is waiting
+    release.set()
+    assert finished_job(done) is stuck
+    pool.close()
+
+
+def test_a_cancelled_job_frees_its_place_for_the_next() -> None:
+    pool = IOPool(max_workers=1)
+    done: queue.SimpleQueue[Job[Any]] = queue.SimpleQueue()
+    release, running = threading.Event(), threading.Event()
+    pool.submit(lambda: running.set() or release.wait(10), done)
+    assert running.wait(5)
+    for _ in range(3):
+        assert pool.cancel(pool.submit(lambda: "never", done))
+    assert pool._pending == 0
+    release.set()
+    finished_job(done)
+    after = pool.submit(lambda: "next", done)
+    assert finished_job(done) is after and after.outcome() == "next"
+    pool.close()

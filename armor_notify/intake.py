@@ -169,7 +169,7 @@ class AlertInput:
                                            "lines, one alert object a line)", number)]
         except _TooDeep as deep:
             return [Problem(self.name, "", deep.message, number)]
-        if not isinstance(data, dict):
+        if not isinstance(data, (dict, _Repeated)):
             return [Problem(self.name, "", "expected an alert object on this line (JSON "
                                            "lines: one alert object a line)", number)]
         try:
@@ -232,7 +232,7 @@ def parse_alerts(data: Any, event_types: Sequence[str] = BUILTIN_EVENT_TYPES, *,
     """Validate one alert object or an array of them; raise :class:`AlertError` with every problem."""
     from .config import format_loc
 
-    single = isinstance(data, dict)
+    single = isinstance(data, (dict, _Repeated))
     items = [data] if single else data
     if not isinstance(items, list) or not items:
         raise AlertError([Problem(source, "", "expected one alert object or a non-empty array "
@@ -261,12 +261,14 @@ def _validate(item: Any, event_types: tuple[str, ...]) -> Alert:
     """One alert, or :class:`_Invalid` with each problem's path and message."""
     from .config import format_loc, suggest
 
-    structural = _structure(item)
-    if structural:
-        raise _Invalid(structural)
     try:
         return Alert.model_validate(item, context={"event_types": event_types})
     except ValidationError as exc:
+        # What JSON let through (a repeated key, NaN, deep nesting) fails validation too; it is
+        # looked for only then, and named instead of the type errors it caused.
+        structural = _structure(item)
+        if structural:
+            raise _Invalid(structural) from None
         problems = []
         for err in exc.errors(include_input=False, include_url=False):
             if err["type"] == "extra_forbidden":
@@ -297,7 +299,7 @@ def _starts_with_a_line_object(fh: IO[str]) -> bool:
     while line := fh.readline(MAX_INPUT_BYTES + 1):
         if line.strip():
             try:
-                return isinstance(_loads(line), dict)
+                return isinstance(_loads(line), (dict, _Repeated))
             except ValueError:
                 return False
             except _TooDeep:  # reported when the line is read as an alert
@@ -308,11 +310,13 @@ def _starts_with_a_line_object(fh: IO[str]) -> bool:
 # -- JSON, strictly ---------------------------------------------------------------------------------
 
 
-class _Repeated(dict[str, Any]):
+class _Repeated:
     """A JSON object in which a key appears more than once (JSON parsers silently keep the last
-    value; alerts do not allow it)."""
+    value; alerts do not allow it). Not a dict, so that validation fails where it is."""
 
-    repeated: tuple[str, ...] = ()
+    def __init__(self, value: dict[str, Any], repeated: tuple[str, ...]) -> None:
+        self.value = value
+        self.repeated = repeated
 
 
 class _Constant:
@@ -332,7 +336,7 @@ def _too_deep() -> str:
     return f"nested too deeply (more than {MAX_DEPTH} levels of objects and arrays)"
 
 
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any] | _Repeated:
     out = dict(pairs)
     if len(out) == len(pairs):
         return out
@@ -342,9 +346,7 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         if key in seen:
             repeated[key] = None
         seen.add(key)
-    marked = _Repeated(out)
-    marked.repeated = tuple(repeated)
-    return marked
+    return _Repeated(out, tuple(repeated))
 
 
 def _loads(text: str) -> Any:
@@ -375,20 +377,22 @@ def _deep_line(text: str) -> int | None:
 
 def _structure(item: Any) -> list[tuple[str, str]]:
     """(path, message) for what JSON lets through and an alert must not hold: nesting past
-    :data:`MAX_DEPTH`, repeated keys, ``NaN``/``Infinity`` and numbers too large to be finite."""
+    :data:`MAX_DEPTH`, repeated keys, ``NaN``/``Infinity`` and numbers too large to be finite.
+    Each of them fails validation; this names them."""
     from .config import format_loc
 
     problems: list[tuple[str, str]] = []
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(item, ())]
     while stack:
         value, loc = stack.pop()
-        if isinstance(value, (dict, list, tuple)) and len(loc) >= MAX_DEPTH:
+        if isinstance(value, (dict, list, tuple, _Repeated)) and len(loc) >= MAX_DEPTH:
             problems.append((format_loc(loc[:2]), _too_deep()))  # where it starts: enough
             continue
-        if isinstance(value, dict):
+        if isinstance(value, _Repeated):
             problems.extend((format_loc((*loc, key)), f"'{key}' appears more than once in "
-                             "this object: give each field once")
-                            for key in getattr(value, "repeated", ()))
+                             "this object: give each field once") for key in value.repeated)
+            value = value.value
+        if isinstance(value, dict):
             stack.extend((v, (*loc, str(k))) for k, v in reversed(value.items()))
         elif isinstance(value, (list, tuple)):
             stack.extend((v, (*loc, i)) for i, v in reversed(list(enumerate(value))))

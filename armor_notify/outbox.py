@@ -46,6 +46,8 @@ UNREADABLE = "the stored delivery cannot be read"
 # it, a lead is a process's ``now`` taken a moment before the write lock (at most the busy
 # timeout) or clocks a little apart.
 CLOCK_SLACK = 2 * BUSY_TIMEOUT_MS / 1000
+# Rate-limit times that differ by less than this are equal (sums of intervals round).
+TICK = 1e-6
 
 FINAL = tuple(s.value for s in State if s.final)
 # Deliveries that count as "notified" for cooldowns and daily limits.
@@ -662,7 +664,8 @@ class _RateKeys:
         if found is None:
             return self.now
         _, limit, (tat, hold) = found
-        return max(self.now, tat - (limit.burst - 1) * limit.interval, hold)
+        opens = max(tat - (limit.burst - 1) * limit.interval, hold)
+        return self.now if opens <= self.now + TICK else opens
 
     def room(self, rules: ClaimRules | None) -> int:
         """How many notifications under ``rules``' key may go now (a large number: no limit)."""
@@ -670,10 +673,10 @@ class _RateKeys:
         if found is None:
             return 1 << 30
         _, limit, (tat, hold) = found
-        if hold > self.now:
+        if hold > self.now + TICK:
             return 0
-        ahead = max(tat, self.now) - self.now  # booked beyond now: at most burst·interval
-        return max(0, min(limit.burst, limit.burst - math.ceil(ahead / limit.interval - 1e-9)))
+        ahead = max(tat - self.now - TICK, 0.0)  # booked beyond now: at most burst·interval
+        return max(0, limit.burst - math.ceil(ahead / limit.interval))
 
     def book(self, rules: ClaimRules) -> None:
         """One notification under ``rules``' key goes now."""

@@ -489,7 +489,8 @@ def validate(ctx: click.Context, config: str | None, as_json: bool) -> None:
     cfg = notifier.config
     dests: list[dict[str, Any]] = [{"name": d.name, "type": d.type.name, "target": d.describe(),
               "send_resolved": d.send_resolved,
-              "rate_limit": str(d.rate_limit) if d.rate_limit else "none"}
+              "rate_limit": str(d.rate_limit) if d.rate_limit else "none",
+              "rate_burst": d.rate_limit.burst if d.rate_limit else None}
              for d in cfg.destinations.values()]
     rules = [{"name": r.name, "event": list(r.model.event), "enabled": r.model.enabled,
               "destinations": list(r.destinations)} for r in cfg.rules]
@@ -500,7 +501,9 @@ def validate(ctx: click.Context, config: str | None, as_json: bool) -> None:
          f"{len(rules)} rule{'s' * (len(rules) != 1)}")
     echo(_indent(table(["DESTINATION", "TYPE", "TARGET", "SEND RESOLVED", "RATE LIMIT"],
                        [[d["name"], d["type"], d["target"],
-                         "yes" if d["send_resolved"] else "no", d["rate_limit"]]
+                         "yes" if d["send_resolved"] else "no",
+                         f"{d['rate_limit']}, burst {d['rate_burst']}" if d["rate_burst"]
+                         else d["rate_limit"]]
                         for d in dests], max_width=80)))
     unused = set(cfg.destinations) - {n for r in cfg.rules for n in r.destinations}
     for name in sorted(unused):

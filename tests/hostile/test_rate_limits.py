@@ -8,12 +8,14 @@ checked by simulation with the outbox's own clock argument.
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_cli
 
 from armor_notify.api import Notifier
 from armor_notify.delivery import Delivery
@@ -225,3 +227,24 @@ def test_an_outbox_file_from_before_holds_had_their_own_column_still_works(
     assert len(box.claim("w", 100.0, 10, lambda n: limited(RateLimit(1, 1.0, burst=1)))) == 0
     assert box.next_due() == pytest.approx(101.0)
     assert len(box.claim("w", 101.0, 10, lambda n: limited(RateLimit(1, 1.0, burst=1)))) == 1
+
+
+@pytest.mark.slow
+def test_validate_shows_each_rate_limit_with_its_burst(tmp_path: Path) -> None:
+    config = tmp_path / "armor-notify.yaml"
+    config.write_text(json.dumps({"version": 1, "destinations": {
+        "pd": {"type": "scripted", "rate_limit": "120/minute"},
+        "strict": {"type": "scripted", "rate_limit": "5/second", "rate_burst": 1},
+        "free": {"type": "scripted", "rate_limit": "none"}},
+        "rules": [{"name": "All", "event": "schema_change",
+                   "destinations": ["pd", "strict", "free"]}]}))
+    shown = run_cli("validate", "--config", str(config))
+    assert shown.returncode == 0, shown.stderr
+    assert "120/minute, burst 10" in shown.stdout and "5/second, burst 1" in shown.stdout
+    as_json = json.loads(run_cli("validate", "--config", str(config), "--json").stdout)
+    assert {d["name"]: (d["rate_limit"], d["rate_burst"]) for d in as_json["destinations"]} == {
+        "pd": ("120/minute", 10), "strict": ("5/second", 1), "free": ("none", None)}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(config.read_text().replace('"rate_burst": 1', '"rate_burst": 0'))
+    refused = run_cli("validate", "--config", str(bad))
+    assert refused.returncode == 2 and "rate_burst" in refused.stderr + refused.stdout

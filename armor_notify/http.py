@@ -22,6 +22,7 @@ process; a post that ends in time costs a heap push and two lock round trips).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import heapq
 import itertools
@@ -33,15 +34,16 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 if TYPE_CHECKING:
     import urllib3
 
 from .outcome import Outcome
+from .secrets import mask_secret, mask_url
 
 NetworkFailure = Literal["timeout", "certificate", "tls", "connect", "other"]
 CERTIFICATE_HINT = ("If a proxy with its own certificate authority sits in between, or the "
@@ -351,6 +353,82 @@ def _watched_pool_classes() -> dict[str, Any]:
         ConnectionCls = WatchedHTTPSConnection
 
     return {"http": WatchedHTTPConnectionPool, "https": WatchedHTTPSConnectionPool}
+
+
+# -- what a server echoes ------------------------------------------------------------------------
+
+_TOKEN_LIKE = re.compile(r"^(?=.*\d)[^/]{8,}$|^[^/]{16,}$")
+
+
+def _echoed_forms(secret: str) -> list[str]:
+    """``secret`` as a server may quote it: as is, percent-encoded, inside a JSON string."""
+    dumped = json.dumps(secret)[1:-1]
+    forms = {secret, quote(secret, safe=""), quote(secret, safe="/:"), dumped,
+             dumped.replace("/", "\\/"), json.dumps(secret, ensure_ascii=False)[1:-1]}
+    return [form for form in forms if form]
+
+
+class Redactor:
+    """Masks a destination's secrets in whatever a server sent back.
+
+    A server may echo a secret: a 403 body quoting the webhook URL, a PagerDuty answer repeating
+    the integration key, an SMTP reply quoting the password. Every form of every secret is masked
+    (as is, percent-encoded, JSON-escaped; case-insensitively); for a secret URL also its path
+    and each part of it that looks like a token (8+ characters with a digit, or 16+), so that
+    ``.../T0123/B0456/XXXX...`` quoted piece by piece is masked too. Use it on every reason,
+    hint and detail built from an answer, before returning the outcome.
+    """
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        masks: dict[str, str] = {}
+        for secret in secrets:
+            if not secret:
+                continue
+            parts: list[tuple[str, str]] = [
+                (secret, mask_url(secret) if "://" in secret else mask_secret(secret))]
+            if " " in secret.strip():  # "Bearer tok-…": the token may be quoted alone
+                parts += [(piece, mask_secret(piece)) for piece in secret.split()
+                          if _TOKEN_LIKE.match(piece)]
+            if "://" in secret:
+                url = urlsplit(secret)
+                if len(url.path) > 1:
+                    parts.append((url.path + (f"?{url.query}" if url.query else ""), "/…"))
+                    parts.append((url.path, "/…"))
+                for piece in [*url.path.split("/"), *re.split(r"[&=]", url.query)]:
+                    if _TOKEN_LIKE.match(piece):
+                        parts.append((piece, mask_secret(piece)))
+            for text, mask in parts:
+                for form in _echoed_forms(text):
+                    masks.setdefault(form.lower(), mask)
+        self._masks = masks
+        self._pattern = (re.compile("|".join(re.escape(form) for form in
+                                             sorted(masks, key=len, reverse=True)), re.IGNORECASE)
+                         if masks else None)
+
+    def text(self, text: str) -> str:
+        """``text`` with every echoed secret masked."""
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(lambda match: self._masks[match.group(0).lower()], text)
+
+    def value(self, value: Any) -> Any:
+        """Strings masked anywhere inside ``value`` (mappings, lists, tuples), keys included."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            return {self.value(key): self.value(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.value(item) for item in value)
+        return value
+
+    def outcome(self, outcome: Outcome) -> Outcome:
+        """``outcome`` with its reason, hint and details masked."""
+        if self._pattern is None:
+            return outcome
+        return dataclasses.replace(
+            outcome, reason=self.text(outcome.reason),
+            hint=None if outcome.hint is None else self.text(outcome.hint),
+            details=self.value(outcome.details))
 
 
 def proxy_for(url: str) -> str | None:

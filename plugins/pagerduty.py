@@ -28,8 +28,7 @@ from armor_notify import (
     mask_url,
     parse_retry_after,
 )
-from armor_notify.http import HttpClient, NetworkError
-from armor_notify.secrets import redact
+from armor_notify.http import HttpClient, NetworkError, Redactor
 
 REGION_BASES: Mapping[str, str] = {
     "us": "https://events.pagerduty.com",
@@ -451,17 +450,15 @@ class PagerDutySender:
     """Posts events for one destination, from any number of threads over kept-alive connections."""
 
     bounded_waits = True
-    """One post through HttpClient: connecting and every read wait at most the timeout."""
+    """One post through HttpClient, whose timeout bounds the whole attempt."""
 
     def __init__(self, config: PagerDutyConfig) -> None:
         self.config = config
         self._http = HttpClient(config.alert_endpoint,
                                 {"User-Agent": USER_AGENT, "Accept": "application/json",
                                  "Content-Type": "application/json"})
-        secrets = [config.integration_key.get_secret_value()]
-        if config.url is not None and urlsplit(config.url).password:
-            secrets.append(urlsplit(config.url).password or "")
-        self._secrets = secrets
+        # What PagerDuty (or whatever answers at url) sends back may quote the key.
+        self._redactor = Redactor([config.integration_key.get_secret_value()])
 
     def __repr__(self) -> str:
         return f"PagerDutySender({self.config.describe()})"
@@ -490,9 +487,12 @@ class PagerDutySender:
         try:
             answer = self._http.post(endpoint, encode_event(event), timeout=notification.timeout)
         except NetworkError as exc:
-            return exc.outcome(f"PagerDuty ({where})", notification.timeout, hint=NETWORK_HINT)
-        return self._classify(answer.status, answer.body,
-                              parse_retry_after(answer.headers.get("Retry-After")), notification)
+            outcome = exc.outcome(f"PagerDuty ({where})", notification.timeout, hint=NETWORK_HINT)
+        else:
+            outcome = self._classify(answer.status, answer.body,
+                                     parse_retry_after(answer.headers.get("Retry-After")),
+                                     notification)
+        return self._redactor.outcome(outcome)
 
     def _classify(
         self, status: int, body: bytes, retry_after: float | None, notification: Notification
@@ -504,9 +504,13 @@ class PagerDutySender:
             reason = message if isinstance(message, str) else f"HTTP {status} (answer not JSON)"
             if self.config.event_kind == "change":
                 return Outcome.delivered(self._redact(reason))
-            dedup_key = returned_key if isinstance(returned_key, str) else notification.dedup_key
+            dedup_key = notification.dedup_key
+            if isinstance(returned_key, str) and self._redact(returned_key) == returned_key:
+                dedup_key = returned_key  # a key quoting the integration key is not kept
             return Outcome.delivered(self._redact(reason), dedup_key=dedup_key)
-        said = self._redact(_describe_answer(answer, body))
+        # Masked before _describe_answer cuts the body, so no half of a key is left behind.
+        said = _describe_answer(self._redactor.value(answer),
+                                self._redact(body.decode("utf-8", "replace")).encode())
         if status == 400:
             return Outcome.failed(f"HTTP 400 {said}", hint=self._hint_for_400(answer, notification))
         if status == 429:
@@ -537,7 +541,7 @@ class PagerDutySender:
         return REJECTED_CONTENT_HINT
 
     def _redact(self, text: str) -> str:
-        return redact(text, self._secrets)
+        return self._redactor.text(text)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

@@ -28,7 +28,7 @@ from armor_notify import (
     mask_url,
     parse_retry_after,
 )
-from armor_notify.http import Answer, HttpClient, NetworkError
+from armor_notify.http import Answer, HttpClient, NetworkError, Redactor
 
 from .message import Message, and_more, build_digest, build_message
 
@@ -327,12 +327,14 @@ class SlackSender:
     """Posts one message per attempt to the configured webhook and classifies Slack's answer."""
 
     bounded_waits = True
-    """One post through HttpClient: connecting and every read wait at most the timeout."""
+    """One post through HttpClient, whose timeout bounds the whole attempt."""
 
     def __init__(self, config: SlackConfig) -> None:
         self._config = config
         self._url = config.webhook_url.get_secret_value()
         self._http = HttpClient(self._url, {"Content-Type": "application/json"})
+        # A refusal may quote the webhook URL, its path or its token: all masked.
+        self._redactor = Redactor([self._url])
 
     def close(self) -> None:
         """Close the kept-alive connections (a later ``send`` opens new ones)."""
@@ -344,10 +346,12 @@ class SlackSender:
         try:
             answer = self._http.post(self._url, body, timeout=notification.timeout)
         except NetworkError as exc:
-            return exc.outcome(where, notification.timeout, certificate_hint=_TLS_HINT,
-                               hint="check webhook_url and any proxy settings (HTTPS_PROXY, "
-                               "NO_PROXY)")
-        return self._classify(answer)
+            outcome = exc.outcome(where, notification.timeout, certificate_hint=_TLS_HINT,
+                                  hint="check webhook_url and any proxy settings (HTTPS_PROXY, "
+                                  "NO_PROXY)")
+        else:
+            outcome = self._classify(answer)
+        return self._redactor.outcome(outcome)
 
     def _classify(self, answer: Answer) -> Outcome:
         status = answer.status
@@ -373,13 +377,8 @@ class SlackSender:
         return Outcome.failed(code, hint=ERROR_HINTS.get(body, _UNEXPECTED_HINT), status=status)
 
     def _scrub(self, text: str) -> str:
-        """Mask the webhook URL, and its path on its own, wherever upstream text quotes them."""
-        if self._url in text:
-            text = text.replace(self._url, mask_url(self._url))
-        path = urlsplit(self._url).path
-        if len(path) > 1 and path in text:
-            text = text.replace(path, "/" + ELLIPSIS)
-        return text
+        """Mask the webhook URL, its path and its tokens wherever upstream text quotes them."""
+        return self._redactor.text(text)
 
 
 SLACK_WEBHOOK_HOST = "hooks.slack.com"

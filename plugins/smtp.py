@@ -15,6 +15,7 @@ the destination type it registers is ``email``.
 
 from __future__ import annotations
 
+import base64
 import functools
 import html
 import logging
@@ -44,6 +45,7 @@ from armor_notify import (
     is_loopback_host,
 )
 from armor_notify.alert import one_line
+from armor_notify.http import Redactor
 from armor_notify.secrets import redact
 
 from .message import DigestMessage, Message, and_more, build_digest, build_message
@@ -487,20 +489,28 @@ def _login_once(smtp: smtplib.SMTP, username: str, password: str) -> None:
 
     ``smtplib.SMTP.login`` tries every offered mechanism in turn with the same password, so one
     wrong password costs two or three failed logins on the server, and providers that lock an
-    account after a few failures count each. Both mechanisms send the password as it is, which
-    is why armor-notify logs in only over TLS (or to a loopback relay). A refusal raises
-    ``SMTPAuthenticationError`` as ``login`` does.
+    account after a few failures count each (it also cannot send a non-ASCII password). Both
+    mechanisms send the password as it is (UTF-8, base64), which is why armor-notify logs in
+    only over TLS (or to a loopback relay). A refusal raises ``SMTPAuthenticationError`` as
+    ``login`` does.
     """
     if not smtp.has_extn("auth"):
         raise smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
     offered = smtp.esmtp_features["auth"].upper().split()
-    smtp.user, smtp.password = username, password
-    if "PLAIN" in offered:
-        smtp.auth("PLAIN", smtp.auth_plain)
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+    if "PLAIN" in offered:  # RFC 4616, with the initial response (RFC 4954)
+        code, reply = smtp.docmd("AUTH", "PLAIN " + b64(f"\0{username}\0{password}"))
     elif "LOGIN" in offered:
-        smtp.auth("LOGIN", smtp.auth_login)
+        code, reply = smtp.docmd("AUTH", "LOGIN " + b64(username))
+        if code == 334:
+            code, reply = smtp.docmd(b64(password))
     else:
         raise _NoLoginMechanism(offered)
+    if code not in (235, 503):  # 503: already logged in
+        raise smtplib.SMTPAuthenticationError(code, reply)
 
 
 class EmailSender:
@@ -511,6 +521,7 @@ class EmailSender:
         self.where = _host_port(config.host, config.port)
         self._tls = build_tls_context(config) if config.security != "none" else None
         self._secrets = [config.password.get_secret_value()] if config.password else []
+        self._redactor = Redactor(self._secrets)  # a server reply may quote the password
         if config.security != "none" and not config.verify:
             log.warning(
                 "email via %s: TLS certificate verification is OFF (verify: false); anyone "
@@ -524,6 +535,9 @@ class EmailSender:
             )
 
     def send(self, notification: Notification) -> Outcome:
+        return self._redactor.outcome(self._send(notification))
+
+    def _send(self, notification: Notification) -> Outcome:
         message = build_email(self.config, notification)
         recipients = self.config.recipients()
         sender = parse_address(self.config.from_).addr_spec

@@ -36,7 +36,7 @@ from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from jsonschema import Draft4Validator, FormatChecker
 
@@ -350,6 +350,10 @@ class FakePagerDuty:
         self.ssl_context = ssl_context
         self.revoked_keys: set[str] = set()
         """Well-formed keys PagerDuty no longer knows (a deleted integration)."""
+        self.echo_key: str | None = None
+        """``"accepted"``: answer 202 with the integration key as ``dedup_key`` and in
+        ``message``; ``"invalid"``: answer 400 whose message and ``errors`` quote the key (as is
+        and percent-encoded) -- what a proxy or a careless receiver does with the secret."""
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._script: deque[FakeResponse] = deque()
@@ -435,6 +439,15 @@ class FakePagerDuty:
             return FakeResponse.invalid_event(*errors)
         if body["routing_key"] in self.revoked_keys:
             return FakeResponse.invalid_event(INVALID_ROUTING_KEY)
+        key = body["routing_key"]
+        if self.echo_key == "accepted":
+            return FakeResponse(202, {"status": "success", "dedup_key": key,
+                                      "message": f"Event processed for routing key {key}"})
+        if self.echo_key == "invalid":
+            return FakeResponse(400, {"status": "invalid event",
+                                      "message": f"Event object is invalid for {key}",
+                                      "errors": [f"{INVALID_ROUTING_KEY}: {key}",
+                                                 f"routing_key={quote(key)}"]})
         if path == CHANGE_PATH:
             return FakeResponse(202, {"status": "success", "message": "Event processed"})
         dedup_key = body.get("dedup_key") or uuid.uuid4().hex

@@ -21,6 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import quote
 
 from slack_sdk.errors import SlackObjectFormationError
 from slack_sdk.models.blocks import Block
@@ -131,6 +132,10 @@ class FakeSlack:
         self.path = path
         self.latency = latency
         self.default = OK
+        self.echo_secret = False
+        """Refuse every request with ``403 invalid_token`` quoting the webhook URL (as is,
+        percent-encoded, JSON-escaped), its path and its token, in the body and the reason
+        phrase: what a careless proxy or an error page does with the secret."""
         self.requests: list[Received] = []
         self._script: deque[Reply] = deque()
         self._lock = threading.Lock()
@@ -183,6 +188,14 @@ class FakeSlack:
                 return self._script.popleft()
         return slack_check(received.body) or self.default
 
+    def _echo(self, path: str) -> tuple[Reply, str]:
+        url = f"{self._scheme}://127.0.0.1:{self._server.server_port}{path}"
+        token = path.rsplit("/", 1)[-1]
+        body = (f"invalid_token: the webhook {url} ({quote(url, safe='')}) was revoked; "
+                f"details: {json.dumps({'url': url, 'path': path}).replace('/', chr(92) + '/')} "
+                f"token={token}")
+        return Reply(403, body), f"Forbidden {path} {token}"
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
@@ -208,12 +221,15 @@ class FakeSlack:
                     self.client_address[1],
                 )
                 reply = fake._next_reply(received)
+                phrase = None
+                if fake.echo_secret:
+                    reply, phrase = fake._echo(self.path)
                 wait = fake.latency + reply.delay
                 if wait:
                     time.sleep(wait)
                 data = reply.body.encode()
                 try:
-                    self.send_response(reply.status)
+                    self.send_response(reply.status, phrase)
                     self.send_header("Content-Type", "text/html")
                     self.send_header("Content-Length", str(len(data)))
                     for name, value in reply.headers.items():

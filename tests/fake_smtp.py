@@ -209,7 +209,8 @@ class FakeSMTPServer:
         return base
 
 
-def _authenticator(username: str, password: str, attempts: list[str]) -> Any:
+def _authenticator(username: str, password: str, attempts: list[str],
+                   echo_password: bool = False) -> Any:
     def authenticate(
         server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
     ) -> AuthResult:
@@ -219,8 +220,12 @@ def _authenticator(username: str, password: str, attempts: list[str]) -> Any:
             and auth_data.login == username.encode()
             and auth_data.password == password.encode()
         )
+        message = None
+        if echo_password and not accepted and isinstance(auth_data, LoginPassword):
+            sent = auth_data.password.decode(errors="replace")
+            message = f"535 5.7.8 Authentication credentials invalid (password {sent!r})"
         # handled=False lets aiosmtpd send its own "535 5.7.8 Authentication credentials invalid".
-        return AuthResult(success=accepted, handled=False, auth_data=auth_data)
+        return AuthResult(success=accepted, handled=False, message=message, auth_data=auth_data)
 
     return authenticate
 
@@ -247,10 +252,11 @@ def _running(server: FakeSMTPServer) -> Iterator[FakeSMTPServer]:
 @contextmanager
 def starttls_server(
     tmp_path: Path, *, username: str = "alerts@example.com", password: str = "s3cret-app-password",
-    without_mechanisms: tuple[str, ...] = (),
+    without_mechanisms: tuple[str, ...] = (), echo_password: bool = False,
 ) -> Iterator[FakeSMTPServer]:
     """Port-587 style: STARTTLS required before anything else, then AUTH required (offering
-    ``LOGIN PLAIN``, less ``without_mechanisms``)."""
+    ``LOGIN PLAIN``, less ``without_mechanisms``). ``echo_password``: a refused login's 535
+    reply quotes the password the client sent."""
     context, ca_file = _server_tls(tmp_path)
     handler = RecordingHandler()
     port = free_port()
@@ -264,7 +270,7 @@ def starttls_server(
         require_starttls=True,
         auth_required=True,
         auth_exclude_mechanism=without_mechanisms,
-        authenticator=_authenticator(username, password, attempts),
+        authenticator=_authenticator(username, password, attempts, echo_password),
     )
     server = FakeSMTPServer(controller, handler, port, ca_file, username, password,
                             auth_attempts=attempts)

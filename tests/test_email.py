@@ -385,6 +385,14 @@ def test_a_login_is_one_auth_command_with_plain(
     assert [r.login for r in server.handler.received] == [server.username]
 
 
+def test_a_non_ascii_password_logs_in(tmp_path: Path) -> None:
+    # smtplib's login() cannot send one (UnicodeEncodeError); PLAIN carries UTF-8 (RFC 4616).
+    ignore_known_aiosmtpd_warnings()
+    with starttls_server(tmp_path, password="pässwörd-ü€") as server:
+        assert send(server).status == "delivered"
+    assert server.auth_attempts == ["PLAIN"]
+
+
 def test_login_is_used_when_plain_is_not_offered(tmp_path: Path) -> None:
     ignore_known_aiosmtpd_warnings()
     with starttls_server(tmp_path, password=PASSWORD, without_mechanisms=("PLAIN",)) as server:

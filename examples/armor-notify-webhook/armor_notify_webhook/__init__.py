@@ -20,7 +20,6 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, field_validator
 
@@ -35,8 +34,8 @@ from armor_notify import (
     mask_url,
     parse_retry_after,
 )
-from armor_notify.http import Answer, HttpClient, NetworkError
-from armor_notify.secrets import redact, secret_values
+from armor_notify.http import Answer, HttpClient, NetworkError, Redactor
+from armor_notify.secrets import secret_values
 
 __version__ = "0.1.0"
 
@@ -170,12 +169,14 @@ class WebhookSender:
     """Posts one signed request per attempt and classifies the answer. Thread-safe."""
 
     bounded_waits = True
-    """One post through HttpClient: connecting and every read wait at most the timeout."""
+    """One post through HttpClient, whose timeout bounds the whole attempt."""
 
     def __init__(self, config: WebhookConfig) -> None:
         self._url = config.url.get_secret_value()
         self._key = config.secret.get_secret_value().encode()
-        self._secrets = secret_values(config)
+        # The URL (with its path and tokens), the signing key and every header value: a
+        # receiver's answer may quote any of them, and all are masked in what is reported.
+        self._redactor = Redactor(secret_values(config))
         self._where = mask_url(self._url)
         # armor-notify's HTTP client: kept-alive connections shared by every I/O thread, proxy
         # and CA settings from the environment; never retries or follows redirects itself.
@@ -190,13 +191,15 @@ class WebhookSender:
         timestamp = str(int(time.time()))
         signed = {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: sign(self._key, timestamp, body)}
         try:
-            # Every network wait gets the attempt's timeout; a signed request is never
-            # redirected elsewhere (the client does not follow redirects).
+            # The timeout bounds the whole attempt; a signed request is never redirected
+            # elsewhere (the client does not follow redirects).
             answer = self._http.post(self._url, body, headers=signed,
                                      timeout=notification.timeout)
         except NetworkError as exc:  # no answer: timed out, refused, TLS trouble...
-            return exc.outcome(self._where, notification.timeout)
-        return self._classify(answer)
+            outcome = exc.outcome(self._where, notification.timeout)
+        else:
+            outcome = self._classify(answer)
+        return self._redactor.outcome(outcome)
 
     def _classify(self, answer: Answer) -> Outcome:
         status = answer.status
@@ -224,17 +227,9 @@ class WebhookSender:
         return Outcome.failed(said, hint=hint, status=status)
 
     def _excerpt(self, text: str) -> str:
-        text = " ".join(self._scrub(text).split())
+        # Masked before it is cut, so no half of a secret is left behind.
+        text = " ".join(self._redactor.text(text).split())
         return text if len(text) <= _BODY_EXCERPT else text[: _BODY_EXCERPT - 1] + "…"
-
-    def _scrub(self, text: str) -> str:
-        """Mask every secret, and the URL's path on its own (errors quote it without the host)."""
-        text = redact(text, self._secrets)
-        parts = urlsplit(self._url)
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        if len(path) > 1:
-            text = text.replace(path, "/…")
-        return text
 
     def close(self) -> None:
         """Close the kept-alive connections (called when armor-notify is done with the sender)."""

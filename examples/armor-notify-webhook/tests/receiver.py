@@ -3,6 +3,7 @@ real receiver must, and answers as scripted."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False
     """Never answer (until the receiver stops)."""
+    echo: bool = False
+    """Quote the request's path and headers back (in the body and the reason phrase), as a
+    careless receiver's error page does: the URL's secret path and the secret headers."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +100,13 @@ class Receiver:
                 if answer.hang and receiver._stopping.wait(30):
                     return
                 data = answer.body.encode()
+                phrase = None
+                if answer.echo:
+                    data = json.dumps({"error": "refused", "path": self.path,
+                                       "headers": headers}).encode()
+                    phrase = f"Refused {self.path} {headers.get('authorization', '')}"
                 try:
-                    self.send_response(answer.status)
+                    self.send_response(answer.status, phrase)
                     for name, value in answer.headers.items():
                         self.send_header(name, value)
                     self.send_header("Content-Length", str(len(data)))

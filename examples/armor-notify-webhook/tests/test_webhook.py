@@ -16,7 +16,7 @@ from typing import Any
 import armor_notify_webhook
 import pytest
 from armor_notify_webhook import WEBHOOK, SignatureError, sign, verify_signature
-from receiver import Answer, Receiver
+from receiver import PATH, Answer, Receiver
 
 from armor_notify import DestinationType
 from armor_notify.delivery import State
@@ -120,6 +120,19 @@ def test_a_4xx_fails_with_the_status_and_an_excerpt_of_the_body(
     assert delivery.reason.startswith('HTTP 422 Unprocessable Entity: {"error": "unknown field')
     assert len(delivery.reason) < 260 and delivery.reason.endswith("…")
     assert delivery.attempt_count == 1
+
+
+def test_secrets_a_receiver_echoes_back_are_never_shown(
+    receiver: Receiver, send_alert: Any
+) -> None:
+    receiver.script(Answer(403, echo=True))
+    report = send_alert(WEBHOOK, config_for(receiver, headers={"Authorization": TOKEN}))
+    delivery = report.deliveries[0]
+    assert delivery.state is State.failed and delivery.reason.startswith("HTTP 403 Refused")
+    shown = json.dumps(report.as_dict(), default=str)
+    for secret in (TOKEN, TOKEN.split()[1], receiver.url, PATH, PATH.rsplit("/", 1)[1]):
+        assert secret not in shown
+        assert json.dumps(secret)[1:-1].replace("/", "\\/") not in shown
 
 
 def test_a_wrong_secret_is_refused_by_the_receiver_with_a_hint(send_alert: Any) -> None:

@@ -259,8 +259,9 @@ class Sender(Protocol):
     once; it must classify every outcome and not retry or sleep on its own.
 
     A sender may also set ``bounded_waits = True`` (a class attribute) to promise that every
-    blocking call in ``send`` is bounded by ``notification.timeout`` (sockets with timeouts, as
-    :class:`armor_notify.http.HttpClient` sets them; no unbounded locks, queues or sleeps). A
+    blocking call in ``send`` is bounded by ``notification.timeout`` (as
+    :class:`armor_notify.http.HttpClient` bounds a whole post; no unbounded locks, queues or
+    sleeps). A
     ``send`` with a single delivery to make then runs it on the calling thread, sparing two
     thread switches; without the promise every attempt runs on an I/O thread, where the hard
     timeout can write off a sender that hangs.

@@ -42,6 +42,27 @@ json_option = click.option("--json", "as_json", is_flag=True, help="One JSON doc
 state_dir_option = click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
 
 
+class _Duration(click.ParamType):
+    """A duration option, read by the one parser the config uses (``90``, ``30s``, ``1h30m``):
+    finite, bounded, and at least ``minimum`` seconds."""
+
+    name = "duration"
+
+    def __init__(self, minimum: float = 0.0) -> None:
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        from .durations import parse_duration
+
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if seconds < self.minimum:
+            self.fail(f"must be at least {self.minimum:g} seconds", param, ctx)
+        return seconds
+
+
 class _Group(click.Group):
     """Turns user errors into a message on stderr and exit code 2, never a traceback; a bug into
     exit code 4. Messages quoting user input show its control characters as escapes."""
@@ -146,6 +167,7 @@ def _emit_list(key: str, items: Iterable[Any]) -> None:
 
 # -- send -------------------------------------------------------------------------------------------
 DEFAULT_WAIT = 30.0
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 SUMMARY_OVER = 20
 """A send of more alerts than this shows a progress bar (on a terminal's stderr) and prints a
 summary table instead of one block per alert."""
@@ -162,8 +184,8 @@ def _open_outbox(state_dir: str | None) -> SqliteOutbox:
 @click.option("--config", "-c", "config", metavar="F", help=CONFIG_HELP)
 @json_option
 @click.option("--dry-run", is_flag=True, help="Route and show what would be sent; send nothing.")
-@click.option("--wait", "wait", type=click.FloatRange(min=0), default=DEFAULT_WAIT,
-              show_default=True, metavar="SECONDS",
+@click.option("--wait", "wait", type=_Duration(), default=DEFAULT_WAIT,
+              show_default=True, metavar="DURATION",
               help="How long to keep delivering; what is still retrying then stays queued for "
                    "`armor-notify worker`. 0 accepts and queues without sending.")
 @state_dir_option
@@ -184,11 +206,16 @@ def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_
     with Notifier(cfg, pm, outbox=outbox) as notifier:
         alerts = notifier.read_alerts(event)
         show_progress = not dry_run and wait > 0 and len(alerts) > SUMMARY_OVER
-        with _progress(notifier, alerts, show_progress) as progress:
-            report = notifier.send(alerts, dry_run=dry_run, wait=wait,
-                                   on_final=progress.step if progress else None)
-            if progress and not report.count(State.queued) + report.count(State.in_flight):
-                progress.complete()  # every delivery is final (repeats were not sent again)
+        try:
+            with _progress(notifier, alerts, show_progress) as progress:
+                report = notifier.send(alerts, dry_run=dry_run, wait=wait,
+                                       on_final=progress.step if progress else None)
+                if progress and not report.count(State.queued) + report.count(State.in_flight):
+                    progress.complete()  # every delivery is final (repeats were not sent again)
+        except KeyboardInterrupt:
+            echo("armor-notify send: interrupted; what the outbox accepted stays there and "
+                 "`armor-notify worker` delivers it", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
     if as_json:
         _emit(report.as_dict())
     else:
@@ -516,10 +543,10 @@ def validate(ctx: click.Context, config: str | None, as_json: bool) -> None:
 @click.option("--once", is_flag=True,
               help="Deliver what is queued, then exit (retries are bounded by each "
                    "destination's retry_deadline).")
-@click.option("--wait", "wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+@click.option("--wait", "wait", type=_Duration(), default=None, metavar="DURATION",
               help="With --once: stop after this long even if deliveries are still retrying.")
-@click.option("--poll", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
-              metavar="SECONDS", help="How often an idle worker looks for new deliveries.")
+@click.option("--poll", type=_Duration(minimum=0.05), default=1.0, show_default=True,
+              metavar="DURATION", help="How often an idle worker looks for new deliveries.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per finished delivery.")
 @state_dir_option
 @click.pass_context
@@ -568,15 +595,6 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 @cli.group()
 def outbox() -> None:
     """See and act on what is queued, failed or dead in the outbox."""
-
-
-def _duration(text: str) -> float:
-    from .durations import parse_duration  # the one parser the config uses too
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @outbox.command("list")
@@ -659,17 +677,18 @@ def outbox_retry(ctx: click.Context, ids: tuple[str, ...], include_failed: bool,
 
 
 @outbox.command("purge")
-@click.option("--older-than", "older_than", default="7d", show_default=True, metavar="DURATION",
+@click.option("--older-than", "older_than", type=_Duration(), default="7d", show_default=True,
+              metavar="DURATION",
               help="Delete finished deliveries finalized longer ago than this (30m, 12h, 7d, 0).")
 @json_option
 @state_dir_option
 @click.pass_context
-def outbox_purge(ctx: click.Context, older_than: str, as_json: bool, state_dir: str | None) -> None:
+def outbox_purge(ctx: click.Context, older_than: float, as_json: bool,
+                 state_dir: str | None) -> None:
     """Delete finished deliveries (delivered, failed, dead, suppressed); never queued ones."""
     _json_flag(ctx, as_json)
-    age = _duration(older_than)
     with _open_outbox(state_dir) as box:
-        count = box.purge(older_than=age, now=time.time())
+        count = box.purge(older_than=older_than, now=time.time())
     if as_json:
         _emit({"purged": count})
     else:

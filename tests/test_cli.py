@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from conftest import EXAMPLES, SITE, run_cli
 
 from armor_notify.alert import Alert, Asset
 from armor_notify.api import SendReport
-from armor_notify.cli import SUMMARY_OVER, SUMMARY_REASONS, _print_summary
+from armor_notify.cli import SUMMARY_OVER, SUMMARY_REASONS, _print_summary, cli
 from armor_notify.delivery import Delivery, State
 
 PD_KEY = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"
@@ -454,3 +455,20 @@ def test_help_and_version() -> None:
     for command in ("send", "route", "test", "validate", "plugins"):
         assert command in res.stdout
     assert run_cli("--version").stdout.startswith("armor-notify, version")
+
+
+@pytest.mark.parametrize("args", [["send", "-", "--wait", "nan"], ["send", "-", "--wait", "inf"],
+                                  ["worker", "--once", "--wait", "-1"],
+                                  ["worker", "--poll", "0.01"],
+                                  ["outbox", "purge", "--older-than", "1e999"]])
+def test_duration_options_are_finite_and_bounded(args: list[str]) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert "Invalid value for" in result.output and "Traceback" not in result.output
+
+
+def test_duration_options_take_the_config_syntax(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["outbox", "purge", "--older-than", "1h30m",
+                                      "--state-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"purged": 0}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -178,6 +179,30 @@ def test_send_into_a_closed_pipe_delivers_everything_and_keeps_its_exit_code(
     assert first == "{\n"
     assert code == 0 and stderr == ""
     assert sorted(slack_alert_ids(slack)) == [f"alert_{i:04d}" for i in range(count)]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_send_exits_130_and_a_worker_finishes_the_rest(
+        tmp_path: Path, slack: GatedSlack) -> None:
+    config = write_config(tmp_path, slack.url)
+    # A short timeout keeps the interrupted attempt's lease short, so the worker takes it over soon.
+    config.write_text(config.read_text().replace("timeout: 30", "timeout: 1"))
+    proc = start(tmp_path, "send", str(write_alerts(tmp_path, 3)), "--config", str(config))
+    deadline = threading.Event()
+    while len(slack.requests) < 2 and proc.poll() is None:  # one answered, one held
+        deadline.wait(0.02)
+    proc.send_signal(signal.SIGINT)
+    _out, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in stderr and "armor-notify worker" in stderr
+    assert "Traceback" not in stderr and "Aborted" not in stderr
+    slack.open()
+    worker = start(tmp_path, "worker", "--once", "--config", str(config))
+    _out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    # Nothing accepted was lost: every alert reached Slack (the interrupted one possibly twice:
+    # its answer was never read, so it counts as not delivered: at least once, never zero).
+    assert set(slack_alert_ids(slack)) == {f"alert_{i:04d}" for i in range(3)}
 
 
 # -- internal errors --------------------------------------------------------------------------------

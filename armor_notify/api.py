@@ -162,18 +162,26 @@ class Notifier:
         """Route, write to the outbox and deliver; returns when every delivery is final or
         ``wait`` seconds have passed (what is still retrying then stays queued).
 
-        ``on_final`` is called once for each delivery of these alerts as it becomes final
-        during the send (e.g. for a progress bar), on the calling thread."""
+        ``on_final`` is called on the calling thread once for each delivery of these alerts as
+        it becomes final during the send (e.g. for a progress bar): at once for those final when
+        written (suppressed, or skipped in a dry run), then as attempts end. Not for repeats of
+        deliveries accepted earlier, nor for those still queued when ``send`` returns."""
         alerts = [alerts] if isinstance(alerts, Alert) else list(alerts)
         if dry_run:
             planned = self.dispatcher.plan(alerts)
             for d in planned:
                 if d.state is State.queued:
                     d.finish(State.skipped, "dry run: nothing was sent")
+                if on_final is not None:
+                    on_final(d)
             return SendReport(alerts, planned)
         # Deliveries due now are leased to this process as they are written, so sending them
         # needs no separate claim.
         deliveries = self.enqueue(alerts, _lease=wait is None or wait > 0)
+        if on_final is not None:
+            for d in deliveries:
+                if not d.repeat and d.state.final:
+                    on_final(d)
         fresh = [d.id for d in deliveries if not d.repeat and d.state is not State.batched
                  and not d.state.final]
         if fresh:

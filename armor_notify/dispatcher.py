@@ -87,8 +87,9 @@ class Dispatcher:
     """Who holds the leases this dispatcher takes."""
     _senders: dict[str, Sender | Exception] = field(default_factory=dict, init=False)
     _pool: IOPool | None = field(default=None, init=False)
-    _hung: dict[Job[Outcome], str] = field(default_factory=dict, init=False)
-    """Attempts given up on whose thread is still busy, by destination (they count against it)."""
+    _hung: dict[Job[Outcome], tuple[str, float]] = field(default_factory=dict, init=False)
+    """Attempts given up on whose thread is still busy: their destination, and until when
+    (monotonic) they count against its share of the pool."""
     _secrets: dict[str, list[str]] = field(default_factory=dict, init=False)
 
     # -- planning ---------------------------------------------------------------------------------
@@ -431,12 +432,12 @@ class _Pass:
 
     def _load(self) -> Counter[str]:
         """Threads held per destination: running attempts and those given up on."""
-        hung = self.d._hung
-        for job in [job for job in hung if job.finished]:
+        hung, mono = self.d._hung, time.monotonic()
+        for job in [job for job, (_, until) in hung.items() if job.finished or mono >= until]:
             del hung[job]
         load = Counter(run.delivery.destination for run in self.running.values())
         load.update(run.delivery.destination for run in self.late.values())
-        load.update(hung.values())
+        load.update(dest for dest, _ in hung.values())
         return load
 
     def _fill(self, mono: float, now: float, *, claim: bool) -> tuple[int, bool]:
@@ -471,12 +472,21 @@ class _Pass:
             if not progress:
                 break
         busy = [dest for dest, n in load.items() if n >= share]
-        if claim and room > 0:
-            for delivery in self.outbox.claim(self.d.owner, now, room, self.d.rules_for,
-                                              self.ids, busy=busy):
+        while claim and room > 0:
+            # No destination may pass its share in one claim either: ask for at most what the
+            # fullest one not at its share may still start, and again while there is room.
+            limit = min(room, share - max((n for n in load.values() if n < share), default=0))
+            batch = self.outbox.claim(self.d.owner, now, limit, self.d.rules_for, self.ids,
+                                      busy=busy)
+            for delivery in batch:
                 hard = hard_timeout(self.d.config.destinations[delivery.destination].config.timeout)
                 self._launch(delivery, mono, now, mono + 2 * hard)
+                load[delivery.destination] += 1
+                room -= 1
                 started += 1
+            busy = [dest for dest, n in load.items() if n >= share]
+            if len(batch) < limit:
+                break
         return started, bool(busy)
 
     def _launch(self, delivery: Delivery, mono: float, now: float, lease_end: float) -> None:
@@ -519,7 +529,10 @@ class _Pass:
         for job, run in list(self.late.items()):
             if out_of_time or mono >= run.late_until:
                 del self.late[job]
-                self.d._hung[job] = run.delivery.destination
+                # Its thread counts against the destination for one more hard timeout: a sender
+                # that overran its timeout has answered by then; one that has not is broken,
+                # and its thread is written off (the pool has replaced it).
+                self.d._hung[job] = (run.delivery.destination, run.gave_up + run.hard)
                 timed_out = Outcome.retry(
                     f"no answer within {run.notification.timeout:g}s (timed out)")
                 self._record(run, timed_out, mono, now, ended=run.gave_up, plan=run.retry)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -350,3 +352,91 @@ def test_two_destinations_with_one_target_deliver_an_alert_once(tmp_path: Path) 
         ("alert_2", "second", State.suppressed), ("alert_2", "other", State.delivered)]
     assert "'first' sends to the same Scripted target" in report.deliveries[1].reason
     assert len(records(rec)) == 4
+
+
+# -- clocks, stored secrets, progress ----------------------------------------------------------
+
+
+def test_a_wall_clock_step_back_does_not_stretch_a_timeout() -> None:
+    nt = notifier({"d": {"script": ["hang"], "timeout": 0.2, "max_attempts": 1}})
+    calls = itertools.count()
+    # The system clock steps back an hour once the delivery is written and its attempt handed
+    # over: waits are on the monotonic clock, so the attempt still times out in 0.2 s (+ grace).
+    nt.dispatcher.clock = lambda: time.time() - (3600 if next(calls) >= 2 else 0)
+    reports: list[Any] = []
+    sending = threading.Thread(
+        target=lambda: reports.append(nt.send(nt.parse_alerts(make_alert()))), daemon=True)
+    sending.start()
+    sending.join(timeout=30)  # a hang detector, not a speed limit
+    assert reports, "send waited for the wall clock to catch up"
+    [delivery] = reports[0].deliveries
+    assert delivery.state is State.dead and "timed out" in delivery.reason
+
+
+def test_wait_seconds_run_on_the_monotonic_clock() -> None:
+    nt = notifier({"slow": {"script": ["slow:0.3"]}, "fast": {"script": ["ok"]}})
+    nt.dispatcher.max_workers = 1
+    calls = itertools.count()
+    nt.dispatcher.clock = lambda: time.time() - (3600 if next(calls) >= 2 else 0)
+    reports: list[Any] = []
+    sending = threading.Thread(target=lambda: reports.append(
+        nt.send(nt.parse_alerts([make_alert(1), make_alert(2)]), wait=0.1)), daemon=True)
+    sending.start()
+    sending.join(timeout=30)
+    assert reports, "send waited for the wall clock to catch up"
+    # The first delivery was running when the wait ran out and finished; the others never
+    # started: queued again, no attempt spent.
+    states = sorted((d.state.value, d.attempt_count) for d in reports[0].deliveries)
+    assert states[0] == ("delivered", 1) and ("queued", 0) in states
+
+
+def test_secrets_echoed_in_an_answer_are_masked_before_they_are_stored(tmp_path: Path) -> None:
+    from fake_pagerduty import FakePagerDuty, FakeResponse
+
+    from armor_notify.outbox import SqliteOutbox
+
+    key = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"
+    with FakePagerDuty() as pd:
+        pd.script(FakeResponse(202, {"status": "success", "message": f"Event processed for {key}",
+                                     "dedup_key": key, "echo": {"keys": [key, 7]}}))
+        config = {"version": 1, "destinations": {"pd": {"type": "pagerduty", "integration_key": key,
+                                                         "url": pd.url}},
+                  "rules": [{"name": "All", "event": "schema_change", "destinations": ["pd"]}]}
+        outbox = SqliteOutbox.open(tmp_path)
+        with Notifier.from_dict(config, plugins=PluginManager().load(), outbox=outbox) as nt:
+            [delivery] = nt.send(nt.parse_alerts(make_alert())).deliveries
+        assert delivery.state is State.delivered
+        assert key not in json.dumps(delivery.as_dict())
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert key.encode() not in stored
+
+
+def test_details_are_masked_however_deep_the_secret_sits() -> None:
+    from armor_notify.outcome import Outcome
+
+    secret = "s3cr3t-token-0123456789abcdef"
+    nt = notifier({"d": {"token": secret}})
+    dest = nt.config.destinations["d"]
+
+    class Echo:
+        def __str__(self) -> str:
+            return f"object {secret}"
+
+    outcome = Outcome.delivered(said={"body": [f"token={secret}", {"k": (secret, 3)}]}, other=Echo(),
+                                n=None)
+    details = nt.dispatcher._clean_details(dest, dict(outcome.details))
+    assert secret not in json.dumps(details, default=str)
+    assert details["said"]["body"][1]["k"][1] == 3 and details["n"] is None
+
+
+def test_send_reports_each_delivery_once_as_it_becomes_final() -> None:
+    nt = notifier({"ok": {}, "flaky": {"script": ["retry", "ok"], "retry_backoff": 0.01},
+                   "off": {"send_resolved": False}})
+    seen: list[tuple[str, State]] = []
+    alerts = nt.parse_alerts([make_alert(1, status="resolved"), make_alert(2, status="resolved")])
+    report = nt.send(alerts, on_final=lambda d: seen.append((d.id, d.state)))
+    assert sorted(seen) == sorted((d.id, d.state) for d in report.deliveries)
+    assert {s for _, s in seen} == {State.delivered, State.suppressed}
+    assert nt.send(alerts, on_final=lambda d: seen.append((d.id, d.state))).deliveries
+    assert len(seen) == 6  # repeats of accepted deliveries are not reported again
+

@@ -232,10 +232,12 @@ class _Watchdog:
         self._owner: dict[socket.socket, _Attempt] = {}
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
+        self._under_way = 0
 
     def start(self, timeout: float) -> _Attempt:
         attempt = _Attempt(time.monotonic() + timeout, timeout)
         with self._lock:
+            self._under_way += 1
             heapq.heappush(self._heap, (attempt.deadline, next(self._order), attempt))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="armor-notify-deadlines",
@@ -258,10 +260,16 @@ class _Watchdog:
     def finish(self, attempt: _Attempt) -> None:
         with self._lock:
             attempt.done = True
+            self._under_way -= 1
             for sock in attempt.sockets:
                 if self._owner.get(sock) is attempt:
                     del self._owner[sock]
             attempt.sockets.clear()
+            # Finished posts stay in the heap until their deadline; with long timeouts and many
+            # posts a second, drop them now and then (amortised: the heap is mostly finished).
+            if len(self._heap) > 4096 and len(self._heap) > 4 * self._under_way:
+                self._heap = [entry for entry in self._heap if not entry[2].done]
+                heapq.heapify(self._heap)
 
     def _run(self) -> None:
         with self._lock:

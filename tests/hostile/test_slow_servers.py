@@ -149,3 +149,11 @@ def test_a_missing_ca_bundle_is_a_certificate_error(monkeypatch: pytest.MonkeyPa
         HttpClient("https://127.0.0.1:9").post("https://127.0.0.1:9/x", b"{}", timeout=5)
     assert caught.value.kind == "certificate"
     assert "/nonexistent/ca.pem" in str(caught.value)
+
+
+def test_finished_posts_do_not_pile_up_under_long_timeouts() -> None:
+    from armor_notify.http import _WATCHDOG
+
+    for _ in range(20_000):  # 10-minute timeouts at a high rate: each waits 600 s in the heap
+        _WATCHDOG.finish(_WATCHDOG.start(600))
+    assert len(_WATCHDOG._heap) <= 4097

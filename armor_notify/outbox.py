@@ -14,6 +14,7 @@ The same class runs on an in-memory database for programs that want no file
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import os
@@ -372,22 +373,22 @@ class SqliteOutbox:
                     room = limit - len(claimed)
                     rows: list[tuple[float, int, str]] = []
                     more: set[str] = set()  # destinations that may have more due than fetched
-                    for destination in due:
+                    for destination, state in itertools.product(due, ("queued", "in_flight")):
                         size = min(room, keys.room(rules(destination)))
-                        # The order rule (no overtaking an unfinished older delivery of the
-                        # same dedup key) is part of the query; whole rows are read only for
-                        # the deliveries tried, since a row holds the alert's JSON.
+                        # One state at a time, so the index gives the order and the query stops
+                        # at ``size``. The order rule (no overtaking an unfinished older delivery
+                        # of the same dedup key) is part of it; whole rows are read only for the
+                        # deliveries tried, since a row holds the alert's JSON.
                         found = db.execute(
-                            "SELECT run_at, seq FROM deliveries d WHERE state IN "
-                            f"('queued','in_flight') AND destination=? AND run_at<=? {where} "
-                            "AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE "
-                            "o.destination=d.destination AND o.dedup_key=d.dedup_key AND "
-                            "o.seq<d.seq AND o.state IN ('queued','in_flight')) "
-                            "ORDER BY run_at, seq LIMIT ?",
-                            (destination, now, *params, size)).fetchall()
+                            "SELECT run_at, seq FROM deliveries d WHERE state=? AND "
+                            f"destination=? AND run_at<=? {where} AND NOT EXISTS (SELECT 1 FROM "
+                            "deliveries o WHERE o.destination=d.destination AND "
+                            "o.dedup_key=d.dedup_key AND o.seq<d.seq AND o.state IN "
+                            "('queued','in_flight')) ORDER BY run_at, seq LIMIT ?",
+                            (state, destination, now, *params, size)).fetchall()
                         if len(found) == size:
                             more.add(destination)
-                        rows += [(float(r[0]), int(r[1]), destination) for r in found]
+                        rows += [(_real(r[0]), int(r[1]), destination) for r in found]
                     rows.sort()
                     for _, seq, destination in rows:
                         if len(claimed) >= limit:

@@ -369,6 +369,7 @@ class SqliteOutbox:
                            if name not in busy}
                 due = [name for name, first in waiting.items()
                        if first <= now and keys.opens(rules(name)) <= now]
+                tried: set[int] = set()
                 while due and len(claimed) < limit:
                     room = limit - len(claimed)
                     rows: list[tuple[float, int, str]] = []
@@ -390,12 +391,15 @@ class SqliteOutbox:
                             more.add(destination)
                         rows += [(_real(r[0]), int(r[1]), destination) for r in found]
                     rows.sort()
+                    fresh: set[str] = set()  # destinations with a delivery tried just now
                     for _, seq, destination in rows:
                         if len(claimed) >= limit:
                             break
                         limits = rules(destination)
-                        if keys.opens(limits) > now:  # its key ran out in this claim
+                        if seq in tried or keys.opens(limits) > now:  # its key ran out
                             continue
+                        tried.add(seq)
+                        fresh.add(destination)
                         d = self._read(db, seq, now)
                         if d is None:
                             continue
@@ -410,7 +414,8 @@ class SqliteOutbox:
                             claimed.append(d)
                         else:
                             _save(db, d, now)
-                    due = [x for x in due if x in more and keys.opens(rules(x)) <= now]
+                    due = [x for x in due if x in more and x in fresh
+                           and keys.opens(rules(x)) <= now]
                 for name in waiting:  # for next_due: when each closed key opens
                     opens = keys.opens(rules(name))
                     if opens > now:
@@ -716,7 +721,7 @@ def _earliest(db: sqlite3.Connection, ids: Collection[str] | None) -> dict[str, 
             "destination=d.name) FROM d WHERE name IS NOT NULL").fetchall()
     earliest: dict[str, float] = {}
     for name, first in rows:
-        at = _real(first)
+        at = min(_real(first), MAX_TIME)
         earliest[name] = min(at, earliest.get(name, at))
     return earliest
 

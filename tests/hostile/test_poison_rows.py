@@ -184,3 +184,18 @@ def test_a_worker_delivers_the_healthy_deliveries_beside_a_damaged_one(tmp_path:
         assert shown.returncode == 0 and "cannot be read" in shown.stdout, shown.stderr
         after = json.loads(run_cli("outbox", "list", "--json", env=env).stdout)["deliveries"]
         assert sorted(d["state"] for d in after) == ["dead", "delivered", "delivered"]
+
+
+def test_a_run_of_unreadable_deliveries_longer_than_a_claim_is_passed_over(
+        tmp_path: Path) -> None:
+    box = SqliteOutbox.open(tmp_path)
+    nt = notifier({"d": {"type": "scripted"}}, box)
+    stored = [d for d, _ in box.enqueue(
+        nt.dispatcher.plan(nt.parse_alerts([alert(i) for i in range(7)])),
+        repeat_window=0, now=100.0)]
+    for d in stored[:5]:
+        damage(tmp_path / "outbox.sqlite3", d.id, *DAMAGE["truncated alert"])
+    box._alerts.clear()
+    claimed = box.claim("w", 100.0, 2, lambda name: RULES)
+    assert [d.id for d in claimed] == [d.id for d in stored[5:]]
+    assert len(box.find(states=["dead"])) == 5

@@ -8,15 +8,17 @@ few seconds, so a test also ends by itself when the bound is missing (it then fa
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import trustme
-from conftest import tls_server_context
+from conftest import run_cli, tls_server_context
 from test_http import Server
 
 from armor_notify.http import HttpClient, NetworkError
@@ -32,15 +34,16 @@ STATUS = b"HTTP/1.1 200 OK\r\n"
 HEADERS = STATUS + b"Content-Length: 2\r\nX-Padding: " + b"a" * 200 + b"\r\n\r\n"
 
 
-def _drip(connection: socket.socket, head: bytes, slow: bytes, stop: threading.Event) -> None:
+def _drip(connection: socket.socket, head: bytes, slow: bytes, stop: threading.Event,
+          drip_for: float) -> None:
     """Read the request, send ``head`` at once, then ``slow`` a byte every DRIP_INTERVAL."""
-    connection.settimeout(DRIP_FOR)
+    connection.settimeout(drip_for)
     try:
         connection.recv(65536)
         connection.sendall(head)
         started = time.monotonic()
         for byte in slow:
-            if stop.wait(DRIP_INTERVAL) or time.monotonic() - started > DRIP_FOR:
+            if stop.wait(DRIP_INTERVAL) or time.monotonic() - started > drip_for:
                 return
             connection.sendall(bytes([byte]))
     except OSError:
@@ -51,7 +54,7 @@ def _drip(connection: socket.socket, head: bytes, slow: bytes, stop: threading.E
 
 @contextmanager
 def dripping_server(head: bytes, slow: bytes, *, tls: bool = False,
-                    ca: trustme.CA | None = None) -> Iterator[str]:
+                    drip_for: float = DRIP_FOR) -> Iterator[str]:
     """A one-connection-at-a-time server on 127.0.0.1; yields its URL."""
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
@@ -62,7 +65,8 @@ def dripping_server(head: bytes, slow: bytes, *, tls: bool = False,
                 connection, _ = listener.accept()
             except OSError:
                 return
-            threading.Thread(target=_drip, args=(connection, head, slow, stop), daemon=True).start()
+            threading.Thread(target=_drip, args=(connection, head, slow, stop, drip_for),
+                             daemon=True).start()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -157,3 +161,28 @@ def test_finished_posts_do_not_pile_up_under_long_timeouts() -> None:
     for _ in range(20_000):  # 10-minute timeouts at a high rate: each waits 600 s in the heap
         _WATCHDOG.finish(_WATCHDOG.start(600))
     assert len(_WATCHDOG._heap) <= 4097
+
+
+@pytest.mark.slow
+def test_send_of_one_alert_to_a_dripping_receiver_ends_with_its_wait(tmp_path: Path) -> None:
+    # The issue's case: one alert, timeout 2, --wait 5, a receiver dripping its status line.
+    # A lone delivery runs on the calling thread, where only HttpClient's own bound applies.
+    with dripping_server(b"", b"H" * 1000, drip_for=40) as url:
+        config = tmp_path / "armor-notify.yaml"
+        config.write_text(
+            "version: 1\n"
+            "destinations:\n"
+            "  pd: {type: pagerduty, integration_key: a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6,\n"
+            f"       url: '{url.removesuffix('/hook')}', timeout: 2, rate_limit: none}}\n"
+            "rules:\n"
+            "  - {name: all, event: schema_change, destinations: [pd]}\n"
+        )
+        alert = tmp_path / "alert.json"
+        alert.write_text(json.dumps({
+            "id": "alert_drip", "event_type": "schema_change", "severity": "critical",
+            "title": "t", "asset": {"id": "a", "name": "db.s.t"}}))
+        # run_cli's own timeout (30 s) ends the test if the post is not bounded.
+        result = run_cli("send", str(alert), "--config", str(config), "--wait", "5", "--json",
+                         timeout=30)
+    assert result.returncode == 3, result.stdout + result.stderr  # still queued for a retry
+    assert "within 2 s" in result.stdout

@@ -51,7 +51,7 @@ def hard_timeout(timeout: float) -> float:
     return timeout + min(GRACE_MAX, max(0.2, timeout * GRACE_FRACTION))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Running:
     """An attempt handed to the pool (or run inline), until its outcome is recorded."""
 
@@ -256,27 +256,38 @@ class Dispatcher:
                 hint="this is a bug in the destination plugin: report it to its authors")
         return result
 
+    def _secrets_of(self, dest: Destination) -> list[str]:
+        secrets = self._secrets.get(dest.name)
+        if secrets is None:  # configs are frozen: collect each destination's secrets once
+            secrets = self._secrets[dest.name] = [s for s in secret_values(dest.config) if s]
+        return secrets
+
     def _clean(self, dest: Destination, text: str) -> str:
         if not text:
             return text
-        secrets = self._secrets.get(dest.name)
-        if secrets is None:  # configs are frozen: collect each destination's secrets once
-            secrets = self._secrets[dest.name] = secret_values(dest.config)
-        return redact(text, secrets)
+        secrets = self._secrets_of(dest)
+        return redact(text, secrets) if secrets else text
 
-    def _clean_details(self, dest: Destination, value: Any) -> Any:
-        """``value`` with every secret of ``dest`` masked in every string inside it (what the
-        outbox cannot store as JSON as it is, it stores as text: masked as text too)."""
-        if isinstance(value, str):
-            return self._clean(dest, value)
-        if value is None or isinstance(value, bool | int | float):
-            return value
-        if isinstance(value, Mapping):
-            return {self._clean_details(dest, k) if isinstance(k, str) else k:
-                    self._clean_details(dest, v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._clean_details(dest, v) for v in value]
-        return self._clean(dest, str(value))
+    def _clean_details(self, dest: Destination, details: Mapping[str, Any]) -> dict[str, Any]:
+        """``details`` with every secret of ``dest`` masked in every string inside it, however
+        deep (what JSON cannot hold as it is, the outbox stores as text: masked as text too)."""
+        secrets = self._secrets_of(dest)
+        if not secrets:
+            return dict(details)
+
+        def clean(value: Any) -> Any:
+            if isinstance(value, str):
+                return redact(value, secrets)
+            if value is None or isinstance(value, bool | int | float):
+                return value
+            if isinstance(value, dict | Mapping):
+                return {clean(k) if isinstance(k, str) else k: clean(v) for k, v in value.items()}
+            if isinstance(value, list | tuple):
+                return [clean(v) for v in value]
+            return redact(str(value), secrets)
+
+        cleaned: dict[str, Any] = clean(details)
+        return cleaned
 
     def _retry_plan(self, delivery: Delivery, attempts: int, now: float,
                     retry_after: float | None) -> tuple[float | None, str]:
@@ -296,7 +307,7 @@ class Dispatcher:
         delivery.attempts.append(Attempt(run.notification.attempt, started, duration,
                                          outcome.status, reason))
         if outcome.details:
-            delivery.details.update(self._clean_details(dest, dict(outcome.details)))
+            delivery.details.update(self._clean_details(dest, outcome.details))
         if outcome.status == "delivered":
             delivery.finish(State.delivered, reason, hint)
             return False
@@ -369,21 +380,23 @@ class _Pass:
             while True:
                 mono, now = time.monotonic(), self.d.clock()
                 out_of_time = end is not None and mono >= end
-                self._settle(done, mono, now, out_of_time)
-                self._flush(now)
-                if self.open_ids is not None and not self.open_ids:
-                    break
+                if done or self.running or self.late:
+                    self._settle(done, mono, now, out_of_time)
+                    self._flush(now)
+                    if self.open_ids is not None and not self.open_ids:
+                        break
                 if out_of_time:
                     self._give_back_unstarted()
-                else:
+                elif self.backlog:
                     self._give_back_stale(mono)
                 claimed, busy = 0, False
                 wanted = self.open_ids is None or len(self.open_ids) > len(self.held)
                 if not out_of_time:
                     claimed, busy = self._fill(mono, now, claim=wanted)
-                self._flush(now)
-                if self.open_ids is not None and not self.open_ids:
-                    break
+                if self.ended or self.released:
+                    self._flush(now)
+                    if self.open_ids is not None and not self.open_ids:
+                        break
                 room = self.d.max_workers - len(self.running)
                 # With every I/O thread busy nothing can start before an attempt ends, and the
                 # loop wakes for that anyway: when the next delivery is due does not matter yet.
@@ -398,9 +411,12 @@ class _Pass:
                     if wait <= 0 and not claimed:  # due but not claimable yet (order, leases)
                         wait = BUSY_IDLE if busy else MIN_IDLE
                     timers.append(mono + wait)
-                timers += [(job.started or mono) + run.hard for job, run in self.running.items()]
-                timers += [run.late_until for run in self.late.values()]
-                timers += [self.start_by[dest] for dest in self.backlog]
+                for job, run in self.running.items():
+                    timers.append((job.started or mono) + run.hard)
+                if self.late:
+                    timers += [run.late_until for run in self.late.values()]
+                if self.backlog:
+                    timers += [self.start_by[dest] for dest in self.backlog]
                 if end is not None:
                     timers.append(end)
                 done = set()
@@ -432,12 +448,19 @@ class _Pass:
 
     def _load(self) -> Counter[str]:
         """Threads held per destination: running attempts and those given up on."""
-        hung, mono = self.d._hung, time.monotonic()
-        for job in [job for job, (_, until) in hung.items() if job.finished or mono >= until]:
-            del hung[job]
-        load = Counter(run.delivery.destination for run in self.running.values())
-        load.update(run.delivery.destination for run in self.late.values())
-        load.update(dest for dest, _ in hung.values())
+        load: Counter[str] = Counter()
+        for run in self.running.values():
+            load[run.delivery.destination] += 1
+        for run in self.late.values():
+            load[run.delivery.destination] += 1
+        hung = self.d._hung
+        if hung:
+            mono = time.monotonic()
+            for job, (dest, until) in list(hung.items()):
+                if job.finished or mono >= until:
+                    del hung[job]
+                else:
+                    load[dest] += 1
         return load
 
     def _fill(self, mono: float, now: float, *, claim: bool) -> tuple[int, bool]:
@@ -447,6 +470,16 @@ class _Pass:
         room = self.d.max_workers - len(self.running)
         if room <= 0:
             return 0, False
+        if not claim and len(self.backlog) == 1 and not (self.running or self.late or
+                                                         self.d._hung or self.last_start):
+            # One destination and nothing else (a send to one destination): the pool is its own.
+            [(dest, backlog)] = self.backlog.items()
+            count = min(room, len(backlog))
+            for _ in range(count):
+                self._launch(backlog.popleft(), mono, now, self.lease_end[dest])
+            if not backlog:
+                del self.backlog[dest]
+            return count, False
         load = self._load()
         active = {dest for dest, n in load.items() if n} | set(self.backlog)
         active.update(dest for dest, t in self.last_start.items() if mono - t < RECENT)
@@ -463,7 +496,6 @@ class _Pass:
                 delivery = backlog.popleft()
                 if not backlog:
                     del self.backlog[dest]
-                self.held.discard(delivery.id)
                 self._launch(delivery, mono, now, self.lease_end[dest])
                 load[dest] += 1
                 room -= 1
@@ -496,6 +528,7 @@ class _Pass:
                  and not self.late)
         run = self.d._start(delivery, self.pool, self.finished, now, lease_end, alone)
         if run is None:
+            self.held.discard(delivery.id)
             self.ended.append(delivery)
             return
         self.running[run.job] = run

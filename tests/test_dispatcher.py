@@ -424,7 +424,7 @@ def test_details_are_masked_however_deep_the_secret_sits() -> None:
 
     outcome = Outcome.delivered(said={"body": [f"token={secret}", {"k": (secret, 3)}]}, other=Echo(),
                                 n=None)
-    details = nt.dispatcher._clean_details(dest, dict(outcome.details))
+    details = nt.dispatcher._clean_details(dest, outcome.details)
     assert secret not in json.dumps(details, default=str)
     assert details["said"]["body"][1]["k"][1] == 3 and details["n"] is None
 

@@ -60,7 +60,7 @@ class RetryPolicy:
         if at - first_attempt_at > self.deadline:
             tried = f"gave up after {attempts} attempt{'s' if attempts != 1 else ''}"
             if wait and now + wait - first_attempt_at > self.deadline:
-                more = " or more (capped: the longest wait honoured)" if (
+                more = " or more (the longest wait armor-notify honours)" if (
                     wait >= MAX_RETRY_AFTER) else ""
                 return None, (f"{tried}: the destination asked to wait {wait:g}s{more}, "
                               f"longer than the {self.deadline:g}s retry deadline allows")

@@ -58,8 +58,8 @@ def test_a_wait_past_the_deadline_gives_up_and_says_why() -> None:
     at, why = RetryPolicy(deadline=120).next_attempt(1, NOW, NOW, 1e15, random.Random(0))
     assert at is None
     assert why == ("gave up after 1 attempt: the destination asked to wait 86400s or more "
-                   "(capped: the longest wait honoured), longer than the 120s retry deadline "
-                   "allows")
+                   "(the longest wait armor-notify honours), longer than the 120s retry "
+                   "deadline allows")
 
 
 def test_a_long_deadline_still_waits_at_most_a_day() -> None:

@@ -189,3 +189,33 @@ def test_an_attempt_that_answers_after_its_timeout_but_before_its_retry_counts_o
         assert delivery.state is State.delivered and delivery.attempt_count == 1
         assert delivery.attempts[0].duration >= 0.8
         assert len(pd.requests) == 1
+
+
+@pytest.mark.slow
+def test_the_send_command_posts_each_of_hundreds_of_alerts_exactly_once(tmp_path: Path) -> None:
+    import json
+
+    import yaml
+    from conftest import run_cli
+
+    # 600 deliveries, 32 at a time, 0.3 s each: the last wait about 5.6 s for a thread, past the
+    # 3.75 s hard timeout (a timeout that is not itself at risk on a busy machine).
+    count = 300
+    with FakePagerDuty(latency=0.3) as pd, FakeSlack(latency=0.3) as slack:
+        config = {"version": 1, "destinations": {
+            "pd": {"type": "pagerduty", "integration_key": PD_KEY, "url": pd.url, "timeout": 3,
+                   "rate_limit": "none"},
+            "slack": {"type": "slack", "webhook_url": slack.url, "timeout": 3,
+                      "rate_limit": "none"}},
+            "rules": [{"name": "All", "event": "schema_change", "destinations": ["pd", "slack"]}]}
+        path = tmp_path / "armor-notify.yaml"
+        path.write_text(yaml.safe_dump(config))
+        source = tmp_path / "alerts.json"
+        source.write_text(json.dumps(alerts(count)))
+        state = {"ARMOR_NOTIFY_STATE_DIR": str(tmp_path / "state")}
+        res = run_cli("send", str(source), "--config", str(path), "--json", env=state)
+        assert res.returncode == 0, res.stderr[-2000:]
+        summary = json.loads(res.stdout)["summary"]
+        assert summary["delivered"] == 2 * count
+        assert Counter(Counter(r.body["dedup_key"] for r in pd.requests).values()) == {1: count}
+        assert Counter(Counter(r.json()["text"] for r in slack.requests).values()) == {1: count}

@@ -42,25 +42,24 @@ json_option = click.option("--json", "as_json", is_flag=True, help="One JSON doc
 state_dir_option = click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
 
 
-class _Duration(click.ParamType):
-    """A duration option, read by the one parser the config uses (``90``, ``30s``, ``1h30m``):
-    finite, bounded, and at least ``minimum`` seconds."""
+def _duration(minimum: float = 0.0) -> Any:
+    """A callback for duration options, read by the one parser the config uses (``90``, ``30s``,
+    ``1h30m``): finite, bounded, and at least ``minimum`` seconds; ``None`` stays ``None``."""
 
-    name = "duration"
-
-    def __init__(self, minimum: float = 0.0) -> None:
-        self.minimum = minimum
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+    def convert(ctx: click.Context, param: click.Parameter, value: Any) -> float | None:
         from .durations import parse_duration
 
+        if value is None:
+            return None
         try:
             seconds = parse_duration(value)
         except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-        if seconds < self.minimum:
-            self.fail(f"must be at least {self.minimum:g} seconds", param, ctx)
+            raise click.BadParameter(str(exc), ctx, param) from None
+        if seconds < minimum:
+            raise click.BadParameter(f"must be at least {minimum:g} seconds", ctx, param)
         return seconds
+
+    return convert
 
 
 class _Group(click.Group):
@@ -184,7 +183,7 @@ def _open_outbox(state_dir: str | None) -> SqliteOutbox:
 @click.option("--config", "-c", "config", metavar="F", help=CONFIG_HELP)
 @json_option
 @click.option("--dry-run", is_flag=True, help="Route and show what would be sent; send nothing.")
-@click.option("--wait", "wait", type=_Duration(), default=DEFAULT_WAIT,
+@click.option("--wait", "wait", type=str, callback=_duration(), default=DEFAULT_WAIT,
               show_default=True, metavar="DURATION",
               help="How long to keep delivering; what is still retrying then stays queued for "
                    "`armor-notify worker`. 0 accepts and queues without sending.")
@@ -543,9 +542,9 @@ def validate(ctx: click.Context, config: str | None, as_json: bool) -> None:
 @click.option("--once", is_flag=True,
               help="Deliver what is queued, then exit (retries are bounded by each "
                    "destination's retry_deadline).")
-@click.option("--wait", "wait", type=_Duration(), default=None, metavar="DURATION",
+@click.option("--wait", "wait", callback=_duration(), default=None, metavar="DURATION",
               help="With --once: stop after this long even if deliveries are still retrying.")
-@click.option("--poll", type=_Duration(minimum=0.05), default=1.0, show_default=True,
+@click.option("--poll", type=str, callback=_duration(minimum=0.05), default="1s", show_default=True,
               metavar="DURATION", help="How often an idle worker looks for new deliveries.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per finished delivery.")
 @state_dir_option
@@ -677,7 +676,7 @@ def outbox_retry(ctx: click.Context, ids: tuple[str, ...], include_failed: bool,
 
 
 @outbox.command("purge")
-@click.option("--older-than", "older_than", type=_Duration(), default="7d", show_default=True,
+@click.option("--older-than", "older_than", callback=_duration(), default="7d", show_default=True,
               metavar="DURATION",
               help="Delete finished deliveries finalized longer ago than this (30m, 12h, 7d, 0).")
 @json_option

@@ -209,8 +209,11 @@ class FakeSMTPServer:
         return base
 
 
-def _authenticator(username: str, password: str, attempts: list[str],
+def _authenticator(username: str, password: str, attempts: list[str] | None = None,
                    echo_password: bool = False) -> Any:
+    """Accepts ``username``/``password``; appends each AUTH's mechanism to ``attempts``."""
+    attempts = [] if attempts is None else attempts
+
     def authenticate(
         server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
     ) -> AuthResult:

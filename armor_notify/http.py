@@ -34,7 +34,7 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, unquote, urlsplit
@@ -302,6 +302,50 @@ def _cut(sock: socket.socket) -> None:
 _WATCHDOG = _Watchdog()
 _current = threading.local()
 """``attempt``: the post the calling thread is making, so its connection can claim sockets."""
+
+
+@contextlib.contextmanager
+def deadline(timeout: float) -> Iterator[Deadline]:
+    """Bound a whole conversation by ``timeout`` seconds, for protocols other than HTTP.
+
+    Sockets put under it with :func:`watch` (and TLS sockets of a context passed through
+    :func:`watch_tls`, from their handshake on) are shut down if the ``with`` block is still
+    running when the time is up: the blocked read or write then fails at once, and
+    ``Deadline.passed`` says why. The email destination bounds its SMTP session with it.
+    """
+    attempt = _WATCHDOG.start(timeout)
+    previous = getattr(_current, "attempt", None)
+    _current.attempt = attempt
+    try:
+        yield Deadline(attempt)
+    finally:
+        _current.attempt = previous
+        _WATCHDOG.finish(attempt)
+
+
+class Deadline:
+    """The handle :func:`deadline` yields."""
+
+    def __init__(self, attempt: _Attempt) -> None:
+        self._attempt = attempt
+
+    @property
+    def passed(self) -> bool:
+        """True once the time was up and the watched sockets were shut down."""
+        return self._attempt.fired
+
+
+def watch(sock: socket.socket) -> socket.socket:
+    """Put ``sock`` under the calling thread's :func:`deadline` (no-op outside one)."""
+    _WATCHDOG.claim(sock)
+    return sock
+
+
+def watch_tls(context: ssl.SSLContext) -> ssl.SSLContext:
+    """Make ``context``'s TLS sockets put themselves under the calling thread's deadline when
+    their handshake starts (no-op outside one); returns ``context``."""
+    context.sslsocket_class = _WatchedSSLSocket
+    return context
 
 
 class _WatchedSSLSocket(ssl.SSLSocket):

@@ -45,7 +45,7 @@ from armor_notify import (
     is_loopback_host,
 )
 from armor_notify.alert import one_line
-from armor_notify.http import Redactor
+from armor_notify.http import Redactor, deadline, watch, watch_tls
 from armor_notify.secrets import redact
 
 from .message import DigestMessage, Message, and_more, build_digest, build_message
@@ -457,7 +457,21 @@ def build_tls_context(config: EmailConfig) -> ssl.SSLContext:
     if not config.verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    return context
+    return watch_tls(context)  # TLS handshakes count against the attempt's deadline
+
+
+class _SMTP(smtplib.SMTP):
+    """smtplib's client with its socket under the attempt's deadline."""
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return watch(super()._get_socket(host, port, timeout))  # type: ignore[misc]
+
+
+class _SMTPSSL(smtplib.SMTP_SSL):
+    """smtplib's implicit-TLS client with its socket under the attempt's deadline."""
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return watch(super()._get_socket(host, port, timeout))  # type: ignore[misc]
 
 
 @functools.cache
@@ -542,8 +556,13 @@ class EmailSender:
         recipients = self.config.recipients()
         sender = parse_address(self.config.from_).addr_spec
         try:
-            refused = self._deliver(message, sender, recipients, notification.timeout)
+            # The timeout bounds the whole session (smtplib bounds each read only): a server
+            # that drips its replies is cut off when the time is up.
+            with deadline(notification.timeout) as cut:
+                refused = self._deliver(message, sender, recipients, notification.timeout)
         except Exception as exc:
+            if cut.passed:
+                return self._timed_out(notification.timeout)
             outcome = self._classify(exc, notification.timeout)
             if outcome is None:
                 raise
@@ -570,11 +589,9 @@ class EmailSender:
         smtp: smtplib.SMTP
         host, port, name = self.config.host, self.config.port, _ehlo_name()
         if self.config.security == "ssl":
-            smtp = smtplib.SMTP_SSL(
-                host, port, local_hostname=name, timeout=timeout, context=self._tls
-            )
+            smtp = _SMTPSSL(host, port, local_hostname=name, timeout=timeout, context=self._tls)
         else:
-            smtp = smtplib.SMTP(host, port, local_hostname=name, timeout=timeout)
+            smtp = _SMTP(host, port, local_hostname=name, timeout=timeout)
         try:
             smtp.ehlo_or_helo_if_needed()
             if self.config.security == "starttls":

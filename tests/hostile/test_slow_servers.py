@@ -35,11 +35,13 @@ HEADERS = STATUS + b"Content-Length: 2\r\nX-Padding: " + b"a" * 200 + b"\r\n\r\n
 
 
 def _drip(connection: socket.socket, head: bytes, slow: bytes, stop: threading.Event,
-          drip_for: float) -> None:
-    """Read the request, send ``head`` at once, then ``slow`` a byte every DRIP_INTERVAL."""
+          drip_for: float, speaks_first: bool) -> None:
+    """Read the request (unless the server ``speaks_first``, as SMTP does), send ``head`` at
+    once, then ``slow`` a byte every DRIP_INTERVAL."""
     connection.settimeout(drip_for)
     try:
-        connection.recv(65536)
+        if not speaks_first:
+            connection.recv(65536)
         connection.sendall(head)
         started = time.monotonic()
         for byte in slow:
@@ -54,7 +56,7 @@ def _drip(connection: socket.socket, head: bytes, slow: bytes, stop: threading.E
 
 @contextmanager
 def dripping_server(head: bytes, slow: bytes, *, tls: bool = False,
-                    drip_for: float = DRIP_FOR) -> Iterator[str]:
+                    drip_for: float = DRIP_FOR, speaks_first: bool = False) -> Iterator[str]:
     """A one-connection-at-a-time server on 127.0.0.1; yields its URL."""
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
@@ -65,8 +67,8 @@ def dripping_server(head: bytes, slow: bytes, *, tls: bool = False,
                 connection, _ = listener.accept()
             except OSError:
                 return
-            threading.Thread(target=_drip, args=(connection, head, slow, stop, drip_for),
-                             daemon=True).start()
+            threading.Thread(target=_drip, args=(connection, head, slow, stop, drip_for,
+                                                 speaks_first), daemon=True).start()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -186,3 +188,20 @@ def test_send_of_one_alert_to_a_dripping_receiver_ends_with_its_wait(tmp_path: P
                          timeout=30)
     assert result.returncode == 3, result.stdout + result.stderr  # still queued for a retry
     assert "within 2 s" in result.stdout
+
+
+def test_an_smtp_server_dripping_its_greeting_times_out_within_the_timeout() -> None:
+    from armor_notify_plugins.smtp import EmailConfig, EmailSender
+    from test_email import notification
+
+    with dripping_server(b"", b"220 " + b"x" * 200 + b"\r\n", speaks_first=True) as url:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        sender = EmailSender(EmailConfig.model_validate({
+            "host": "127.0.0.1", "port": port, "security": "none", "timeout": TIMEOUT,
+            "from": "alerts@example.com", "to": ["a@example.com"]}))
+        started = time.monotonic()
+        outcome = sender.send(notification(timeout=TIMEOUT))
+        elapsed = time.monotonic() - started
+    assert outcome.status == "retry"
+    assert outcome.reason == f"no answer from 127.0.0.1:{port} within 1 s"
+    assert elapsed < TIMEOUT + MARGIN

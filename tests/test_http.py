@@ -252,3 +252,13 @@ def test_a_network_error_becomes_the_outcome_every_destination_gives(
         kind: str, expected: Outcome) -> None:
     error = NetworkError(kind, "words")  # type: ignore[arg-type]
     assert error.outcome("PagerDuty (https://x/…)", 2.5, hint="h") == expected
+
+
+def test_loopback_test_servers_answer_without_waiting_on_nagle() -> None:
+    # Without TCP_NODELAY a kept-alive answer written in two pieces waits ~40 ms for an ACK.
+    from fake_pagerduty import FakePagerDuty
+    from fake_slack import FakeSlack
+
+    with Server() as plain, FakePagerDuty() as pagerduty, FakeSlack() as slack:
+        for server in (plain.httpd, pagerduty._server, slack._server):
+            assert server.RequestHandlerClass.disable_nagle_algorithm is True

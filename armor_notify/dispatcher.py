@@ -427,6 +427,7 @@ class _Pass:
         except BaseException:
             # Interrupted (Ctrl-C) or failed: what has not started never will, and goes back on
             # the queue; an attempt that is running keeps its lease (it may still be sent).
+            self.on_final = None  # the caller is unwinding: no more callbacks into it
             with contextlib.suppress(Exception):
                 now = self.d.clock()
                 self._settle(set(), time.monotonic(), now, True)

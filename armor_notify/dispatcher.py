@@ -398,6 +398,7 @@ class _Pass:
                     if self.open_ids is not None and not self.open_ids:
                         break
                 room = self.d.max_workers - len(self.running)
+                wanted = self.open_ids is None or len(self.open_ids) > len(self.held)
                 # With every I/O thread busy nothing can start before an attempt ends, and the
                 # loop wakes for that anyway: when the next delivery is due does not matter yet.
                 due = self.outbox.next_due(self.ids) if (

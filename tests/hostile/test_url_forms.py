@@ -8,9 +8,11 @@ with a message that never quotes the URL (its path may be the secret).
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -21,8 +23,20 @@ from pydantic import BaseModel, ValidationError
 
 from armor_notify.destinations import destination_url
 
-sys.path.insert(0, str(EXAMPLES / "armor-notify-webhook"))
-from armor_notify_webhook import WebhookConfig
+
+def _example_plugin() -> ModuleType:
+    """The example webhook plugin's source, loaded under its own name: the installed copy that
+    test_example_plugin.py imports as ``armor_notify_webhook`` must stay the one it finds."""
+    path = EXAMPLES / "armor-notify-webhook" / "armor_notify_webhook" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("armor_notify_webhook_source", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # pydantic resolves the model's annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+WebhookConfig = _example_plugin().WebhookConfig
 
 KEY = "a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6"
 TOKEN = "XXXXtokenXXXXsecretXXXXX"

@@ -136,6 +136,7 @@ class HttpClient:
         import urllib3
 
         attempt = _WATCHDOG.start(timeout)
+        outer = getattr(_current, "attempt", None)  # a post inside a plugin's own deadline()
         _current.attempt = attempt
         try:
             pool = self._pool or self._make_pool()
@@ -148,7 +149,7 @@ class HttpClient:
         except OSError as exc:
             raise attempt.timed_out() or NetworkError("connect", _words(exc)) from None
         finally:
-            _current.attempt = None
+            _current.attempt = outer
             _WATCHDOG.finish(attempt)
         cut_off = attempt.timed_out()  # an answer cut off at the deadline may look complete
         if cut_off is not None:

@@ -208,7 +208,7 @@ class Dispatcher:
         self._senders.clear()
 
     def _start(self, delivery: Delivery, pool: IOPool, finished: queue.SimpleQueue[Job[Outcome]],
-               now: float, lease_end: float, alone: bool = False) -> _Running | None:
+               now: float, leased_at: float, alone: bool = False) -> _Running | None:
         dest = self.config.destinations[delivery.destination]
         sender = self.sender_for(dest)
         if isinstance(sender, Exception):
@@ -235,8 +235,9 @@ class Dispatcher:
         start = IOPool.run_here if inline else pool.submit
         began = time.monotonic()
         job = start(lambda: sender.send(notification), finished)
-        return _Running(delivery, notification, job, now, began, hard_timeout(dest.config.timeout),
-                        lease_end)
+        hard = hard_timeout(dest.config.timeout)
+        # The lease (claimed at ``leased_at``) is twice the hard timeout plus a margin.
+        return _Running(delivery, notification, job, now, began, hard, leased_at + 2 * hard)
 
     @staticmethod
     def _outcome_of(job: Job[Outcome]) -> Outcome:
@@ -359,23 +360,24 @@ class _Pass:
         self.start_by: dict[str, float] = {}
         """By destination: a leased delivery not started by then is given back (its lease must
         outlast its attempt)."""
-        self.lease_end: dict[str, float] = {}
         self.held: set[str] = set()
         """Ids of the deliveries in ``running``, ``late`` and ``backlog``."""
         # With ``ids``, the ones not yet final: once every one of them is held here, there is
         # nothing to claim or look up until an attempt ends (the common single-alert send).
         self.open_ids = set(ids) if ids is not None else None
         self.last_start: dict[str, float] = {}
+        self.begin = 0.0
+        """When this pass started (monotonic): deliveries leased at intake were leased then."""
         self.ended: list[Delivery] = []
         self.released: list[Delivery] = []
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, leased: Sequence[Delivery], wait_seconds: float | None, stop_when_idle: bool,
             poll: float) -> None:
-        begin = time.monotonic()
+        begin = self.begin = time.monotonic()
         end = begin + wait_seconds if wait_seconds is not None else None
         try:
-            self._hold(leased, begin)
+            self._hold(leased)
             done: set[Job[Outcome]] = set()
             while True:
                 mono, now = time.monotonic(), self.d.clock()
@@ -387,7 +389,7 @@ class _Pass:
                         break
                 if out_of_time:
                     self._give_back_unstarted()
-                elif self.backlog:
+                elif self.backlog and mono - begin >= hard_timeout(0.0):  # none can be stale before
                     self._give_back_stale(mono)
                 claimed, busy = 0, False
                 wanted = self.open_ids is None or len(self.open_ids) > len(self.held)
@@ -417,7 +419,7 @@ class _Pass:
                 if self.late:
                     timers += [run.late_until for run in self.late.values()]
                 if self.backlog:
-                    timers += [self.start_by[dest] for dest in self.backlog]
+                    timers += [self._start_by(dest) for dest in self.backlog]
                 if end is not None:
                     timers.append(end)
                 done = set()
@@ -437,16 +439,20 @@ class _Pass:
             raise
 
     # -- taking work ------------------------------------------------------------------------------
-    def _hold(self, leased: Sequence[Delivery], mono: float) -> None:
+    def _hold(self, leased: Sequence[Delivery]) -> None:
         for delivery in leased:
-            dest = delivery.destination
-            if dest not in self.backlog:
-                self.backlog[dest] = deque()
-                hard = hard_timeout(self.d.config.destinations[dest].config.timeout)
-                self.lease_end[dest] = mono + 2 * hard  # the lease, less its margin
-                self.start_by[dest] = mono + hard  # so the attempt ends within its lease
-            self.backlog[dest].append(delivery)
+            backlog = self.backlog.get(delivery.destination)
+            if backlog is None:
+                backlog = self.backlog[delivery.destination] = deque()
+            backlog.append(delivery)
             self.held.add(delivery.id)
+
+    def _start_by(self, dest: str) -> float:
+        start_by = self.start_by.get(dest)
+        if start_by is None:  # leased at the start: the attempt must end within the lease
+            timeout = self.d.config.destinations[dest].config.timeout
+            start_by = self.start_by[dest] = self.begin + hard_timeout(timeout)
+        return start_by
 
     def _load(self) -> Counter[str]:
         """Threads held per destination: running attempts and those given up on."""
@@ -478,7 +484,7 @@ class _Pass:
             [(dest, backlog)] = self.backlog.items()
             count = min(room, len(backlog))
             for _ in range(count):
-                self._launch(backlog.popleft(), mono, now, self.lease_end[dest])
+                self._launch(backlog.popleft(), mono, now, self.begin)
             if not backlog:
                 del self.backlog[dest]
             return count, False
@@ -498,7 +504,7 @@ class _Pass:
                 delivery = backlog.popleft()
                 if not backlog:
                     del self.backlog[dest]
-                self._launch(delivery, mono, now, self.lease_end[dest])
+                self._launch(delivery, mono, now, self.begin)
                 load[dest] += 1
                 room -= 1
                 started += 1
@@ -513,8 +519,7 @@ class _Pass:
             batch = self.outbox.claim(self.d.owner, now, limit, self.d.rules_for, self.ids,
                                       busy=busy)
             for delivery in batch:
-                hard = hard_timeout(self.d.config.destinations[delivery.destination].config.timeout)
-                self._launch(delivery, mono, now, mono + 2 * hard)
+                self._launch(delivery, mono, now, mono)
                 load[delivery.destination] += 1
                 room -= 1
                 started += 1
@@ -523,12 +528,12 @@ class _Pass:
                 break
         return started, bool(busy)
 
-    def _launch(self, delivery: Delivery, mono: float, now: float, lease_end: float) -> None:
+    def _launch(self, delivery: Delivery, mono: float, now: float, leased_at: float) -> None:
         # The caller waits for this one delivery alone: a sender whose waits are bounded by its
         # timeout can run right here (see Sender.bounded_waits).
         alone = (self.open_ids is not None and len(self.open_ids) == 1 and not self.running
                  and not self.late)
-        run = self.d._start(delivery, self.pool, self.finished, now, lease_end, alone)
+        run = self.d._start(delivery, self.pool, self.finished, now, leased_at, alone)
         if run is None:
             self.held.discard(delivery.id)
             self.ended.append(delivery)
@@ -548,7 +553,7 @@ class _Pass:
                 self.d._hung.pop(job, None)
                 continue
             self._record(run, self.d._outcome_of(job), mono, now)
-        for job, run in list(self.running.items()):
+        for job, run in list(self.running.items()) if self.running else ():
             if job.started is not None and mono >= job.started + run.hard:
                 del self.running[job]
                 self.pool.abandon(job)
@@ -561,7 +566,7 @@ class _Pass:
                 # that was only slow is not sent twice.
                 run.late_until = min(run.lease_end, mono + (at - now)) if at is not None else 0
                 self.late[job] = run
-        for job, run in list(self.late.items()):
+        for job, run in list(self.late.items()) if self.late else ():
             if out_of_time or mono >= run.late_until:
                 del self.late[job]
                 # Its thread counts against the destination for one more hard timeout: a sender
@@ -598,7 +603,7 @@ class _Pass:
     def _give_back_stale(self, mono: float) -> None:
         """Leased deliveries that could not start in time go back on the queue (to be claimed
         again under a fresh lease)."""
-        for dest in [dest for dest in self.backlog if mono >= self.start_by[dest]]:
+        for dest in [dest for dest in self.backlog if mono >= self._start_by(dest)]:
             backlog = self.backlog.pop(dest)
             self.released.extend(backlog)
             self.held.difference_update(d.id for d in backlog)

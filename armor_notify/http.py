@@ -228,7 +228,8 @@ class _Watchdog:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # a plain lock: a Condition's with-block costs Python calls
+        self._wake = threading.Event()
         self._heap: list[tuple[float, int, _Attempt]] = []
         self._owner: dict[socket.socket, _Attempt] = {}
         self._order = itertools.count()
@@ -244,8 +245,9 @@ class _Watchdog:
                 self._thread = threading.Thread(target=self._run, name="armor-notify-deadlines",
                                                 daemon=True)
                 self._thread.start()
-            elif self._heap[0][2] is attempt:  # a new earliest deadline: wake the thread
-                self._lock.notify()
+            earliest = self._heap[0][2] is attempt
+        if earliest:  # the thread may be waiting for a later deadline: wake it
+            self._wake.set()
         return attempt
 
     def claim(self, sock: socket.socket | None) -> None:
@@ -273,24 +275,21 @@ class _Watchdog:
                 heapq.heapify(self._heap)
 
     def _run(self) -> None:
-        with self._lock:
-            while True:
-                if not self._heap:
-                    self._lock.wait()
-                    continue
-                deadline, _, attempt = self._heap[0]
-                wait = deadline - time.monotonic()
-                if wait > 0:
-                    # At most one wake-up a tick, however many posts a second end in time.
-                    self._lock.wait(max(wait, _TICK))
-                    continue
-                heapq.heappop(self._heap)
-                if attempt.done:
-                    continue
-                attempt.fired = True
-                for sock in attempt.sockets:
-                    if self._owner.get(sock) is attempt:
-                        _cut(sock)
+        while True:
+            self._wake.clear()  # before looking: a deadline added after this wakes the wait
+            with self._lock:
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    attempt = heapq.heappop(self._heap)[2]
+                    if attempt.done:
+                        continue
+                    attempt.fired = True
+                    for sock in attempt.sockets:
+                        if self._owner.get(sock) is attempt:
+                            _cut(sock)
+                wait = self._heap[0][0] - now if self._heap else None
+            # At most one wake-up a tick, however many posts a second end in time.
+            self._wake.wait(None if wait is None else max(wait, _TICK))
 
 
 def _cut(sock: socket.socket) -> None:
@@ -301,6 +300,14 @@ def _cut(sock: socket.socket) -> None:
 
 
 _WATCHDOG = _Watchdog()
+
+
+def _after_fork() -> None:
+    global _WATCHDOG  # a forked child has no watchdog thread (and maybe a held lock): start anew
+    _WATCHDOG = _Watchdog()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 _current = threading.local()
 """``attempt``: the post the calling thread is making, so its connection can claim sockets."""
 

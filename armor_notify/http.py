@@ -467,28 +467,34 @@ class Redactor:
 
     def text(self, text: str) -> str:
         """``text`` with every echoed secret masked."""
-        if self._pattern is None:
+        if self._pattern is None or self._pattern.search(text) is None:  # nearly always
             return text
         return self._pattern.sub(lambda match: self._masks[match.group(0).lower()], text)
 
     def value(self, value: Any) -> Any:
-        """Strings masked anywhere inside ``value`` (mappings, lists, tuples), keys included."""
+        """Strings masked anywhere inside ``value`` (mappings, lists, tuples), keys included;
+        ``value`` itself when nothing in it needed masking."""
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, Mapping):
-            return {self.value(key): self.value(item) for key, item in value.items()}
+            masked = {self.value(key): self.value(item) for key, item in value.items()}
+            same = all(a is b or a == b for a, b in zip(masked.items(), value.items(), strict=True))
+            return value if same else masked
         if isinstance(value, (list, tuple)):
-            return type(value)(self.value(item) for item in value)
+            items = [self.value(item) for item in value]
+            return value if all(a is b for a, b in zip(items, value, strict=True)) else type(value)(items)
         return value
 
     def outcome(self, outcome: Outcome) -> Outcome:
-        """``outcome`` with its reason, hint and details masked."""
+        """``outcome`` with its reason, hint and details masked (itself when nothing was)."""
         if self._pattern is None:
             return outcome
-        return dataclasses.replace(
-            outcome, reason=self.text(outcome.reason),
-            hint=None if outcome.hint is None else self.text(outcome.hint),
-            details=self.value(outcome.details))
+        reason = self.text(outcome.reason)
+        hint = None if outcome.hint is None else self.text(outcome.hint)
+        details = self.value(outcome.details)
+        if reason == outcome.reason and hint == outcome.hint and details is outcome.details:
+            return outcome
+        return dataclasses.replace(outcome, reason=reason, hint=hint, details=details)
 
 
 def proxy_for(url: str) -> str | None:

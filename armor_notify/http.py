@@ -216,7 +216,7 @@ class _Attempt:
 
 _TICK = 0.02
 """Seconds: how late past its deadline a post may be cut off, so that the watchdog wakes at most
-50 times a second however many posts end in time."""
+50 times a second however many deadlines fall close together."""
 
 
 class _Watchdog:
@@ -279,7 +279,9 @@ class _Watchdog:
             self._wake.clear()  # before looking: a deadline added after this wakes the wait
             with self._lock:
                 now = time.monotonic()
-                while self._heap and self._heap[0][0] <= now:
+                # Finished posts at the top go too, whatever their deadline: the next wait is
+                # then for a post still under way (about one wake-up per timeout, not per post).
+                while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now):
                     attempt = heapq.heappop(self._heap)[2]
                     if attempt.done:
                         continue
@@ -288,7 +290,7 @@ class _Watchdog:
                         if self._owner.get(sock) is attempt:
                             _cut(sock)
                 wait = self._heap[0][0] - now if self._heap else None
-            # At most one wake-up a tick, however many posts a second end in time.
+            # At most one wake-up a tick, however many deadlines fall close together.
             self._wake.wait(None if wait is None else max(wait, _TICK))
 
 

@@ -32,8 +32,9 @@ from .pool import IOPool, Job
 from .retry import RetryPolicy
 from .secrets import redact, secret_values
 
-# Extra time a sender gets beyond its own timeout before the attempt counts as hung: libraries
-# apply a timeout per connect and per read, so a well-behaved sender can overrun it slightly.
+# Extra time a sender gets beyond its own timeout before the attempt counts as hung: HttpClient
+# bounds a whole post, but other libraries a plugin uses may bound each connect and read only, so
+# a well-behaved sender can overrun its timeout slightly.
 GRACE_FRACTION = 0.25
 GRACE_MAX = 5.0
 # A lease outlives two hard timeouts by this much, so only a dead worker's lease expires.

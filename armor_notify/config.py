@@ -242,7 +242,13 @@ def _load_yaml(text: str, source: str) -> tuple[Any, _Layout]:
     valid YAML or goes past a bound (size, nesting, alias expansion, recursive aliases)."""
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError([Problem(source, "", _too_large())])
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, other controls)
+        where = text.count("\n", 0, exc.position) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise ConfigError([Problem(source, "", f"not valid YAML: the character U+{char:04X} is "
+                                               "not allowed in a YAML file", where)]) from None
     try:
         node = loader.get_single_node()
         if node is not None:

@@ -94,6 +94,17 @@ def test_aliases_chained_deeper_than_the_limit_are_refused(registry: Registry) -
     assert "nested too deeply (more than 50 levels, aliases expanded)" in problem.message
 
 
+@pytest.mark.parametrize(("char", "shown"), [("\x00", "U+0000"), ("\x07", "U+0007"),
+                                             ("\x1b", "U+001B")])
+def test_characters_yaml_does_not_allow_are_located(char: str, shown: str,
+                                                   registry: Registry) -> None:
+    text = f"version: 1\ndestinations: {{}}\n# a comment with {char} in it\n"
+    problem = only(problems(text, registry))
+    assert problem.message == (f"not valid YAML: the character {shown} is not allowed in a YAML "
+                               "file")
+    assert problem.line == 3
+
+
 def test_a_config_larger_than_1_mib_is_refused(registry: Registry, tmp_path: Path) -> None:
     big = "version: 1\n# " + "x" * (1024 * 1024) + "\ndestinations: {}\n"
     assert "larger than 1 MiB" in only(problems(big, registry)).message

@@ -60,13 +60,16 @@ class AlertInput:
     def _open(self, path: str) -> IO[str]:
         try:
             if path != "-":
-                return Path(path).open(encoding="utf-8")
+                # utf-8-sig: a byte order mark (as some Windows editors write) is skipped.
+                return Path(path).open(encoding="utf-8-sig")
             # Kept open until close(); standard input can be read only once, the spool twice.
             limit = self.max_bytes if self.max_bytes is not None else MAX_STDIN_BYTES
             spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
             try:
                 copied = 0
                 while chunk := sys.stdin.read(min(2**20, limit + 1 - copied)):
+                    if not copied:
+                        chunk = chunk.removeprefix("\ufeff")  # a byte order mark
                     spool.write(chunk)
                     copied += len(chunk)
                     if copied > limit:
@@ -353,9 +356,16 @@ def _loads(text: str) -> Any:
     """JSON, with repeated keys and non-numbers kept for :func:`_structure` to report at their
     path, and :class:`_TooDeep` (with the line) where the parser would run out of stack."""
     try:
-        return json.loads(text, object_pairs_hook=_object, parse_constant=_Constant)
+        return json.loads(text, object_pairs_hook=_object, parse_constant=_Constant,
+                          parse_int=_int)
     except RecursionError:
         raise _TooDeep(_deep_line(text)) from None
+
+
+def _int(text: str) -> int | float:
+    """A JSON integer; one too long for Python to convert (thousands of digits) becomes an
+    infinite float, which validation then reports at its path as not finite."""
+    return int(text) if len(text) <= 1000 else float(text)
 
 
 _JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')

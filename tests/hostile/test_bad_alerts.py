@@ -5,6 +5,7 @@ data (``parse_alerts``)."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Callable
@@ -74,6 +75,26 @@ def test_numbers_that_are_not_finite_are_refused_where_they_are(
         problem = only(problems)
         assert problem.path == f"freshness.{field}"
         assert says in problem.message
+
+
+def test_an_integer_too_long_to_convert_is_refused_where_it_is(tmp_path: Path) -> None:
+    # Python refuses to convert integers of more than 4,300 digits (a ValueError, not a JSON
+    # error): such a number is located like any other number that is not finite.
+    text = alert_text('"freshness": {"delay_hours": ' + "9" * 5000 + "}")
+    for problems in refused(text, tmp_path).values():
+        problem = only(problems)
+        assert problem.path == "freshness.delay_hours"
+        assert "not a finite number" in problem.message
+
+
+def test_a_byte_order_mark_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = alert_text('"freshness": {"delay_hours": 3}')
+    file = tmp_path / "alerts.json"
+    file.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert [a.title for a in read_alerts(str(file))] == ["Late data"]
+    assert [a.title for a in _stream(str(file))] == ["Late data"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\ufeff" + text))
+    assert [a.title for a in read_alerts("-")] == ["Late data"]
 
 
 def test_python_data_with_infinity_is_refused_too() -> None:

@@ -398,15 +398,8 @@ def _watched_pool_classes() -> dict[str, Any]:
             _WATCHDOG.claim(self.sock)  # a kept-alive connection: its socket is this post's now
             super().request(*args, **kwargs)
 
-    class WatchedHTTPSConnection(HTTPSConnection):
-        def _new_conn(self) -> socket.socket:
-            sock = super()._new_conn()
-            _WATCHDOG.claim(sock)
-            return sock
-
-        def request(self, *args: Any, **kwargs: Any) -> None:
-            _WATCHDOG.claim(self.sock)
-            super().request(*args, **kwargs)
+    class WatchedHTTPSConnection(WatchedHTTPConnection, HTTPSConnection):
+        """The same, over TLS (the MRO puts HTTPSConnection's TLS setup under the watch)."""
 
     class WatchedHTTPConnectionPool(HTTPConnectionPool):
         ConnectionCls = WatchedHTTPConnection

@@ -121,3 +121,19 @@ def test_the_readme_points_to_the_plugin_docs() -> None:
 def test_relative_links_in_the_plugin_docs_exist() -> None:
     for target in re.findall(r"\]\((\.\./[^)#]+)", doc()):
         assert (DOC.parent / target).exists(), f"docs/plugins.md links to missing {target}"
+
+
+def test_the_readme_tour_config_is_valid_and_routes_the_sample_alert() -> None:
+    from armor_notify.api import Notifier
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    tour = readme.split("\n## A tour\n", 1)[1].split("\n## ", 1)[0]
+    block = tour.split("```yaml\n", 1)[1].split("```", 1)[0]
+    environ = {"PAGERDUTY_INTEGRATION_KEY": "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6",
+               "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/tourtourtour"}
+    with Notifier.from_yaml(block, environ=environ) as notifier:
+        (alert,) = notifier.read_alerts(str(ROOT / "examples" / "alerts" / "schema_change_breaking.json"))
+        routes = [(r.destination, r.rule) for r in notifier.route(alert)]
+    assert routes == [("pagerduty-data-platform", "Production Breaking Changes"),
+                      ("slack-data-incidents", "Production Breaking Changes")]
+    assert "bash examples/run.sh" in readme and "## The manual" in readme

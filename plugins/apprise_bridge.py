@@ -57,9 +57,8 @@ from armor_notify import (
     hookimpl,
     is_loopback_host,
 )
+from armor_notify.message import Message, build_message
 from armor_notify.secrets import ELLIPSIS, redact
-
-from .message import Message, build_message
 
 __all__ = [
     "APPRISE",

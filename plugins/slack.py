@@ -29,8 +29,7 @@ from armor_notify import (
     parse_retry_after,
 )
 from armor_notify.http import Answer, HttpClient, NetworkError, Redactor
-
-from .message import Message, and_more, build_digest, build_message
+from armor_notify.message import Message, and_more, build_digest, build_message
 
 __all__ = [
     "SLACK",

@@ -46,9 +46,8 @@ from armor_notify import (
 )
 from armor_notify.alert import one_line
 from armor_notify.http import Redactor, deadline, watch, watch_tls
+from armor_notify.message import DigestMessage, Message, and_more, build_digest, build_message
 from armor_notify.secrets import redact
-
-from .message import DigestMessage, Message, and_more, build_digest, build_message
 
 __all__ = ["EmailConfig", "EmailSender", "build_email", "parse_address"]
 

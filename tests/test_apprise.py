@@ -31,7 +31,6 @@ from armor_notify_plugins.apprise_bridge import (
     AppriseSender,
     render_markdown,
 )
-from armor_notify_plugins.message import build_message
 from armor_notify_plugins.pagerduty import PagerDutySender
 from armor_notify_plugins.slack import SlackSender
 from armor_notify_plugins.smtp import EmailSender
@@ -51,6 +50,7 @@ from armor_notify import (
 )
 from armor_notify.config import Config, config_from_dict
 from armor_notify.errors import ConfigError, PluginError
+from armor_notify.message import build_message
 from armor_notify.plugins import Registry, load_plugins
 
 PD_KEY = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from armor_notify_plugins import smtp
-from armor_notify_plugins.message import build_message
 from armor_notify_plugins.smtp import EmailConfig, EmailSender, build_email, email_subject
 from conftest import run_cli
 from fake_smtp import (
@@ -29,6 +28,7 @@ from pydantic import ValidationError
 from armor_notify import Alert, DestinationType, Notification, Outcome
 from armor_notify.config import config_from_dict
 from armor_notify.errors import ConfigError
+from armor_notify.message import build_message
 from armor_notify.plugins import PluginManager
 
 PASSWORD = "s3cret-app-password-7f3k9q"

@@ -1,4 +1,4 @@
-"""The shared message content that Slack and email both show."""
+"""The shared message content (``armor_notify.message``, plugin API) that every destination shows."""
 
 from __future__ import annotations
 
@@ -6,17 +6,20 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from armor_notify_plugins.message import (
+
+import armor_notify.message
+from armor_notify import Alert, Notification
+from armor_notify.alert import BUILTIN_EVENT_TYPES
+from armor_notify.message import (
     DEFAULT_MAX_CHANGES,
     ChangeLine,
     Field,
     and_more,
     build_message,
     event_label,
+    event_noun,
     format_time,
 )
-
-from armor_notify import Alert, Notification
 
 
 def make_alert(**overrides: Any) -> Alert:
@@ -175,6 +178,36 @@ def test_event_labels() -> None:
     assert event_label("schema_change") == "Schema change"
     assert event_label("asset_discovered") == "New asset discovered"
     assert event_label("dbt_test_failed") == "Dbt test failed"
+
+
+@pytest.mark.parametrize(
+    ("event_type", "one", "many"),
+    [
+        ("schema_change", "schema change", "schema changes"),
+        ("metric_anomaly", "metric anomaly", "metric anomalies"),
+        ("discovery_failed", "discovery failure", "discovery failures"),
+        ("asset_discovered", "new asset", "new assets"),
+        ("dbt_test_failed", "dbt test failed", "dbt test failed"),
+    ],
+)
+def test_event_nouns_for_one_and_many(event_type: str, one: str, many: str) -> None:
+    assert event_noun(event_type, 1) == one
+    assert event_noun(event_type, 3) == many
+
+
+def test_every_built_in_event_type_has_its_own_words() -> None:
+    # Only a plugin's event type is worded from its name: a plural noun shows the table has it.
+    for event_type in BUILTIN_EVENT_TYPES:
+        assert event_noun(event_type, 2) != event_type.replace("_", " "), event_type
+
+
+def test_the_plugin_api_is_documented() -> None:
+    # armor_notify.message is part of the plugin API: every public name exists and says what it is.
+    for name in armor_notify.message.__all__:
+        value = getattr(armor_notify.message, name)
+        if callable(value):
+            assert value.__doc__ and value.__doc__.strip(), name
+    assert armor_notify.message.__doc__ and "plugin API" in armor_notify.message.__doc__
 
 
 def test_times_are_shown_in_utc() -> None:

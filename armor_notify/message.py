@@ -1,11 +1,18 @@
-"""The human-readable content of a notification, shared by the Slack and email destinations.
+"""The words people read about an alert, shared by every destination: part of the plugin API.
+
+A destination plugin that shows alerts to people (chat, mail, a ticket) can use this module so that
+its messages say the same thing, in the same words, as the built-in Slack, email and Apprise
+destinations. Everything listed in ``__all__`` is public and kept stable; the rest is internal.
 
 :func:`build_message` turns a :class:`~armor_notify.Notification` into a :class:`Message`: plain
 strings and small records, with no markup and **no escaping**. Each destination escapes for its
 own format (Slack: ``&``, ``<``, ``>``; HTML: :func:`html.escape`) and decides its own layout, so
-the words people read are the same whichever tool they arrive in.
+the words people read are the same whichever tool they arrive in. :func:`build_digest` does the
+same for a digest (many alerts in one notification).
 
 Example::
+
+    from armor_notify.message import build_message
 
     message = build_message(notification)
     message.headline        # "CRITICAL · Schema change"
@@ -36,6 +43,7 @@ __all__ = [
     "build_digest",
     "build_message",
     "event_label",
+    "event_noun",
     "format_time",
 ]
 
@@ -44,14 +52,16 @@ DEFAULT_MAX_CHANGES = 10
 
 State = Literal["triggered", "acknowledged", "resolved"]
 
-_EVENT_LABELS = {
-    "schema_change": "Schema change",
-    "freshness_violation": "Freshness violation",
-    "metric_anomaly": "Metric anomaly",
-    "validity_failure": "Validity failure",
-    "discovery_failed": "Discovery failed",
-    "asset_removed": "Asset removed",
-    "asset_discovered": "New asset discovered",
+# Each event type in words: as a label ("Schema change"), and as a noun for one and for many
+# (a digest's "3 schema changes in 2 tables"). Plugin event types are worded from their name.
+_EVENT_WORDS: dict[str, tuple[str, str, str]] = {
+    "schema_change": ("Schema change", "schema change", "schema changes"),
+    "freshness_violation": ("Freshness violation", "freshness violation", "freshness violations"),
+    "metric_anomaly": ("Metric anomaly", "metric anomaly", "metric anomalies"),
+    "validity_failure": ("Validity failure", "validity failure", "validity failures"),
+    "discovery_failed": ("Discovery failed", "discovery failure", "discovery failures"),
+    "asset_removed": ("Asset removed", "removed asset", "removed assets"),
+    "asset_discovered": ("New asset discovered", "new asset", "new assets"),
 }
 
 
@@ -104,6 +114,7 @@ class Message:
     fields: tuple[Field, ...]
     """Rule, Event type, Asset, Severity, then Data source and Environment when known."""
     description: str | None
+    """The alert's description (may hold several lines), or ``None``."""
     changes: tuple[ChangeLine, ...]
     """The first ``max_changes`` schema changes (breaking ones first)."""
     changes_summary: str | None
@@ -117,9 +128,11 @@ class Message:
     link_text: str
     """``View in AnomalyArmor`` (``defaults.link_text``)."""
     occurred_at: datetime
+    """When the alert happened (as the alert says; :attr:`time_text` is it in words)."""
     time_text: str
-    """``2024-05-01 12:00 UTC``."""
+    """``2024-05-01 12:00 UTC`` (:func:`format_time`)."""
     alert_id: str
+    """The alert's ``id``."""
     test_notice: str | None
     """Set for test notifications: says this is a test and needs no action."""
 
@@ -138,7 +151,20 @@ def and_more(count: int) -> str:
 
 def event_label(event_type: str) -> str:
     """``schema_change`` → ``Schema change``; plugin event types get the same treatment."""
-    return _EVENT_LABELS.get(event_type) or event_type.replace("_", " ").strip().capitalize()
+    words = _EVENT_WORDS.get(event_type)
+    return words[0] if words else event_type.replace("_", " ").strip().capitalize()
+
+
+def event_noun(event_type: str, count: int) -> str:
+    """The event type as a noun for ``count`` alerts: ``schema change``, ``schema changes``.
+
+    A plugin event type is its name with spaces (``row_count_drop`` → ``row count drop``), for
+    any count.
+    """
+    words = _EVENT_WORDS.get(event_type)
+    if words is None:
+        return event_type.replace("_", " ")
+    return words[1] if count == 1 else words[2]
 
 
 def format_time(moment: datetime) -> str:
@@ -256,10 +282,12 @@ class DigestItem:
 
     title: str
     status: str
+    """``triggered``, ``acknowledged`` or ``resolved``."""
     severity: str
     event: str
     """The event type in words."""
     breaking: bool
+    """The alert lists at least one breaking schema change."""
     link: str | None
 
     @property
@@ -275,6 +303,7 @@ class DigestGroup:
     """The digest's alerts about one asset."""
 
     asset: str
+    """The asset's name."""
     items: tuple[DigestItem, ...]
 
 
@@ -285,12 +314,15 @@ class DigestMessage:
     headline: str
     """``3 schema changes in 2 tables (2 breaking)``."""
     groups: tuple[DigestGroup, ...]
+    """The listed alerts, one group per asset, in the order the alerts came."""
     total: int
+    """How many alerts the digest holds, listed or not."""
     left_out: int
     """Alerts not listed (beyond ``DIGEST_MAX_ITEMS``), still counted in the headline."""
     link_text: str
+    """The label for each alert's link: ``View in AnomalyArmor`` (``defaults.link_text``)."""
     time_text: str
-    test_notice: str | None = None
+    """When the digest was made (``2024-05-01 12:00 UTC``, :func:`format_time`)."""
 
 
 def build_digest(notification: Notification, *,

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from .durations import bounded_moment
+from .validation import StrictModel, suggest
 
 BUILTIN_EVENT_TYPES: tuple[str, ...] = (
     "schema_change",
@@ -93,9 +94,8 @@ Identifier = Annotated[str, AfterValidator(_no_credentials), AfterValidator(_no_
 OneLine = Annotated[str, AfterValidator(_no_credentials), AfterValidator(one_line)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True,
-                              allow_inf_nan=False)
+class _Strict(StrictModel):
+    model_config = ConfigDict(str_strip_whitespace=True)
 
 
 class Asset(_Strict):
@@ -208,11 +208,8 @@ class Alert(_Strict):
         if known is None:  # re-reading a stored alert: it was checked when it was accepted
             return value
         if value not in known:
-            import difflib
-
-            close = difflib.get_close_matches(value, list(known), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ValueError(f"unknown event type '{value}'{hint}; known: {', '.join(known)}")
+            raise ValueError(f"unknown event type '{value}'{suggest(value, known)}; known: "
+                             f"{', '.join(known)}")
         return value
 
     @property

@@ -18,6 +18,7 @@ from .matching import Route
 from .noise import Gate
 from .outbox import Outbox, SqliteOutbox
 from .plugins import PluginManager, load_plugins
+from .validation import suggest
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -220,8 +221,6 @@ class Notifier:
         when the destination's ``send_resolved`` is off).
         """
         if destination not in self.config.destinations:
-            from .config import suggest
-
             names = list(self.config.destinations)
             raise ConfigError([Problem(self.config.path, "destinations",
                                        f"no destination named '{destination}'"

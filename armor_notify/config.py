@@ -3,7 +3,6 @@ every problem at once, each with the file, the line, the path inside the file an
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import stat
@@ -26,6 +25,7 @@ from .noise import Blackout, check_blackouts, valid_zone
 from .plugins import Registry
 from .rules import RuleModel
 from .secrets import redact
+from .validation import Loc, StrictModel, format_loc, suggest
 
 CONFIG_ENV = "ARMOR_NOTIFY_CONFIG"
 DEFAULT_CONFIG = "armor-notify.yaml"
@@ -43,13 +43,9 @@ MAX_CONFIG_VALUES = 100_000
 """The most keys and values a config may hold, aliases expanded (a "billion laughs" guard)."""
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
-Loc = tuple[str | int, ...]
 
-
-class Defaults(BaseModel):
+class Defaults(StrictModel):
     """Values shared by every destination."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     source: Annotated[str, Field(min_length=1, max_length=255)] = "anomalyarmor"
     """PagerDuty's ``payload.source`` and the product name in messages."""
@@ -61,16 +57,16 @@ class Defaults(BaseModel):
     """Seconds during which the same alert (id and status) is accepted only once per destination."""
 
 
-class ConfigFile(BaseModel):
+class ConfigFile(StrictModel):
     """The file's top level; destinations are validated by their own types afterwards."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(frozen=False)
 
     version: Literal[1]
     defaults: Defaults = Defaults()
     destinations: dict[Any, Any]  # names are checked one by one, with their own messages
-    rules: list[RuleModel] = []
-    blackouts: list[Blackout] = []
+    rules: list[RuleModel] = Field(default_factory=list)
+    blackouts: list[Blackout] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -179,17 +175,6 @@ def config_from_dict(data: Mapping[str, Any], registry: Registry, *,
                      source: str = "<dict>") -> Config:
     """Validate an already-parsed config mapping (for embedding and tests)."""
     return _Validator(source, _Layout({}, [], {}), registry, os.environ).validate(dict(data))
-
-
-def format_loc(loc: Loc) -> str:
-    """``("rules", 0, "destinations", 1)`` → ``rules[0].destinations[1]``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int) and not isinstance(part, bool):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
 
 
 @dataclass
@@ -391,12 +376,6 @@ def _remember_key_text(layout: _Layout, loc: Loc, key: yaml.Node, text: str,
             return
         if isinstance(value_key, Hashable):
             layout.key_text[(*loc, value_key)] = text
-
-
-def suggest(word: str, choices: typing.Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` when a close match exists, else ``""``."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _model_at(model: Any, loc: Loc) -> type[BaseModel] | None:

@@ -14,11 +14,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, runtime_checkable
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from .noise import Digest, Duration, DurationOrZero
 from .outcome import Outcome
 from .secrets import SecretUrl
+from .validation import StrictModel
 
 if TYPE_CHECKING:
     from .alert import Alert
@@ -161,14 +162,12 @@ class RateLimit:
         return f"{self}, burst {self.burst}"
 
 
-class DestinationConfig(BaseModel):
+class DestinationConfig(StrictModel):
     """Options every destination accepts (SPEC §5). Plugins subclass it and add their own.
 
     Declare secrets as :class:`armor_notify.Secret` or :class:`armor_notify.SecretUrl` so that
     they are masked everywhere, and override :meth:`describe` to say where notifications go.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     timeout: Annotated[Duration, Field(le=600)] = 10.0
     """Seconds one attempt may take."""

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from .alert import BUILTIN_EVENT_TYPES, Alert
 from .errors import AlertError, Problem
+from .validation import format_loc, suggest
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 """The most an object or array input (or one line of JSON lines) may hold."""
@@ -233,8 +234,6 @@ def _json_lines(text: str, source: str) -> list[Any]:
 def parse_alerts(data: Any, event_types: Sequence[str] = BUILTIN_EVENT_TYPES, *,
                  source: str = "<input>") -> list[Alert]:
     """Validate one alert object or an array of them; raise :class:`AlertError` with every problem."""
-    from .config import format_loc
-
     single = isinstance(data, (dict, _Repeated))
     items = [data] if single else data
     if not isinstance(items, list) or not items:
@@ -262,8 +261,6 @@ class _Invalid(Exception):
 
 def _validate(item: Any, event_types: tuple[str, ...]) -> Alert:
     """One alert, or :class:`_Invalid` with each problem's path and message."""
-    from .config import format_loc, suggest
-
     try:
         return Alert.model_validate(item, context={"event_types": event_types})
     except ValidationError as exc:
@@ -389,8 +386,6 @@ def _structure(item: Any) -> list[tuple[str, str]]:
     """(path, message) for what JSON lets through and an alert must not hold: nesting past
     :data:`MAX_DEPTH`, repeated keys, ``NaN``/``Infinity`` and numbers too large to be finite.
     Each of them fails validation; this names them."""
-    from .config import format_loc
-
     problems: list[tuple[str, str]] = []
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(item, ())]
     while stack:

@@ -20,7 +20,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 # Re-exported: rules and destinations import them from here.
 from .durations import DATE_RANGE, Base60
@@ -28,6 +28,7 @@ from .durations import Duration as Duration
 from .durations import DurationOrZero as DurationOrZero
 from .durations import format_duration as format_duration
 from .durations import parse_duration as parse_duration
+from .validation import StrictModel
 
 _DAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
 _DAY_GROUPS = {"weekdays": (1, 2, 3, 4, 5), "weekends": (6, 7), "daily": (1, 2, 3, 4, 5, 6, 7)}
@@ -44,10 +45,6 @@ def zone(name: str) -> ZoneInfo:
 def valid_zone(value: str) -> str:
     zone(value)
     return value
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _clock(value: Any) -> Any:
@@ -83,7 +80,7 @@ def _days(value: Any) -> Any:
     return tuple(sorted(set(out)))
 
 
-class Window(_Strict):
+class Window(StrictModel):
     """Open on these days from ``start`` to ``end`` (local time); ``end`` before ``start`` wraps
     past midnight into the next day."""
 
@@ -113,7 +110,7 @@ class Window(_Strict):
         return out
 
 
-class Schedule(_Strict):
+class Schedule(StrictModel):
     """A rule's operating hours: alerts outside them are suppressed (or held)."""
 
     timezone: Annotated[str, BeforeValidator(valid_zone)] = "UTC"
@@ -191,7 +188,7 @@ def _in_range(moment: datetime) -> datetime:
     return moment
 
 
-class Blackout(_Strict):
+class Blackout(StrictModel):
     """A company-wide quiet period: alerts are suppressed (or held) while it lasts."""
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
@@ -248,7 +245,7 @@ def check_blackouts(blackouts: Sequence[Blackout]) -> list[tuple[int, str]]:
     return problems
 
 
-class Digest(_Strict):
+class Digest(StrictModel):
     """Collect alerts for ``window`` and send one summary (or sooner, at ``max_items``)."""
 
     window: Duration

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from .alert import Severity
 from .noise import Digest, Duration, Schedule
+from .validation import StrictModel
 
 
 def _as_list(value: Any) -> Any:
@@ -17,11 +18,7 @@ def _as_list(value: Any) -> Any:
 StrList = Annotated[tuple[Annotated[str, Field(min_length=1)], ...], BeforeValidator(_as_list)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class Patterns(_Strict):
+class Patterns(StrictModel):
     """Glob patterns (``*``, ``?``, ``[abc]``), matched case-insensitively.
 
     A plain list is shorthand for ``include``. An absent ``include`` includes everything.
@@ -38,7 +35,7 @@ class Patterns(_Strict):
         return data
 
 
-class TagFilter(_Strict):
+class TagFilter(StrictModel):
     """``any``: at least one of these tags; ``all``: every one; ``none``: none of them."""
 
     any: StrList = ()
@@ -53,7 +50,7 @@ class TagFilter(_Strict):
         return data
 
 
-class Scope(_Strict):
+class Scope(StrictModel):
     """Which assets a rule covers; every filter given must match."""
 
     environments: Patterns | None = None
@@ -84,7 +81,7 @@ def _change_condition(value: Any) -> Any:
     raise ValueError("use any, breaking, non_breaking or a list of change types")
 
 
-class Conditions(_Strict):
+class Conditions(StrictModel):
     """Extra conditions on the alert itself."""
 
     changes: Annotated[ChangeSelector | tuple[str, ...], BeforeValidator(_change_condition)] | None = (
@@ -98,7 +95,7 @@ class Conditions(_Strict):
     """The alert's severity is at least this (info < warning < critical)."""
 
 
-class RuleModel(_Strict):
+class RuleModel(StrictModel):
     """One rule as written in the config file."""
 
     name: Annotated[str, Field(min_length=1, max_length=200)]

@@ -7,11 +7,14 @@ call, so one broken plugin cannot silence another.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pluggy
 
-from .destinations import DestinationType
+if TYPE_CHECKING:  # the contract names these types; importing it loads nothing else
+    from collections.abc import Callable
+
+    from .destinations import DestinationType
 
 hookspec = pluggy.HookspecMarker("armor_notify")
 

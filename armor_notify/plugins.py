@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -19,13 +20,12 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .alert import BUILTIN_EVENT_TYPES
-from .destinations import DestinationType
 from .errors import PluginError
+from .registry import LOAD_ENV as LOAD_ENV
+from .registry import Registry as Registry
 
 GROUP = "armor_notify"
 BUILTIN_DISTRIBUTION = "armor-notify"
-LOAD_ENV = "ARMOR_NOTIFY_LOAD_PLUGINS"
 TRACE_ENV = "ARMOR_NOTIFY_TRACE_PLUGINS"
 
 hookimpl = pluggy.HookimplMarker("armor_notify")
@@ -61,63 +61,6 @@ class PluginInfo:
         }
 
 
-class Registry:
-    """What the loaded plugins registered: destination types and event types."""
-
-    def __init__(self) -> None:
-        self.destination_types: dict[str, DestinationType] = {}
-        self.event_types: list[str] = list(BUILTIN_EVENT_TYPES)
-        self._type_owner: dict[str, str] = {}
-        self.failed: list[str] = []
-
-    def add_destination_type(self, owner: str, dtype: DestinationType) -> None:
-        if not isinstance(dtype, DestinationType):
-            raise PluginError(
-                f"plugin '{owner}' registered {type(dtype).__name__!s}, not a DestinationType"
-            )
-        if dtype.name in self.destination_types:
-            raise PluginError(
-                f"destination type '{dtype.name}' is registered by both plugin "
-                f"'{self._type_owner[dtype.name]}' and plugin '{owner}'; uninstall one of them "
-                f"or exclude it with {LOAD_ENV}"
-            )
-        fallback = next((t for t in self.destination_types.values() if t.url_fallback), None)
-        if dtype.url_fallback and fallback is not None:
-            raise PluginError(
-                f"destination types '{fallback.name}' (plugin '{self._type_owner[fallback.name]}') "
-                f"and '{dtype.name}' (plugin '{owner}') both take every otherwise unclaimed URL "
-                f"scheme; uninstall one of them or exclude it with {LOAD_ENV}"
-            )
-        self.destination_types[dtype.name] = dtype
-        self._type_owner[dtype.name] = owner
-
-    def add_event_type(self, owner: str, name: str) -> None:
-        if not isinstance(name, str) or not name.isidentifier() or name.lower() != name:
-            raise PluginError(
-                f"plugin '{owner}' registered event type {name!r}: use a lower-case identifier"
-            )
-        if name not in self.event_types:
-            self.event_types.append(name)
-
-    @property
-    def failure_note(self) -> str:
-        """Names the plugins that failed to load, for errors about missing types."""
-        return f" (plugins that failed to load: {', '.join(self.failed)})" if self.failed else ""
-
-    def types_for_scheme(self, scheme: str) -> list[DestinationType]:
-        """The types a bare ``scheme://`` URL is offered to, in order: those listing the scheme
-        in ``url_schemes``, then the fallback type (``url_fallback``), if one is installed."""
-        claiming = [t for t in self.destination_types.values() if scheme in t.url_schemes]
-        fallback = [t for t in self.destination_types.values()
-                    if t.url_fallback and t not in claiming]
-        return claiming + fallback
-
-    def type_for_scheme(self, scheme: str) -> DestinationType | None:
-        """The first type a bare ``scheme://`` URL is offered to (see :meth:`types_for_scheme`)."""
-        types = self.types_for_scheme(scheme)
-        return types[0] if types else None
-
-
 class PluginManager:
     """A typed facade over pluggy: host code never calls ``pm.hook.*`` directly."""
 
@@ -127,7 +70,6 @@ class PluginManager:
         self.registry = Registry()
         self.plugins: dict[str, PluginInfo] = {}
         self._loaded = False
-        self._trace = False
         self._lock = threading.Lock()
 
     # -- loading -------------------------------------------------------------------------------
@@ -150,8 +92,7 @@ class PluginManager:
                 self.register(plugin, name=name)
             self._drop_unknown_hooks()
             self.pm.check_pending()
-            self._trace = bool(os.environ.get(TRACE_ENV))
-            if self._trace:
+            if os.environ.get(TRACE_ENV):
                 self._trace_to_stderr()
             self._collect()
             self.registry.failed = [i.name for i in self.plugins.values() if i.error]
@@ -174,7 +115,7 @@ class PluginManager:
             return
         if self.pm.is_registered(module) or self.pm.has_plugin(ep.name):
             return
-        self.pm.register(module, name=ep.name)
+        self.pm.register(_hashable(module, ep.name), name=ep.name)
 
     def _drop_unknown_hooks(self) -> None:
         """A plugin implementing a hook that does not exist (a misspelling) is unregistered and
@@ -200,17 +141,25 @@ class PluginManager:
         if name not in self.plugins:
             version = getattr(plugin, "__version__", "") or "local"
             self.plugins[name] = PluginInfo(name, name, str(version), builtin=False)
-        self.pm.register(plugin, name=name)
+        self.pm.register(_hashable(plugin, name), name=name)
         if self._loaded:
             self._collect_from(name)
 
     def _trace_to_stderr(self) -> None:
-        def before(hook_name: str, impls: Any, kwargs: Any) -> None:
+        """Print every hook call that goes through pluggy (``ARMOR_NOTIFY_TRACE_PLUGINS``): the
+        plugins it calls, then how the call ended."""
+
+        def before(hook_name: str, impls: Sequence[pluggy.HookImpl],
+                   kwargs: Mapping[str, object]) -> None:
             print(f"[armor-notify] hook {hook_name} -> {[i.plugin_name for i in impls]}",
                   file=sys.stderr)
 
-        def after(outcome: Any, hook_name: str, impls: Any, kwargs: Any) -> None:
-            print(f"[armor-notify] hook {hook_name} done", file=sys.stderr)
+        def after(outcome: pluggy.Result[object], hook_name: str,
+                  impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, object]) -> None:
+            exc = outcome.exception
+            ended = "ok" if exc is None else f"{hook_name} raised {type(exc).__name__}: {exc}"
+            names = ", ".join(i.plugin_name for i in impls)
+            print(f"[armor-notify] hook {hook_name} done ({names}: {ended})", file=sys.stderr)
 
         self.pm.add_hookcall_monitoring(before, after)
 
@@ -226,28 +175,20 @@ class PluginManager:
         info.hooks = sorted(
             caller.name for caller in (self.pm.get_hookcallers(plugin) or [])
         )
-        for hook_name, add in (
+        for hook_name, register in (
             ("register_destination_types", self._adder(info, self.registry.add_destination_type,
                                                         info.destination_types, "name")),
             ("register_event_types", self._adder(info, self.registry.add_event_type,
                                                   info.event_types, None)),
         ):
-            # One plugin at a time, since pluggy stops calling the remaining implementations
-            # once one raises.
-            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-                if impl.plugin_name != name:
-                    continue
-                if self._trace:
-                    print(f"[armor-notify] hook {hook_name} -> ['{name}']", file=sys.stderr)
-                try:
-                    impl.function(**{arg: add for arg in impl.argnames})
-                except PluginError:
-                    raise
-                except Exception as exc:
-                    info.error = f"{hook_name} raised {type(exc).__name__}: {exc}"
-                if self._trace:
-                    print(f"[armor-notify] hook {hook_name} done ({name}: "
-                          f"{info.error or 'ok'})", file=sys.stderr)
+            if hook_name not in info.hooks:
+                continue
+            try:
+                call_for_plugin(self.pm, hook_name, name, register=register)
+            except PluginError:
+                raise
+            except Exception as exc:  # a broken plugin must not stop the others
+                info.error = f"{hook_name} raised {type(exc).__name__}: {exc}"
 
     def _adder(
         self,
@@ -267,6 +208,39 @@ class PluginManager:
         return [f"plugin '{i.name}' ({i.distribution} {i.version}): {i.error}"
                 for i in self.plugins.values() if i.error]
 
+
+def call_for_plugin(
+    pm: pluggy.PluginManager, hook_name: str, plugin_name: str, **kwargs: object
+) -> list[Any]:
+    """Call the hook ``hook_name`` through pluggy for the plugin ``plugin_name`` alone and return
+    its results.
+
+    pluggy stops calling the remaining implementations once one raises, so each plugin gets its
+    own call: an exception then stays with its plugin. Going through pluggy (not calling the
+    implementation by hand) means each implementation receives only the arguments it declares,
+    so a hook can gain an argument without breaking older plugins, and the call is traced.
+    """
+    others = [plugin for name, plugin in pm.list_name_plugin()
+              if name != plugin_name and plugin is not None]
+    caller = pm.subset_hook_caller(hook_name, remove_plugins=others)
+    results: list[Any] = caller(**kwargs)
+    return results
+
+
+def _hashable(plugin: object, name: str) -> object:
+    """``plugin``, or, when it cannot be hashed (a ``SimpleNamespace``, a dataclass instance), a
+    module holding its hook implementations: pluggy keeps the plugins it leaves out of a call
+    (:func:`call_for_plugin`) in a set."""
+    try:
+        hash(plugin)
+    except TypeError:
+        stand_in = types.ModuleType(name)
+        for attr in dir(plugin):
+            value = getattr(plugin, attr, None)
+            if getattr(value, f"{GROUP}_impl", None) is not None:
+                setattr(stand_in, attr, value)
+        return stand_in
+    return plugin
 
 
 def _suggest(word: str, choices: list[str]) -> str:

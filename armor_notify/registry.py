@@ -1,0 +1,71 @@
+"""What the loaded plugins registered: destination types and event types.
+
+A leaf of the plugin layer: config loading and matching read the registry, the plugin manager
+fills it, and it imports neither of them.
+"""
+
+from __future__ import annotations
+
+from .alert import BUILTIN_EVENT_TYPES
+from .destinations import DestinationType
+from .errors import PluginError
+
+LOAD_ENV = "ARMOR_NOTIFY_LOAD_PLUGINS"
+"""The variable that chooses which third-party plugins load (named in conflict errors)."""
+
+
+class Registry:
+    """What the loaded plugins registered: destination types and event types."""
+
+    def __init__(self) -> None:
+        self.destination_types: dict[str, DestinationType] = {}
+        self.event_types: list[str] = list(BUILTIN_EVENT_TYPES)
+        self._type_owner: dict[str, str] = {}
+        self.failed: list[str] = []
+
+    def add_destination_type(self, owner: str, dtype: DestinationType) -> None:
+        if not isinstance(dtype, DestinationType):
+            raise PluginError(
+                f"plugin '{owner}' registered {type(dtype).__name__!s}, not a DestinationType"
+            )
+        if dtype.name in self.destination_types:
+            raise PluginError(
+                f"destination type '{dtype.name}' is registered by both plugin "
+                f"'{self._type_owner[dtype.name]}' and plugin '{owner}'; uninstall one of them "
+                f"or exclude it with {LOAD_ENV}"
+            )
+        fallback = next((t for t in self.destination_types.values() if t.url_fallback), None)
+        if dtype.url_fallback and fallback is not None:
+            raise PluginError(
+                f"destination types '{fallback.name}' (plugin '{self._type_owner[fallback.name]}') "
+                f"and '{dtype.name}' (plugin '{owner}') both take every otherwise unclaimed URL "
+                f"scheme; uninstall one of them or exclude it with {LOAD_ENV}"
+            )
+        self.destination_types[dtype.name] = dtype
+        self._type_owner[dtype.name] = owner
+
+    def add_event_type(self, owner: str, name: str) -> None:
+        if not isinstance(name, str) or not name.isidentifier() or name.lower() != name:
+            raise PluginError(
+                f"plugin '{owner}' registered event type {name!r}: use a lower-case identifier"
+            )
+        if name not in self.event_types:
+            self.event_types.append(name)
+
+    @property
+    def failure_note(self) -> str:
+        """Names the plugins that failed to load, for errors about missing types."""
+        return f" (plugins that failed to load: {', '.join(self.failed)})" if self.failed else ""
+
+    def types_for_scheme(self, scheme: str) -> list[DestinationType]:
+        """The types a bare ``scheme://`` URL is offered to, in order: those listing the scheme
+        in ``url_schemes``, then the fallback type (``url_fallback``), if one is installed."""
+        claiming = [t for t in self.destination_types.values() if scheme in t.url_schemes]
+        fallback = [t for t in self.destination_types.values()
+                    if t.url_fallback and t not in claiming]
+        return claiming + fallback
+
+    def type_for_scheme(self, scheme: str) -> DestinationType | None:
+        """The first type a bare ``scheme://`` URL is offered to (see :meth:`types_for_scheme`)."""
+        types = self.types_for_scheme(scheme)
+        return types[0] if types else None

@@ -5,7 +5,8 @@
   (the matching ``test_hook_<name>`` check lives in ``tests/test_plugins.py``);
 - every field of ``DestinationType`` and ``Notification``, and every test of the conformance
   suite, is documented;
-- every code block that names a file of the example plugin is an exact excerpt of it.
+- every code block that names a file of an example plugin is an exact excerpt of it, and the
+  smallest plugin (examples/armor-notify-post) is shown whole, first.
 """
 
 from __future__ import annotations
@@ -106,6 +107,19 @@ def test_code_naming_a_file_is_an_exact_excerpt_of_it() -> None:
             f"update it\n{rest[:400]}")
         excerpts += 1
     assert excerpts >= 5
+
+
+def test_the_plugin_docs_start_with_the_smallest_plugin_quoted_whole() -> None:
+    path = ROOT / "examples" / "armor-notify-post" / "armor_notify_post.py"
+    source = path.read_text(encoding="utf-8")
+    first = doc().split("\n## ", 2)[1]
+    assert first.startswith("The smallest destination\n"), "docs/plugins.md must start with it"
+    quoted = [code for _, code in BLOCK.findall(first)
+              if code.startswith("# examples/armor-notify-post/armor_notify_post.py\n")]
+    assert quoted == [f"# examples/armor-notify-post/armor_notify_post.py\n{source}"], (
+        "docs/plugins.md must show the whole of armor_notify_post.py, as it is")
+    lines = [line for line in source.splitlines() if line.strip()]
+    assert len(lines) <= 30, f"the smallest plugin has grown to {len(lines)} lines"
 
 
 def test_the_readme_points_to_the_plugin_docs() -> None:

@@ -13,9 +13,9 @@ from .config import Config, config_from_dict, load_config, parse_config
 from .delivery import Delivery, State
 from .dispatcher import Dispatcher, resolved_copy
 from .errors import ConfigError, Problem
+from .gate import Gate
 from .intake import AlertInput, parse_alerts, read_alerts
 from .matching import Route
-from .noise import Gate
 from .outbox import Outbox, SqliteOutbox
 from .plugins import PluginManager, load_plugins
 from .validation import suggest

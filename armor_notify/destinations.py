@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, runtime_che
 
 from pydantic import AfterValidator, Field, field_validator
 
-from .noise import Digest, Duration, DurationOrZero
+from .durations import Duration, DurationOrZero
+from .noise import Digest
 from .outcome import Outcome
 from .secrets import SecretUrl
 from .validation import StrictModel

@@ -6,28 +6,31 @@ suppressed alert is still written to the outbox, with its reason; with ``hold: t
 outside the schedule or inside a blackout waits for the window to open instead. Digest
 destinations collect alerts and send one summary when the window closes or fills.
 
-Everything here is pure configuration and time arithmetic; the outbox supplies the history
-(what was notified when) inside its intake transaction, so the decisions hold across processes.
+This module holds what noise control is made of, and nothing that reads a config: the models
+the config file is validated with (:class:`Window`, :class:`Schedule`, :class:`Blackout`,
+:class:`Digest`), the vocabulary of an intake decision (:class:`Decision`, the :class:`History`
+the outbox answers from), and how a digest is built (:func:`make_digest`). It sits below the
+config and the outbox, which both import it. The gate that applies a config's noise controls is
+:class:`armor_notify.gate.Gate`; the outbox calls it inside its intake transaction, with its own
+history, so the decisions hold across processes.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, model_validator
 
-# Re-exported: rules and destinations import them from here.
-from .durations import DATE_RANGE, Base60
-from .durations import Duration as Duration
-from .durations import DurationOrZero as DurationOrZero
-from .durations import format_duration as format_duration
-from .durations import parse_duration as parse_duration
+from .alert import Alert, Asset, Severity
+from .delivery import Delivery
+from .durations import DATE_RANGE, Base60, Duration
 from .validation import StrictModel
 
 _DAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
@@ -259,6 +262,9 @@ Action = Literal["send", "suppress", "hold", "digest"]
 
 @dataclass(frozen=True)
 class Decision:
+    """What intake does with a delivery: send it, suppress it (written, with the reason), hold
+    it until ``until``, or collect it into ``digest``."""
+
     action: Action
     reason: str = ""
     until: float | None = None
@@ -267,7 +273,7 @@ class Decision:
 
 
 class History(Protocol):
-    """What the outbox knows, asked inside its intake transaction."""
+    """What the outbox knows, asked inside its intake transaction (each backend answers it)."""
 
     def last_notified(self, rule: str, asset_id: str, destination: str,
                       since: float) -> float | None: ...
@@ -307,76 +313,9 @@ def when(ts: float, zone_name: str) -> str:
         "%Y-%m-%d %H:%M %Z")
 
 
-class Gate:
-    """Applies a config's noise controls to planned deliveries, in the product's order."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-
-    def decide(self, delivery: Delivery, now: float, history: History) -> Decision:
-        if delivery.state.value != "queued" or delivery.test:
-            return SEND
-        compiled = self.config.rule(delivery.rule)
-        dest = self.config.destinations.get(delivery.destination)
-        if compiled is None or dest is None:
-            return SEND
-        rule = compiled.model
-        tz = self.config.defaults.timezone
-        at = datetime.fromtimestamp(now, timezone.utc)
-
-        # 1. the rule's operating schedule, 2. company-wide blackouts
-        if rule.schedule is not None and not rule.schedule.is_open(at):
-            opens = rule.schedule.next_open(at).timestamp()
-            if rule.hold:
-                return Decision("hold", f"held: outside operating hours until "
-                                        f"{when(opens, rule.schedule.timezone)}", opens)
-            return Decision("suppress", "outside operating hours")
-        for blackout in self.config.blackouts:
-            ends = blackout.active_until(at, tz)
-            if ends is not None:
-                if rule.hold:
-                    return Decision("hold", f"held: blackout period '{blackout.name}' until "
-                                            f"{when(ends.timestamp(), tz)}", ends.timestamp())
-                return Decision("suppress", f"blackout period '{blackout.name}'")
-
-        # 3. cooldown: has this rule already notified about this asset recently?
-        alert = delivery.alert
-        if rule.cooldown is not None and alert.status == "triggered":
-            last = history.last_notified(rule.name, alert.asset.id, dest.name, now - rule.cooldown)
-            if last is not None:
-                return Decision("suppress", f"cooldown: rule '{rule.name}' notified about "
-                                            f"{alert.asset.name} at {when(last, tz)} (cooldown "
-                                            f"{format_duration(rule.cooldown)})")
-
-        # 4. daily limits, per rule and per destination
-        digest = dest.config.digest or (rule.digest if dest.type.supports_digest else None)
-        over = ""
-        if rule.daily_limit is not None and history.count_notified(
-                start_of_day(at, tz), rule=rule.name) >= rule.daily_limit:
-            over = f"daily limit of {rule.daily_limit} reached for rule '{rule.name}'"
-        elif dest.config.daily_limit is not None and history.count_notified(
-                start_of_day(at, tz), destination=dest.name) >= dest.config.daily_limit:
-            over = (f"daily limit of {dest.config.daily_limit} reached for destination "
-                    f"'{dest.name}'")
-        if digest is not None:
-            key = batch_key(delivery.destination)
-            closes = history.digest_closes(key) or now + digest.window
-            note = f"; {over}, counted into the digest" if over else ""
-            return Decision("digest", f"collected for the digest sent by "
-                                      f"{when(closes, tz)}{note}", closes, digest)
-        if over:
-            return Decision("suppress", over)
-        return SEND
-
-
 def batch_key(destination: str) -> str:
     """Alerts to one destination share one digest at a time."""
     return f"digest:{destination}"
-
-
-if TYPE_CHECKING:  # imported late: the config module itself imports this one
-    from .config import Config
-    from .delivery import Delivery
 
 
 # -- digests --------------------------------------------------------------------------------------
@@ -418,17 +357,11 @@ def digest_headline(alerts: Sequence[Alert]) -> str:
 
 def make_digest(members: Sequence[Delivery], now: float) -> Delivery:
     """One queued delivery that carries every member's alert."""
-    from collections import Counter
-
-    from .alert import Alert as AlertModel
-    from .alert import Asset, Severity
-    from .delivery import Delivery as DeliveryRecord
-
     alerts = tuple(m.alert for m in members)
     first = members[0]
     rules = {m.rule for m in members}
     severity = max((a.severity for a in alerts), key=lambda s: s.rank, default=Severity.info)
-    summary = AlertModel.model_validate({
+    summary = Alert.model_validate({
         "id": f"digest_{first.destination}_{int(now)}",
         "event_type": Counter(a.event_type for a in alerts).most_common(1)[0][0],
         "severity": severity,
@@ -436,7 +369,7 @@ def make_digest(members: Sequence[Delivery], now: float) -> Delivery:
         "asset": Asset(id="digest", name=f"digest for {first.destination}"),
         "occurred_at": datetime.fromtimestamp(now, timezone.utc),
     }, context={"event_types": None})
-    digest = DeliveryRecord(alert=summary, destination=first.destination,
+    digest = Delivery(alert=summary, destination=first.destination,
                             destination_type=first.destination_type,
                             rule=rules.pop() if len(rules) == 1 else "digest",
                             dedup_key="", digest=alerts)
@@ -445,6 +378,3 @@ def make_digest(members: Sequence[Delivery], now: float) -> Delivery:
     digest.next_attempt_at = now
     return digest
 
-
-if TYPE_CHECKING:
-    from .alert import Alert

@@ -31,7 +31,7 @@ from .alert import Alert, Asset
 from .delivery import Attempt, Delivery, State
 from .destinations import RateLimit
 from .errors import ArmorNotifyError
-from .noise import Decision, Gate, History, batch_key, make_digest
+from .noise import Decision, History, batch_key, make_digest
 from .outcome import MAX_RETRY_AFTER
 
 STATE_ENV = "ARMOR_NOTIFY_STATE_DIR"
@@ -77,11 +77,25 @@ RulesFor = Callable[[str], "ClaimRules | None"]
 """Destination name → its claim rules, or ``None`` when the config no longer has it."""
 
 
+class IntakePolicy(Protocol):
+    """Decides what happens to each delivery as it is written (``Outbox.enqueue``'s ``gate``).
+
+    The outbox asks it inside its intake transaction, with a :class:`History` of what it holds,
+    so concurrent processes see each other's decisions. The noise gate
+    (:class:`armor_notify.gate.Gate`, which reads the config) is the one armor-notify passes;
+    the outbox itself knows nothing of configs, rules or schedules.
+    """
+
+    def decide(self, delivery: Delivery, now: float, history: History) -> Decision:
+        """Send, suppress, hold until a time, or collect into a digest."""
+        ...
+
+
 class Outbox(Protocol):
     """What the dispatcher needs from a store (SQLite today; a server-backed one later)."""
 
     def enqueue(self, deliveries: Sequence[Delivery], *, repeat_window: float,
-                now: float, gate: Gate | None = None,
+                now: float, gate: IntakePolicy | None = None,
                 lease_to: tuple[str, RulesFor] | None = None) -> list[tuple[Delivery, bool]]: ...
     def claim(self, owner: str, now: float, limit: int, rules_for: RulesFor,
               ids: Collection[str] | None = None, *,
@@ -277,13 +291,14 @@ class SqliteOutbox:
 
     # -- intake -----------------------------------------------------------------------------------
     def enqueue(self, deliveries: Sequence[Delivery], *, repeat_window: float,
-                now: float, gate: Gate | None = None,
+                now: float, gate: IntakePolicy | None = None,
                 lease_to: tuple[str, RulesFor] | None = None) -> list[tuple[Delivery, bool]]:
         """Write deliveries in one transaction. A delivery of the same alert id, status and
         destination accepted within ``repeat_window`` seconds is not written again: the stored
-        one is returned with ``False``. ``gate`` applies noise controls (schedules, blackouts,
-        cooldowns, daily limits, digests) against the outbox's history in the same transaction,
-        so concurrent processes see each other's decisions. With ``lease_to`` (owner, rules),
+        one is returned with ``False``. ``gate``, the intake policy (:class:`IntakePolicy`: the
+        noise gate's schedules, blackouts, cooldowns, daily limits and digests), decides each new
+        delivery against the outbox's history in the same transaction, so concurrent processes
+        see each other's decisions. With ``lease_to`` (owner, rules),
         deliveries due now are leased to that owner in the same transaction, as a claim would
         (they come back ``in_flight``): the caller is about to send them itself."""
 

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, model_validator
 
 from .alert import Severity
-from .noise import Digest, Duration, Schedule
+from .durations import Duration
+from .noise import Digest, Schedule
 from .validation import StrictModel
 
 

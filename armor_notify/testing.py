@@ -36,18 +36,22 @@ import types
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pytest
 
+# pytest loads this module into every run wherever armor-notify is installed (the pytest11 entry
+# point), so at import time it takes only what `import armor_notify` has already loaded; the
+# notifier, the dispatcher and the config layer are imported when a helper or test first runs.
 from .alert import BUILTIN_EVENT_TYPES, Alert
-from .api import Notifier, SendReport
-from .delivery import Delivery, State
 from .destinations import DestinationConfig, DestinationType, Notification, Sender
-from .dispatcher import hard_timeout
 from .errors import ConfigError
 from .outcome import Outcome
 from .plugins import PluginManager, hookimpl
+
+if TYPE_CHECKING:
+    from .api import Notifier, SendReport
+    from .delivery import Delivery
 
 __all__ = [
     "DELIVERED",
@@ -193,6 +197,8 @@ def build_notifier(
     ``environ`` supplies ``${VAR}`` values for YAML text (default: the process environment);
     ``kwargs`` go to :class:`Notifier` (``max_workers``, ``rng``). Close it when done.
     """
+    from .api import Notifier
+
     pm = plugin_manager(*plugins, installed=installed)
     if isinstance(config, str):
         return Notifier.from_yaml(config, plugins=pm, environ=environ, **kwargs)
@@ -573,11 +579,15 @@ class DestinationConformance:
     # -- outcomes over the wire ------------------------------------------------------------------
 
     def test_success_is_delivered(self) -> None:
+        from .delivery import State
+
         _, delivery, _ = self.deliver([DELIVERED])
         assert delivery.state is State.delivered, self.describe_delivery(delivery)
         assert delivery.attempt_count == 1, self.describe_delivery(delivery)
 
     def test_permanent_failure_fails_at_once_with_a_reason(self) -> None:
+        from .delivery import State
+
         _, delivery, _ = self.deliver([PERMANENT])
         assert delivery.state is State.failed, (
             "a permanent refusal must be Outcome.failed: " + self.describe_delivery(delivery))
@@ -585,6 +595,8 @@ class DestinationConformance:
         assert delivery.reason.strip(), "say why, in the destination's own words"
 
     def test_retryable_failure_is_retried_then_delivered(self) -> None:
+        from .delivery import State
+
         _, delivery, _ = self.deliver([RETRYABLE, DELIVERED])
         assert [a.status for a in delivery.attempts] == ["retry", "delivered"], (
             "a temporary failure must be Outcome.retry: " + self.describe_delivery(delivery))
@@ -606,6 +618,9 @@ class DestinationConformance:
         )
 
     def test_a_hanging_receiver_is_a_retryable_timeout(self) -> None:
+        from .delivery import State
+        from .dispatcher import hard_timeout
+
         _, delivery, _ = self.deliver([HANG], max_attempts=1)
         assert delivery.attempt_count == 1 and delivery.attempts[0].status == "retry", (
             "no answer within the timeout must be Outcome.retry: " + self.describe_delivery(delivery))
@@ -615,6 +630,8 @@ class DestinationConformance:
             f"the attempt took {delivery.attempts[0].duration:.2f}s with timeout {self.timeout}s")
 
     def test_the_sender_itself_honours_the_timeout(self) -> None:
+        from .dispatcher import hard_timeout
+
         # The dispatcher abandons a hung attempt, but the thread stays busy: senders must pass
         # notification.timeout to every network call so that they return by themselves.
         result: list[Outcome | BaseException] = []
@@ -645,6 +662,8 @@ class DestinationConformance:
         self.assert_masked(config, outcome.reason, outcome.hint or "")
 
     def test_a_sender_exception_fails_only_its_own_delivery(self) -> None:
+        from .delivery import State
+
         dtype = self.destination_type()
         config = {**self.valid_config(), **self.suite_options()}
         secrets = self.checked_secrets(config)
@@ -667,10 +686,14 @@ class DestinationConformance:
     # -- the other kinds of notification ---------------------------------------------------------
 
     def test_a_resolved_alert_is_delivered_when_send_resolved_is_on(self) -> None:
+        from .delivery import State
+
         _, delivery, _ = self.deliver([DELIVERED], make_alert(status="resolved"), send_resolved=True)
         assert delivery.state is State.delivered, self.describe_delivery(delivery)
 
     def test_a_test_event_is_delivered(self) -> None:
+        from .delivery import State
+
         with self.receiver([DELIVERED]) as config:
             config = {**config, **self.suite_options()}
             dtype = self.destination_type()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 import types
@@ -159,3 +160,31 @@ def test_tracing_prints_hook_calls() -> None:
     assert res.returncode == 0
     assert "[armor-notify] hook register_destination_types -> ['pagerduty']" in res.stderr
     assert "[armor-notify] hook register_event_types done (scripted: ok)" in res.stderr
+
+
+def _runtime_imports(module: str) -> set[str]:
+    """The modules ``armor_notify/<module>.py`` imports when it runs (not under TYPE_CHECKING),
+    relative ones as ``armor_notify.<name>``."""
+    tree = ast.parse((TESTS.parent / "armor_notify" / f"{module}.py").read_text())
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = f"armor_notify.{node.module or ''}".rstrip(".") if node.level else node.module
+            found.add(base or "")
+            if node.level and not node.module:
+                found.update(f"armor_notify.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_the_hook_contract_imports_types_only_for_type_checking() -> None:
+    assert _runtime_imports("hookspecs") == {"__future__", "typing", "pluggy"}
+
+
+def test_the_registry_is_a_leaf_of_the_plugin_layer() -> None:
+    imports = _runtime_imports("registry")
+    assert not imports & {"armor_notify.plugins", "armor_notify.config", "armor_notify.api"}
+    from armor_notify import plugins, registry
+
+    assert plugins.Registry is registry.Registry  # kept importable from its old home

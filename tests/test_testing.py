@@ -34,6 +34,16 @@ def test_the_kit_is_a_pytest_plugin_that_import_armor_notify_never_loads(
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
 
 
+@pytest.mark.slow
+def test_loading_the_kit_imports_nothing_beyond_armor_notify_itself() -> None:
+    # pytest loads the kit into every run wherever armor-notify is installed: the notifier, the
+    # dispatcher and the config layer are imported only when a helper or a test first needs them.
+    code = ("import sys, armor_notify; before = set(sys.modules); import armor_notify.testing; "
+            "new = sorted(m for m in set(sys.modules) - before if m.startswith('armor_notify')); "
+            "assert new == ['armor_notify.testing'], new")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
 # -- fixtures -------------------------------------------------------------------------------------
 
 

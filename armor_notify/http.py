@@ -1,22 +1,24 @@
 """HTTP for destination plugins: post bytes, get the answer or one plain-worded network error.
 
 :class:`HttpClient` is what the PagerDuty and Slack senders (and the example webhook plugin) post
-with. It is built on urllib3's connection pools: one client serves every I/O thread and keeps its
-connections alive between posts. Proxy and CA settings are read from the environment once, when
-the client is made, with the variables ``requests`` reads (``HTTPS_PROXY``/``HTTP_PROXY``/
-``ALL_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``), so moving between the
-two changes nothing for a user; certificates are checked against certifi's bundle otherwise, as
-with ``requests``. ``requests`` itself does per post what only needs doing once (merging
-settings, scanning the environment), which made it cost about twice what the post does.
+with. It is built on ``requests``: each client has one ``requests.Session`` with a pooled
+``HTTPAdapter``, which serves every I/O thread and keeps its connections alive between posts.
+Proxy and CA settings are read from the environment once, when the client is made, with the
+variables ``requests`` reads (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``, ``NO_PROXY``,
+``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``; certifi's bundle otherwise), and handed to the session
+(``trust_env`` off), so that requests does not scan the environment again on every post. A post
+goes out as a prepared request with only the client's headers: no session defaults merged in, no
+cookies kept, no credentials taken from the URL.
 
 Nothing is retried or redirected here: the dispatcher owns retries, and a redirect from an alert
 endpoint is a misconfiguration the plugin reports.
 
 A post's ``timeout`` bounds the whole attempt (connecting, the TLS handshake, sending, the status
 line, the headers and the body), not each socket wait: a server that answers a byte at a time
-cannot keep a post longer than its timeout. urllib3 bounds each read only, so a watchdog thread
-shuts down the socket of a post that is still under way at its deadline (one thread for the
-process; a post that ends in time costs a heap push and two lock round trips).
+cannot keep a post longer than its timeout. requests (through urllib3) bounds each read only, so
+the adapter's connections put their sockets under a watchdog thread that shuts down the socket of
+a post still under way at its deadline (one thread for the process; a post that ends in time
+costs a heap push and two lock round trips).
 """
 
 from __future__ import annotations
@@ -34,13 +36,15 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from http.cookiejar import DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 if TYPE_CHECKING:
-    import urllib3
+    import requests
+    import requests.adapters
 
 from .outcome import Outcome
 from .secrets import mask_secret, mask_url
@@ -125,71 +129,145 @@ class HttpClient:
         """The CA certificates file (or directory) TLS certificates are checked against."""
         self._max_connections = max_connections
         self._https = urlsplit(url).scheme.lower() == "https"
+        # What requests would look up in the environment on every post, read here once.
+        self._settings: dict[str, Any] = {
+            "proxies": {} if self.proxy is None else {"all": self.proxy},
+            "verify": True, "cert": None, "stream": False, "allow_redirects": False,
+        }
         self._lock = threading.Lock()
-        self._pool: urllib3.PoolManager | None = None
+        self._session: requests.Session | None = None
 
     def post(self, url: str, body: bytes, *, timeout: float,
              headers: Mapping[str, str] | None = None) -> Answer:
         """POST ``body`` and read the whole answer within ``timeout`` seconds in all (connect,
         TLS handshake, send, status line, headers, body); raises :class:`NetworkError` when no
         complete answer comes in time (``kind`` ``timeout``) or at all."""
+        import requests
         import urllib3
 
         attempt = _WATCHDOG.start(timeout)
         outer = getattr(_current, "attempt", None)  # a post inside a plugin's own deadline()
         _current.attempt = attempt
         try:
-            pool = self._pool or self._make_pool()
-            response = pool.request(
-                "POST", url, body=body, headers={**self.headers, **(headers or {})},
-                timeout=timeout, retries=False, redirect=False,
-            )
-        except urllib3.exceptions.HTTPError as exc:
+            session = self._session or self._make_session()
+            response = session.send(_prepared(url, body, {**self.headers, **(headers or {})}),
+                                    timeout=timeout, **self._settings)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise attempt.timed_out() or _classify(exc) from None
-        except OSError as exc:
-            raise attempt.timed_out() or NetworkError("connect", _words(exc)) from None
         finally:
             _current.attempt = outer
             _WATCHDOG.finish(attempt)
         cut_off = attempt.timed_out()  # an answer cut off at the deadline may look complete
         if cut_off is not None:
             raise cut_off
-        return Answer(response.status, response.reason or "", response.headers, response.data)
+        return Answer(response.status_code, response.reason or "", response.headers,
+                      response.content)
 
     def close(self) -> None:
         """Close the kept-alive connections (a later post opens new ones)."""
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.clear()
+            session, self._session = self._session, None
+        if session is not None:
+            session.close()
 
-    def _make_pool(self) -> urllib3.PoolManager:
-        import urllib3
-
+    def _make_session(self) -> requests.Session:
         with self._lock:
-            if self._pool is None:
-                bundle = self.ca_bundle
-                tls: dict[str, Any] = ({"ca_cert_dir": bundle} if os.path.isdir(bundle)
-                                       else {"ca_certs": bundle})
-                if self._https:
-                    # One context for every connection: its sockets put their TLS handshake
-                    # under the watchdog, and the bundle is loaded once, not per connection.
-                    tls = {"ssl_context": _watched_tls_context(bundle)}
-                options: dict[str, Any] = {"maxsize": self._max_connections, "block": False,
-                                           "cert_reqs": "CERT_REQUIRED", **tls}
-                pool: urllib3.PoolManager
-                if self.proxy is None:
-                    pool = urllib3.PoolManager(**options)
-                else:
-                    proxy = urlsplit(self.proxy)
-                    auth = (f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
-                            if proxy.username else None)
-                    pool = urllib3.ProxyManager(
-                        self.proxy, proxy_headers=urllib3.make_headers(proxy_basic_auth=auth)
-                        if auth else None, **options)
-                pool.pool_classes_by_scheme = _watched_pool_classes()
-                self._pool = pool
-            return self._pool
+            if self._session is None:
+                # One context for every connection: its sockets put their TLS handshake under
+                # the watchdog, and the bundle is loaded once, not per connection.
+                tls = _watched_tls_context(self.ca_bundle) if self._https else None
+                session = _session_class()()
+                session.trust_env = False  # proxies and the CA bundle were read once, above
+                session.headers.clear()  # no User-Agent, Accept... of requests': only ours
+                session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # none kept
+                adapter = _adapter_class()(self._max_connections, tls, self.ca_bundle)
+                session.mount("http://", adapter)
+                session.mount("https://", adapter)
+                if self.proxy is not None:  # made now: the adapter's cache is not thread-safe
+                    adapter.proxy_manager_for(self.proxy)
+                self._session = session
+            return self._session
+
+
+def _prepared(url: str, body: bytes, headers: Mapping[str, str]) -> requests.PreparedRequest:
+    """The request as it goes out: no cookies, no credentials taken from the URL, no session
+    defaults merged in (merging them is most of requests' per-post cost), the headers as given
+    (http.client refuses a line break in them; requests would also refuse leading spaces)."""
+    import requests
+    from requests.structures import CaseInsensitiveDict
+
+    request = requests.PreparedRequest()
+    request.prepare_method("POST")
+    request.url = _prepared_url(url)
+    request.headers = CaseInsensitiveDict(headers)
+    request.prepare_body(body, None)
+    request.prepare_hooks(None)
+    return request
+
+
+@functools.lru_cache(maxsize=64)
+def _prepared_url(url: str) -> str:
+    """``url`` checked and normalised by requests (once per URL: a client posts to one)."""
+    import requests
+
+    request = requests.PreparedRequest()
+    request.prepare_url(url, None)
+    return str(request.url)
+
+
+@functools.cache
+def _session_class() -> type[requests.Session]:
+    import requests
+
+    class Session(requests.Session):
+        """A session that never follows a redirect: a redirect is an answer to report."""
+
+        def get_redirect_target(self, resp: requests.Response) -> None:
+            return None
+
+    return Session
+
+
+@functools.cache
+def _adapter_class() -> Callable[[int, ssl.SSLContext | None, str],
+                                  requests.adapters.HTTPAdapter]:
+    import requests.adapters
+
+    class WatchedAdapter(requests.adapters.HTTPAdapter):
+        """requests' pooled adapter, posting through connections the watchdog can cut off,
+        verifying certificates against ``bundle`` (for an HTTPS client, through one shared TLS
+        context that holds it); nothing is retried."""
+
+        def __init__(self, max_connections: int, tls: ssl.SSLContext | None, bundle: str) -> None:
+            self._tls = tls  # before super().__init__, which makes the pool manager
+            self._bundle = bundle
+            super().__init__(pool_maxsize=max_connections, max_retries=0, pool_block=False)
+
+        def _tls_options(self) -> dict[str, Any]:
+            return {} if self._tls is None else {"ssl_context": self._tls}
+
+        def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
+                             **pool_kwargs: Any) -> None:
+            super().init_poolmanager(connections, maxsize, block,
+                                     **{**self._tls_options(), **pool_kwargs})
+            self.poolmanager.pool_classes_by_scheme = _watched_pool_classes()
+
+        def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+            if proxy in self.proxy_manager:
+                return self.proxy_manager[proxy]
+            manager = super().proxy_manager_for(proxy, **{**self._tls_options(), **proxy_kwargs})
+            if not proxy.lower().startswith("socks"):
+                manager.pool_classes_by_scheme = _watched_pool_classes()
+            return manager
+
+        def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+            # An HTTPS client's context already holds the bundle (loaded once, not per post);
+            # an HTTP client posting to https:// after all gets it the way requests gives it.
+            if self._tls is None:
+                super().cert_verify(conn, url, self._bundle,  # type: ignore[no-untyped-call]
+                                    cert)
+
+    return WatchedAdapter
 
 
 # -- the whole attempt within its timeout ---------------------------------------------------------
@@ -536,15 +614,36 @@ def _words(exc: BaseException) -> str:
     return _CONNECTION_PREFIX.sub("", str(cause)) or type(cause).__name__
 
 
+_QUOTED_URL = re.compile(r" '[^'/]*/[^']*'| Perhaps you meant .*$")  # a URL, not a host
+
+
 def _classify(exc: Exception) -> NetworkError:
+    """The network error for what requests raised (it wraps urllib3's errors, which say what
+    went wrong), an OSError, or another failure to make the request."""
+    import requests
     from urllib3 import exceptions as e
 
-    words = _words(exc)
-    if isinstance(exc, e.SSLError):
+    # requests' ConnectionError(MaxRetryError(reason=NewConnectionError(...))): the innermost
+    # urllib3 error, as urllib3 raises it when told not to retry.
+    inner: BaseException = exc
+    while isinstance(inner, requests.RequestException) and inner.args and isinstance(
+            inner.args[0], BaseException):
+        inner = inner.args[0]
+    if isinstance(inner, e.MaxRetryError) and inner.reason is not None:
+        inner = inner.reason
+    words = _words(inner)
+    if isinstance(inner, e.SSLError):
         verify = "CERTIFICATE_VERIFY_FAILED" in words or "certificate verify failed" in words
         return NetworkError("certificate" if verify else "tls", words)
-    if isinstance(exc, (e.NewConnectionError, e.ProxyError, e.ProtocolError)):
+    if isinstance(inner, (e.NewConnectionError, e.ProxyError, e.ProtocolError)):
         return NetworkError("connect", words)
-    if isinstance(exc, e.TimeoutError):  # after NewConnectionError, which subclasses it
+    if isinstance(inner, e.TimeoutError):  # after NewConnectionError, which subclasses it
         return NetworkError("timeout", words)
+    if isinstance(inner, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                          requests.exceptions.MissingSchema)):  # words without the URL's path
+        scheme = re.search(r"adapters were found for '([^':/]*)://", words)
+        return NetworkError("other", f"Not supported URL scheme {scheme.group(1)}" if scheme
+                            else _QUOTED_URL.sub("", words))
+    if isinstance(inner, OSError) and not isinstance(inner, (e.HTTPError, requests.RequestException)):
+        return NetworkError("connect", words)
     return NetworkError("other", words)

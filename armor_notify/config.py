@@ -22,7 +22,7 @@ from .durations import Base60, DurationOrZero
 from .errors import ConfigError, Problem
 from .matching import Router, Rule
 from .noise import Blackout, check_blackouts, valid_zone
-from .plugins import Registry
+from .registry import Registry
 from .rules import RuleModel
 from .secrets import redact
 from .validation import Loc, StrictModel, format_loc, suggest

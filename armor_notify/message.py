@@ -28,7 +28,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from armor_notify import Change, Freshness, Notification
+    from .alert import Change, Freshness
+    from .destinations import Notification
 
 __all__ = [
     "DEFAULT_MAX_CHANGES",

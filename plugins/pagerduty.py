@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -29,6 +29,8 @@ from armor_notify import (
     parse_retry_after,
 )
 from armor_notify.http import HttpClient, NetworkError, Redactor
+
+from .apprise_urls import read_apprise_url
 
 REGION_BASES: Mapping[str, str] = {
     "us": "https://events.pagerduty.com",
@@ -571,13 +573,12 @@ def _describe_answer(answer: Mapping[str, Any] | None, body: bytes) -> str:
     return head or shorten(body.decode("utf-8", "replace").strip(), 500)
 
 
-# Apprise's pagerduty:// parameters that armor-notify decides itself, or that have no meaning
-# here: the event action and dedup key follow the alert, component/group/class come from it.
-_APPRISE_IGNORED_PARAMS = frozenset({
+# Apprise's pagerduty:// parameters: those armor-notify maps, then those it decides itself or
+# that have no meaning here (the event action and dedup key follow the alert, component, group
+# and class come from it).
+_APPRISE_PARAMS = frozenset({
+    "integrationkey", "region", "severity", "source",
     "apikey", "component", "group", "class", "click", "image", "action", "dedup",
-    # Apprise's options for every service
-    "format", "overflow", "emojis", "tz", "store", "retry", "wait", "optional", "cto", "rto",
-    "verify", "redirect",
 })
 
 
@@ -587,18 +588,12 @@ def _from_apprise_url(url: str) -> dict[str, Any]:
     The REST API key (Apprise requires one) is not needed for the Events API and is ignored;
     ``?region=us|eu``, ``?severity=`` and ``?source=`` map to the native options.
     """
-    parts = urlsplit(url)
-    # As Apprise reads it: "+" stays a plus ("+name=value" is a custom detail), keys ignore case.
-    query = parse_qsl(parts.query.replace("+", "%2B"), keep_blank_values=True)
-    params = {key.lower(): value for key, value in query}
-    unknown = sorted(key for key in params if key not in _APPRISE_IGNORED_PARAMS
-                     and key not in ("integrationkey", "region", "severity", "source")
-                     and not key.startswith(("+", "-", ":")))
-    if unknown:
-        raise ValueError(
-            f"unknown parameter '{unknown[0]}'; Apprise's pagerduty:// URL takes region, "
-            "severity and source here (use type: apprise to send through Apprise instead)"
-        )
+    # "+name=value" (a custom detail), "-name" and ":name" are Apprise's free-form parameters.
+    parts, params = read_apprise_url(
+        url, takes=_APPRISE_PARAMS, free_prefixes=("+", "-", ":"),
+        unknown=lambda name: f"unknown parameter '{name}'; Apprise's pagerduty:// URL takes "
+        "region, severity and source here (use type: apprise to send through Apprise instead)",
+    )
     key = params.get("integrationkey") or unquote(parts.username or "")
     if not key:
         raise ValueError(

@@ -31,9 +31,9 @@ from armor_notify_plugins.apprise_bridge import (
     AppriseSender,
     render_markdown,
 )
+from armor_notify_plugins.email import EmailSender
 from armor_notify_plugins.pagerduty import PagerDutySender
 from armor_notify_plugins.slack import SlackSender
-from armor_notify_plugins.smtp import EmailSender
 from conftest import SITE, run_cli
 from fake_pagerduty import FakePagerDuty
 from fake_slack import WEBHOOK_PATH, FakeSlack

@@ -16,9 +16,9 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from armor_notify_plugins.email import register_destination_types as register_email
 from armor_notify_plugins.pagerduty import PAGERDUTY
 from armor_notify_plugins.slack import SLACK
-from armor_notify_plugins.smtp import register_destination_types as register_email
 from fake_pagerduty import INVALID_ROUTING_KEY, FakePagerDuty, FakeResponse
 from fake_slack import OK, FakeSlack, error, rate_limited
 from fake_slack import Reply as SlackReply

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from armor_notify_plugins import smtp
-from armor_notify_plugins.smtp import EmailConfig, EmailSender, build_email, email_subject
+from armor_notify_plugins import email as email_destination
+from armor_notify_plugins.email import EmailConfig, EmailSender, build_email, email_subject
 from conftest import run_cli
 from fake_smtp import (
     FakeSMTPServer,
@@ -431,7 +431,7 @@ def test_untrusted_certificate_fails_with_a_ca_file_hint(
 def test_verify_false_connects_to_an_untrusted_server_and_warns(
     tls_submission: FakeSMTPServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger=smtp.__name__):
+    with caplog.at_level(logging.WARNING, logger=email_destination.__name__):
         outcome = send(tls_submission, ca_file=None, verify=False)
 
     assert outcome.status == "delivered", outcome_text(outcome)
@@ -684,7 +684,7 @@ def test_unknown_options_are_refused() -> None:
 
 def test_registers_the_email_destination_type() -> None:
     registered: list[DestinationType] = []
-    smtp.register_destination_types(registered.append)
+    email_destination.register_destination_types(registered.append)
 
     [dtype] = registered
     assert dtype.name == "email" and dtype.display_name == "email"

@@ -19,9 +19,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from armor_notify_plugins.email import EmailConfig, EmailSender
 from armor_notify_plugins.pagerduty import PagerDutyConfig, PagerDutySender
 from armor_notify_plugins.slack import SlackConfig, SlackSender
-from armor_notify_plugins.smtp import EmailConfig, EmailSender
 from conftest import run_cli
 from fake_pagerduty import FakePagerDuty
 from fake_slack import FakeSlack

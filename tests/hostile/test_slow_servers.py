@@ -191,7 +191,7 @@ def test_send_of_one_alert_to_a_dripping_receiver_ends_with_its_wait(tmp_path: P
 
 
 def test_an_smtp_server_dripping_its_greeting_times_out_within_the_timeout() -> None:
-    from armor_notify_plugins.smtp import EmailConfig, EmailSender
+    from armor_notify_plugins.email import EmailConfig, EmailSender
     from test_email import notification
 
     with dripping_server(b"", b"220 " + b"x" * 200 + b"\r\n", speaks_first=True) as url:

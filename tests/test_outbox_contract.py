@@ -714,25 +714,33 @@ def test_concurrent_claims_never_lease_one_delivery_twice(shared: Backend) -> No
     batch = [delivery(n, destination=f"d{n % 3}") for n in range(60)]
     enqueue(boxes[0], batch, now=100.0)
     taken: list[list[str]] = [[], []]
-    start = threading.Barrier(2)
+    empty = [False, False]
+    errors: list[BaseException] = []
+    rounds = threading.Barrier(2, timeout=30)  # both claim at once, round after round
 
     def work(i: int) -> None:
-        start.wait()
-        while True:
-            got = claim(boxes[i], f"w{i}", 100.0, limit=1 + i, rules=LONG)
-            if not got:
-                return
-            taken[i] += ids(got)
+        try:
+            while True:
+                rounds.wait()
+                got = claim(boxes[i], f"w{i}", 100.0, limit=1 + i, rules=LONG)
+                taken[i] += ids(got)
+                empty[i] = not got
+                rounds.wait()
+                if all(empty):
+                    return
+        except BaseException as exc:
+            errors.append(exc)
+            rounds.abort()
 
     threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    together = taken[0] + taken[1]
-    assert sorted(together) == sorted(ids(batch))  # each exactly once
-    owners = {d.id: d for d in boxes[1].find(limit=100)}
-    assert {d.state for d in owners.values()} == {State.in_flight}
+    assert errors == []
+    assert sorted(taken[0] + taken[1]) == sorted(ids(batch))  # each exactly once
+    assert taken[0] and taken[1]  # both took part
+    assert {d.state for d in boxes[1].find(limit=100)} == {State.in_flight}
 
 
 def test_rate_limits_and_holds_are_shared_across_outboxes(shared: Backend) -> None:

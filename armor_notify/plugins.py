@@ -4,6 +4,11 @@ Built-in destinations are ordinary entry points of the ``armor-notify`` distribu
 ``armor_notify`` group, loaded exactly like third-party ones. ``ARMOR_NOTIFY_LOAD_PLUGINS``
 chooses which third-party distributions load: unset = all, empty = none (built-ins only), a
 comma list = only those distributions.
+
+Every hook is called through pluggy, one plugin at a time (:func:`call_for_plugin`): each
+implementation gets only the arguments it declares, an exception stays with its plugin, and
+``ARMOR_NOTIFY_TRACE_PLUGINS`` (any non-empty value) prints each call and how it ended on stderr.
+What the plugins registered is kept in a :class:`~armor_notify.registry.Registry`.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ destinations collect alerts and send one summary when the window closes or fills
 This module holds what noise control is made of, and nothing that reads a config: the models
 the config file is validated with (:class:`Window`, :class:`Schedule`, :class:`Blackout`,
 :class:`Digest`), the vocabulary of an intake decision (:class:`Decision`, the :class:`History`
-the outbox answers from), and how a digest is built (:func:`make_digest`). It sits below the
-config and the outbox, which both import it. The gate that applies a config's noise controls is
+the outbox answers from). It imports only the leaves (durations, validation), and the config,
+the destinations, the rules and the outbox all import it. The gate that applies a config's noise controls is
 :class:`armor_notify.gate.Gate`; the outbox calls it inside its intake transaction, with its own
 history, so the decisions hold across processes.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -28,8 +27,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from .alert import Alert, Asset, Severity
-from .delivery import Delivery
 from .durations import DATE_RANGE, Base60, Duration
 from .validation import StrictModel
 
@@ -316,65 +313,4 @@ def when(ts: float, zone_name: str) -> str:
 def batch_key(destination: str) -> str:
     """Alerts to one destination share one digest at a time."""
     return f"digest:{destination}"
-
-
-# -- digests --------------------------------------------------------------------------------------
-
-_EVENT_NOUNS = {
-    "schema_change": ("schema change", "schema changes"),
-    "freshness_violation": ("freshness violation", "freshness violations"),
-    "metric_anomaly": ("metric anomaly", "metric anomalies"),
-    "validity_failure": ("validity failure", "validity failures"),
-    "discovery_failed": ("discovery failure", "discovery failures"),
-    "asset_removed": ("removed asset", "removed assets"),
-    "asset_discovered": ("new asset", "new assets"),
-}
-
-
-def digest_headline(alerts: Sequence[Alert]) -> str:
-    """``3 schema changes in 2 tables (2 breaking)``; mixed events: ``12 alerts in 5 assets``."""
-    count = len(alerts)
-    assets = len({a.asset.id for a in alerts})
-    kinds = {a.event_type for a in alerts}
-    if len(kinds) == 1:
-        kind = kinds.pop()
-        one, many = _EVENT_NOUNS.get(kind, (kind.replace("_", " "), kind.replace("_", " ")))
-        noun = one if count == 1 else many
-    else:
-        noun = "alert" if count == 1 else "alerts"
-    where = "table" if all((a.asset.kind or "table") in ("table", "view") for a in alerts) \
-        else "asset"
-    text = f"{count} {noun} in {assets} {where}{'s' if assets != 1 else ''}"
-    notes = []
-    breaking = sum(1 for a in alerts if a.breaking_changes)
-    if breaking:
-        notes.append(f"{breaking} breaking")
-    resolved = sum(1 for a in alerts if a.status == "resolved")
-    if resolved:
-        notes.append(f"{resolved} resolved")
-    return text + (f" ({', '.join(notes)})" if notes else "")
-
-
-def make_digest(members: Sequence[Delivery], now: float) -> Delivery:
-    """One queued delivery that carries every member's alert."""
-    alerts = tuple(m.alert for m in members)
-    first = members[0]
-    rules = {m.rule for m in members}
-    severity = max((a.severity for a in alerts), key=lambda s: s.rank, default=Severity.info)
-    summary = Alert.model_validate({
-        "id": f"digest_{first.destination}_{int(now)}",
-        "event_type": Counter(a.event_type for a in alerts).most_common(1)[0][0],
-        "severity": severity,
-        "title": digest_headline(alerts),
-        "asset": Asset(id="digest", name=f"digest for {first.destination}"),
-        "occurred_at": datetime.fromtimestamp(now, timezone.utc),
-    }, context={"event_types": None})
-    digest = Delivery(alert=summary, destination=first.destination,
-                            destination_type=first.destination_type,
-                            rule=rules.pop() if len(rules) == 1 else "digest",
-                            dedup_key="", digest=alerts)
-    digest.dedup_key = f"anomalyarmor-digest-{digest.id}"
-    digest.created_at = now
-    digest.next_attempt_at = now
-    return digest
 

@@ -30,8 +30,9 @@ from pydantic import ValidationError
 from .alert import Alert, Asset
 from .delivery import Attempt, Delivery, State
 from .destinations import RateLimit
+from .digests import make_digest
 from .errors import ArmorNotifyError
-from .noise import Decision, History, batch_key, make_digest
+from .noise import Decision, History, batch_key
 from .outcome import MAX_RETRY_AFTER
 
 STATE_ENV = "ARMOR_NOTIFY_STATE_DIR"

@@ -15,26 +15,27 @@ The layers, lowest first:
 1. **leaves** import nothing from armor-notify: errors, the duration parser, the shared
    validation helpers (strict pydantic base, "did you mean", ``format_loc``), secret masking,
    attempt outcomes, dedup keys, the I/O pool, terminal output.
-2. **the alert** (the model a monitor sends), reading alerts from JSON (``intake``), and the
-   HTTP client senders use (``http``: it needs only outcomes and secrets).
-3. **deliveries and the models of noise control**: a delivery of one alert to one destination;
-   schedules, blackouts, digests, the intake ``Decision`` and the ``History`` it is asked with
-   (``noise``). Nothing here reads a config.
-4. **what destinations and rules are**: the destination-plugin contract (``destinations``) and
-   the rule model (``rules``).
-5. **built on those**: the outbox (storage: it takes an intake policy, it does not import the
-   gate), matching, the retry policy, the plugin contract (``hookspecs``), what plugins
-   registered (``registry``), and the shared message wording for plugins (``message``).
-6. **loading**: the plugin manager (``plugins``) and the config (``config``: validated against
+2. **models**: what an alert, a rule, a destination (the plugin contract's config, sender and
+   notification) and a delivery are, and the models of noise control (``noise``: schedules,
+   blackouts, digests, the intake ``Decision`` and the ``History`` it is decided with). Nothing
+   here reads a config.
+3. **services on the models**: matching alerts to rules, the retry policy, reading alerts from
+   JSON (``intake``), the shared message wording (``message``) and digests built with it
+   (``digests``), the HTTP client senders use (``http``), the plugin contract (``hookspecs``) and
+   what plugins registered (``registry``).
+4. **storage**: the outbox. It takes an intake policy (``IntakePolicy``) with each write and
+   never imports the gate or the config, so a second backend is a new class here.
+5. **loading**: the plugin manager (``plugins``) and the config (``config``: validated against
    the registry, compiled into rules and a router).
-7. **applying a config**: the noise gate (``gate``, passed to the outbox as its intake policy)
+6. **applying a config**: the noise gate (``gate``, handed to the outbox as its intake policy)
    and the dispatcher (attempts, retries, rate limits, leases).
-8. **the Python API** (``api``) and the package's front door (``armor_notify/__init__.py``).
-9. **front ends**: the command line (``cli``) and the pytest kit for plugin authors
+7. **the Python API** (``api``) and the package's front door (``armor_notify/__init__.py``).
+8. **front ends**: the command line (``cli``) and the pytest kit for plugin authors
    (``testing``).
 
-A new module goes into the lowest layer its imports allow; if it needs a module above it, move
-the shared part down into a leaf instead of importing upwards.
+A new module goes into the layer that says what it is, and imports only from that layer and
+those below. If it needs something from above, move the shared part down (into a leaf if need
+be) instead of importing upwards or hiding the import inside a function.
 """
 
 from __future__ import annotations
@@ -51,12 +52,11 @@ INIT = "__init__"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = tuple((name, frozenset(modules)) for name, modules in (
     ("leaves", {"errors", "durations", "validation", "secrets", "outcome", "dedup", "pool",
                 "output"}),
-    ("the alert", {"alert", "intake", "http"}),
-    ("deliveries and noise-control models", {"delivery", "noise"}),
-    ("destinations and rules", {"destinations", "rules"}),
-    ("storage, matching and the plugin contract", {"outbox", "matching", "retry", "hookspecs",
-                                                   "registry", "message"}),
-    ("loading plugins and the config", {"plugins", "config"}),
+    ("models", {"alert", "rules", "destinations", "delivery", "noise"}),
+    ("services on the models", {"matching", "retry", "intake", "message", "digests", "http",
+                                "hookspecs", "registry"}),
+    ("storage", {"outbox"}),
+    ("loading", {"plugins", "config"}),
     ("applying a config", {"gate", "dispatcher"}),
     ("the Python API", {"api", INIT}),
     ("front ends", {"cli", "testing"}),

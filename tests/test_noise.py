@@ -22,9 +22,10 @@ from slack_sdk.models.blocks import Block
 from armor_notify.api import Notifier
 from armor_notify.config import parse_config
 from armor_notify.delivery import State
+from armor_notify.digests import digest_headline
 from armor_notify.durations import parse_duration
 from armor_notify.errors import ConfigError
-from armor_notify.noise import Blackout, Schedule, digest_headline
+from armor_notify.noise import Blackout, Schedule
 from armor_notify.outbox import SqliteOutbox
 from armor_notify.plugins import PluginManager
 

@@ -24,7 +24,7 @@ from armor_notify.alert import Alert
 from armor_notify.delivery import Attempt, Delivery, State
 from armor_notify.destinations import RateLimit
 from armor_notify.noise import Decision, Digest, History, batch_key
-from armor_notify.outbox import ClaimRules, Outbox, SqliteOutbox
+from armor_notify.outbox import ClaimRules, IntakePolicy, Outbox, SqliteOutbox
 
 RULES = ClaimRules(lease=5.0, max_attempts=3)
 LONG = ClaimRules(lease=1000.0, max_attempts=3)
@@ -69,9 +69,9 @@ def rules_for(rules: RulesLike) -> Callable[[str], ClaimRules | None]:
 
 
 def enqueue(box: Outbox, deliveries: Sequence[Delivery], *, now: float,
-            repeat_window: float = 0.0, policy: Any = None,
+            repeat_window: float = 0.0, policy: IntakePolicy | None = None,
             lease_to: tuple[str, RulesLike] | None = None) -> list[tuple[Delivery, bool]]:
-    """``policy``: the intake policy (the noise gate), an object with ``decide(d, now, history)``."""
+    """``policy``: the intake policy (the noise gate in armor-notify; ``Policy`` here)."""
     lease = (lease_to[0], rules_for(lease_to[1])) if lease_to is not None else None
     return box.enqueue(list(deliveries), repeat_window=repeat_window, now=now, gate=policy,
                        lease_to=lease)
@@ -125,7 +125,7 @@ def ids(deliveries: Sequence[Delivery]) -> list[str]:
 
 
 class Policy:
-    """An intake policy from a function: (delivery, now, history) → decision."""
+    """An intake policy (``IntakePolicy``) from a function: (delivery, now, history) → decision."""
 
     def __init__(self, decide: Callable[[Delivery, float, History], Decision]) -> None:
         self._decide = decide

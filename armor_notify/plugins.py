@@ -28,6 +28,7 @@ from . import hookspecs
 from .errors import PluginError
 from .registry import LOAD_ENV as LOAD_ENV
 from .registry import Registry as Registry
+from .validation import suggest
 
 GROUP = "armor_notify"
 BUILTIN_DISTRIBUTION = "armor-notify"
@@ -135,7 +136,7 @@ class PluginManager:
                 if impl.optionalhook or not self.pm.has_plugin(impl.plugin_name):
                     continue
                 info = self.plugins.get(impl.plugin_name)
-                message = (f"implements unknown hook '{hook_name}'{_suggest(hook_name, known)}; "
+                message = (f"implements unknown hook '{hook_name}'{suggest(hook_name, known)}; "
                            f"known hooks: {', '.join(known)}")
                 if info is not None:
                     info.error = message
@@ -246,13 +247,6 @@ def _hashable(plugin: object, name: str) -> object:
                 setattr(stand_in, attr, value)
         return stand_in
     return plugin
-
-
-def _suggest(word: str, choices: list[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _wanted_distributions() -> set[str] | None:

@@ -3,6 +3,7 @@ environment as requests reads them, and network failures in plain words (over lo
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
@@ -30,10 +31,13 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 class Server:
     """An HTTP/1.1 server on 127.0.0.1 recording each request's line, headers, body and client
-    port; answers ``status`` (``redirect`` adds a Location), or closes without answering."""
+    port; answers ``status`` (a redirect adds ``location``) with ``headers``, or closes without
+    answering."""
 
     def __init__(self, *, status: int = 200, body: bytes = b"ok", delay: float = 0.0,
-                 hang_up: bool = False, tls: ssl.SSLContext | None = None) -> None:
+                 hang_up: bool = False, tls: ssl.SSLContext | None = None,
+                 location: str = "http://127.0.0.1:1/elsewhere",
+                 headers: dict[str, str] | None = None) -> None:
         self.seen: list[tuple[str, dict[str, str], bytes, int]] = []
         server = self
 
@@ -53,7 +57,9 @@ class Server:
                     threading.Event().wait(delay)
                 self.send_response(status)
                 if 300 <= status < 400:
-                    self.send_header("Location", "http://127.0.0.1:1/elsewhere")
+                    self.send_header("Location", location)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Retry-After", "7")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -125,6 +131,40 @@ def test_redirects_are_answers_not_followed() -> None:
     assert answer.status == 302 and len(s.seen) == 1
 
 
+def test_a_redirect_with_a_location_that_is_no_url_is_still_an_answer() -> None:
+    with Server(status=302, body=b"", location="http://[not-a-url") as s:
+        client = HttpClient(s.url)
+        answer = client.post(s.url, b"{}", timeout=5)
+        client.close()
+    assert (answer.status, answer.headers["location"]) == (302, "http://[not-a-url")
+
+
+def test_only_the_clients_headers_go_out_and_no_cookie_is_kept() -> None:
+    # requests' session defaults (its User-Agent, Accept, gzip) and cookie jar stay out: a
+    # service sees what it saw from the urllib3 client before, and no state rides from post to
+    # post.
+    with Server(headers={"Set-Cookie": "session=s3cr3t; Path=/"}) as s:
+        client = HttpClient(s.url, {"User-Agent": "armor-notify/test"})
+        for _ in range(2):
+            client.post(f"{s.url}/hook", b"{}", timeout=5, headers={"Content-Type": "x/y"})
+        client.close()
+    first, second = (headers for _, headers, _, _ in s.seen)
+    assert first == second
+    assert set(second) == {"host", "accept-encoding", "content-length", "user-agent",
+                           "content-type"}
+    assert (second["user-agent"], second["accept-encoding"]) == ("armor-notify/test", "identity")
+
+
+def test_the_environment_is_read_when_the_client_is_made_not_at_each_post(
+        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = HttpClient(server.url)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # would refuse every post
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")
+    assert client.post(server.url, b"{}", timeout=5).status == 200
+    client.close()
+    assert len(server.seen) == 1
+
+
 def test_a_refused_connection_is_a_connect_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -155,6 +195,17 @@ def test_a_malformed_url_is_another_error() -> None:
     with pytest.raises(NetworkError) as caught:
         HttpClient("http://127.0.0.1").post("http://127.0.0.1:notaport/x", b"{}", timeout=5)
     assert caught.value.kind == "other"
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("http:///secret-path", "No host supplied"),
+    ("ftp://127.0.0.1/secret-path", "Not supported URL scheme ftp"),
+])
+def test_a_url_that_cannot_be_posted_to_is_named_without_its_path(url: str, words: str) -> None:
+    with pytest.raises(NetworkError) as caught:
+        HttpClient("http://127.0.0.1").post(url, b"{}", timeout=5)
+    assert caught.value.kind == "other"
+    assert words in str(caught.value) and "secret-path" not in str(caught.value)
 
 
 @pytest.fixture
@@ -227,6 +278,78 @@ def test_posts_go_through_the_proxy_with_its_credentials(
     [(line, headers, _, _)] = proxy.seen
     assert line == f"POST {server.url}/hook HTTP/1.1"
     assert headers["proxy-authorization"] == "Basic dXNlcjpwQHNz"  # user:p@ss
+
+
+class TunnelProxy:
+    """A forward proxy on 127.0.0.1 that only tunnels (``CONNECT``), recording each request head."""
+
+    def __init__(self) -> None:
+        self.heads: list[str] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.recv(4096)
+        self.heads.append(head.decode("latin-1"))
+        host, port = head.split()[1].decode().rsplit(":", 1)
+        with client, socket.create_connection((host, int(port))) as upstream:
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
+            back.start()
+            _pipe(client, upstream)
+            back.join(timeout=10)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def _pipe(source: socket.socket, target: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            target.sendall(data)
+    with contextlib.suppress(OSError):
+        target.shutdown(socket.SHUT_WR)
+
+
+def test_https_goes_through_the_proxys_tunnel_and_still_verifies(
+        certificate_authority: trustme.CA, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    certificate_authority.cert_pem.write_to_path(str(bundle))
+    proxy = TunnelProxy()
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url.replace("http://", "http://user:p%40ss@"))
+    try:
+        with Server(tls=tls_server_context(certificate_authority)) as s:
+            untrusted = HttpClient(s.url)
+            with pytest.raises(NetworkError) as caught:
+                untrusted.post(s.url, b"{}", timeout=5)
+            untrusted.close()
+            assert caught.value.kind == "certificate"
+            monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+            client = HttpClient(s.url)
+            assert client.proxy == proxy.url.replace("http://", "http://user:p%40ss@")
+            for _ in range(2):
+                assert client.post(f"{s.url}/hook", b"{}", timeout=5).status == 200
+            client.close()
+    finally:
+        proxy.close()
+    assert [line for line, *_ in s.seen] == ["POST /hook HTTP/1.1"] * 2
+    assert len({port for *_, port in s.seen}) == 1  # one tunnel, kept alive
+    port = s.url.rsplit(":", 1)[1]
+    assert all(head.startswith(f"CONNECT 127.0.0.1:{port} HTTP/1.") for head in proxy.heads)
+    assert all("proxy-authorization: basic dxnlcjpwqhnz" in head.lower()  # user:p@ss
+               for head in proxy.heads)
 
 
 def test_no_proxy_posts_directly(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,6 +29,7 @@ from armor_notify import (
     parse_retry_after,
 )
 from armor_notify.http import HttpClient, NetworkError, Redactor
+from armor_notify.secrets import ELLIPSIS
 
 from .apprise_urls import read_apprise_url
 
@@ -50,7 +51,6 @@ MAX_FIELD_CHARS = 1024
 # Keep at least this much of the title when the context (event type, asset) is appended.
 MIN_TITLE_CHARS = 256
 TEST_PREFIX = "Test event from armor-notify: "
-ELLIPSIS = "…"
 USER_AGENT = f"armor-notify/{__version__} (+pagerduty)"
 
 Severity = Literal["critical", "error", "warning", "info"]

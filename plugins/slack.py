@@ -30,6 +30,7 @@ from armor_notify import (
 )
 from armor_notify.http import Answer, HttpClient, NetworkError, Redactor
 from armor_notify.message import Message, and_more, build_digest, build_message
+from armor_notify.secrets import ELLIPSIS
 
 __all__ = [
     "SLACK",
@@ -46,13 +47,11 @@ MAX_SECTION_TEXT = 3000
 MAX_FIELDS = 10
 MAX_FIELD_TEXT = 2000
 MAX_HEADER_TEXT = 150
-MAX_CONTEXT_ELEMENTS = 10
 # The top-level `text` is only the notification preview and fallback; Slack cuts at 40,000.
 MAX_FALLBACK_TEXT = 3000
 # Slack lists more schema changes than the shared default: a message has room, an inbox less so.
 MAX_LISTED_CHANGES = 25
 
-ELLIPSIS = "…"
 # What a URL may already contain (reserved characters and %-escapes), as requests' requote_uri.
 _URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
 

@@ -608,6 +608,27 @@ def test_apprise_syntax_errors_name_the_problem_not_the_secret(url: str, message
     assert_no_secret(found)
 
 
+@pytest.mark.parametrize(("url", "native_type"), [
+    (f"pagerduty://{PD_KEY}@{REST_KEY}?FORMAT=markdown&overflow=split&tz=UTC&cto=3&rto=4",
+     "pagerduty"),
+    (f"mailtos://alerts:{PASSWORD}@smtp.example.com/a@example.com?Format=html&retry=3&store=no",
+     "email"),
+])
+def test_apprise_options_for_every_service_are_accepted_and_ignored(
+    url: str, native_type: str
+) -> None:
+    # Apprise takes these for any service; the native types time, retry and format themselves,
+    # so the URL still becomes the native destination (no "unknown parameter").
+    assert parse({"d": url}).destinations["d"].type.name == native_type
+
+
+def test_verify_is_read_by_email_and_ignored_by_pagerduty() -> None:
+    config = parse({"mail": f"mailtos://alerts:{PASSWORD}@smtp.example.com/a@example.com?verify=no",
+                    "pd": f"pagerduty://{PD_KEY}@{REST_KEY}?verify=no"})
+    assert config.destinations["mail"].config.verify is False  # type: ignore[attr-defined]
+    assert config.destinations["pd"].type.name == "pagerduty"
+
+
 def test_pagerduty_url_sends_the_same_events_as_the_native_config() -> None:
     config = parse({
         "from-url": f"pagerduty://{PD_KEY}@{REST_KEY}/warehouse-monitor?severity=error",

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -692,6 +693,14 @@ def test_registers_the_email_destination_type() -> None:
     assert dtype.send_resolved_default is False
     assert dtype.default_rate_limit == "none"
     assert isinstance(dtype.sender(config()), EmailSender)
+
+
+def test_the_entry_point_names_the_email_package() -> None:
+    # The destination is a package (compose, transport, outcomes…); its entry point is the package.
+    points = {ep.name: ep for ep in metadata.entry_points(group="armor_notify")}
+    assert points["email"].value == "armor_notify_plugins.email"
+    assert points["email"].load() is email_destination
+    assert PluginManager().load().registry.destination_types["email"] is email_destination.EMAIL
 
 
 def test_config_errors_name_the_destination_path() -> None:

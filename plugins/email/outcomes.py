@@ -66,6 +66,11 @@ class SmtpOutcomes:
     def of_error(self, exc: BaseException, timeout: float) -> Outcome | None:
         """The outcome ``exc`` stands for, or ``None`` for an exception that is not the
         session's (a bug, to be raised)."""
+        # In this order: TLS and SMTP errors are OSErrors too.
+        return (self._unusable_server(exc) or self._tls(exc) or self._smtp(exc, timeout)
+                or self._network(exc, timeout))
+
+    def _unusable_server(self, exc: BaseException) -> Outcome | None:
         where = self.where
         if isinstance(exc, StartTLSUnavailable):
             offered = ", ".join(str(e).upper() for e in exc.args[0]) or "nothing"
@@ -83,6 +88,10 @@ class SmtpOutcomes:
                 hint="ask the mail provider for SMTP AUTH PLAIN or LOGIN, or leave out username "
                 "and password for a relay that needs no login",
             )
+        return None
+
+    def _tls(self, exc: BaseException) -> Outcome | None:
+        where = self.where
         if isinstance(exc, ssl.SSLCertVerificationError):
             return Outcome.failed(
                 f"TLS certificate of {where} could not be verified: "
@@ -98,6 +107,10 @@ class SmtpOutcomes:
                 f"TLS handshake with {where} failed: {redact(str(exc), self._secrets)}",
                 hint=_security_hint(self.config.security, self.config.port),
             )
+        return None
+
+    def _smtp(self, exc: BaseException, timeout: float) -> Outcome | None:
+        where = self.where
         if isinstance(exc, smtplib.SMTPAuthenticationError):
             reply = self.reply(exc.smtp_code, exc.smtp_error)
             return _by_code(
@@ -149,6 +162,10 @@ class SmtpOutcomes:
             )
         if isinstance(exc, smtplib.SMTPException):
             return Outcome.failed(f"{where}: {redact(str(exc), self._secrets)}")
+        return None
+
+    def _network(self, exc: BaseException, timeout: float) -> Outcome | None:
+        where = self.where
         if isinstance(exc, TimeoutError):
             return self.timed_out(timeout)
         if isinstance(exc, ConnectionRefusedError):

@@ -11,10 +11,12 @@ off when the time is up (:func:`armor_notify.http.deadline`), and :func:`deliver
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import smtplib
 import socket
 import ssl
+from collections.abc import Iterator
 from email.message import EmailMessage
 
 from armor_notify.http import deadline, watch, watch_tls
@@ -134,22 +136,21 @@ def deliver(
     ``tls`` is :func:`build_tls_context`'s context (``None`` for ``security: none``).
     """
     try:
-        with deadline(timeout) as cut:
-            return _session(config, tls, message, sender, recipients, timeout)
+        with deadline(timeout) as cut, _session(config, tls, timeout) as smtp:
+            if config.username and config.password:
+                login_once(smtp, config.username, config.password.get_secret_value())
+            return smtp.send_message(message, from_addr=sender, to_addrs=recipients)
     except Exception as exc:
         if cut.passed:
             raise DeadlinePassed from exc
         raise
 
 
+@contextlib.contextmanager
 def _session(
-    config: EmailConfig,
-    tls: ssl.SSLContext | None,
-    message: EmailMessage,
-    sender: str,
-    recipients: list[str],
-    timeout: float,
-) -> dict[str, tuple[int, bytes]]:
+    config: EmailConfig, tls: ssl.SSLContext | None, timeout: float
+) -> Iterator[smtplib.SMTP]:
+    """A connection past EHLO, secured as ``security`` says; closed (QUIT) on the way out."""
     smtp: smtplib.SMTP
     host, port, name = config.host, config.port, _ehlo_name()
     if config.security == "ssl":
@@ -163,9 +164,7 @@ def _session(
                 raise StartTLSUnavailable(sorted(smtp.esmtp_features))
             smtp.starttls(context=tls)
             smtp.ehlo_or_helo_if_needed()
-        if config.username and config.password:
-            login_once(smtp, config.username, config.password.get_secret_value())
-        return smtp.send_message(message, from_addr=sender, to_addrs=recipients)
+        yield smtp
     finally:
         _close_quietly(smtp)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_mock import MockerFixture
 
 from armor_notify import Alert
 from armor_notify.api import EXIT_FAILED, EXIT_OK, EXIT_QUEUED, Notifier
@@ -357,33 +358,37 @@ def test_two_destinations_with_one_target_deliver_an_alert_once(tmp_path: Path) 
 # -- clocks, stored secrets, progress ----------------------------------------------------------
 
 
-def test_a_wall_clock_step_back_does_not_stretch_a_timeout() -> None:
+def test_a_wall_clock_step_back_does_not_stretch_a_timeout(mocker: MockerFixture) -> None:
     nt = notifier({"d": {"script": ["hang"], "timeout": 0.2, "max_attempts": 1}})
     calls = itertools.count()
     # The system clock steps back an hour once the delivery is written and its attempt handed
     # over: waits are on the monotonic clock, so the attempt still times out in 0.2 s (+ grace).
-    nt.dispatcher.clock = lambda: time.time() - (3600 if next(calls) >= 2 else 0)
+    clock = mocker.patch.object(nt.dispatcher, "clock", side_effect=lambda: time.time() - (
+        3600 if next(calls) >= 2 else 0))
     reports: list[Any] = []
     sending = threading.Thread(
         target=lambda: reports.append(nt.send(nt.parse_alerts(make_alert()))), daemon=True)
     sending.start()
     sending.join(timeout=30)  # a hang detector, not a speed limit
     assert reports, "send waited for the wall clock to catch up"
+    assert clock.call_count > 2  # the clock did step back while the attempt was under way
     [delivery] = reports[0].deliveries
     assert delivery.state is State.dead and "timed out" in delivery.reason
 
 
-def test_wait_seconds_run_on_the_monotonic_clock() -> None:
+def test_wait_seconds_run_on_the_monotonic_clock(mocker: MockerFixture) -> None:
     nt = notifier({"slow": {"script": ["slow:0.3"]}, "fast": {"script": ["ok"]}})
     nt.dispatcher.max_workers = 1
     calls = itertools.count()
-    nt.dispatcher.clock = lambda: time.time() - (3600 if next(calls) >= 2 else 0)
+    clock = mocker.patch.object(nt.dispatcher, "clock", side_effect=lambda: time.time() - (
+        3600 if next(calls) >= 2 else 0))
     reports: list[Any] = []
     sending = threading.Thread(target=lambda: reports.append(
         nt.send(nt.parse_alerts([make_alert(1), make_alert(2)]), wait=0.1)), daemon=True)
     sending.start()
     sending.join(timeout=30)
     assert reports, "send waited for the wall clock to catch up"
+    assert clock.call_count > 2  # the clock did step back during the wait
     # The first delivery was running when the wait ran out and finished; the others never
     # started: queued again, no attempt spent.
     states = sorted((d.state.value, d.attempt_count) for d in reports[0].deliveries)

@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 import pytest
+from pytest_mock import MockerFixture
 
 from armor_notify.pool import IOPool, Job
 
@@ -114,17 +115,19 @@ def test_a_job_waiting_for_a_thread_has_not_started_and_can_be_cancelled() -> No
     pool.close()
 
 
-def test_a_job_starts_its_clock_when_a_thread_takes_it() -> None:
+def test_a_job_starts_its_clock_when_a_thread_takes_it(mocker: MockerFixture) -> None:
+    clock = mocker.patch("armor_notify.pool.time", autospec=True)  # the pool's clock, no other
+    clock.monotonic.return_value = 100.0
     pool = IOPool(max_workers=1)
     done: queue.SimpleQueue[Job[Any]] = queue.SimpleQueue()
     release, running = threading.Event(), threading.Event()
     first = pool.submit(lambda: running.set() or release.wait(10), done)
     assert running.wait(5)
-    second = pool.submit(lambda: 2, done)
-    release.set()
+    second = pool.submit(lambda: 2, done)  # submitted at 100, while the only thread is busy
+    clock.monotonic.return_value = 160.0
+    release.set()  # the thread takes the second job at 160
     assert finished_job(done) is first and finished_job(done) is second
-    assert first.started is not None and second.started is not None
-    assert second.started >= first.started
+    assert (first.started, second.started) == (100.0, 160.0)
     pool.close()
 
 

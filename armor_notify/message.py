@@ -8,7 +8,8 @@ destinations. Everything listed in ``__all__`` is public and kept stable; the re
 strings and small records, with no markup and **no escaping**. Each destination escapes for its
 own format (Slack: ``&``, ``<``, ``>``; HTML: :func:`html.escape`) and decides its own layout, so
 the words people read are the same whichever tool they arrive in. :func:`build_digest` does the
-same for a digest (many alerts in one notification).
+same for a digest (many alerts in one notification). :func:`one_line` makes any text fit a
+subject, a header or a title: line breaks and runs of spaces become one space.
 
 Example::
 
@@ -26,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Literal
+
+from .alert import one_line
 
 if TYPE_CHECKING:
     from .alert import Change, Freshness
@@ -46,6 +49,7 @@ __all__ = [
     "event_label",
     "event_noun",
     "format_time",
+    "one_line",
 ]
 
 DEFAULT_MAX_CHANGES = 10

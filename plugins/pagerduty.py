@@ -582,7 +582,7 @@ _APPRISE_PARAMS = frozenset({
 })
 
 
-def _from_apprise_url(url: str) -> dict[str, Any]:
+def _from_pagerduty_url(url: str) -> dict[str, Any]:
     """Apprise's ``pagerduty://{integration_key}@{api_key}[/{source}[/{component}]]`` → native.
 
     The REST API key (Apprise requires one) is not needed for the Events API and is ignored;
@@ -620,7 +620,7 @@ PAGERDUTY = DestinationType(
     send_resolved_default=True,
     default_rate_limit="120/minute",
     url_schemes=("pagerduty",),
-    from_url=_from_apprise_url,
+    from_url=_from_pagerduty_url,
     test_reminder=(
         "Remember to resolve the test incident in PagerDuty to avoid confusion, or run the test "
         "again with --resolve."

@@ -388,7 +388,7 @@ def _from_url(url: str) -> dict[str, Any] | None:
     them on (to the Apprise bridge, when it is installed)."""
     parts = urlsplit(url)
     if parts.scheme.lower() != "https":
-        return _from_apprise_url(url)
+        return _from_slack_tokens_url(url)
     if (parts.hostname or "").rstrip(".") != SLACK_WEBHOOK_HOST:
         return None
     if not parts.path.startswith("/services/") or len([p for p in parts.path.split("/") if p]) != 4:
@@ -401,7 +401,7 @@ def _from_url(url: str) -> dict[str, Any] | None:
     return {"webhook_url": url}
 
 
-def _from_apprise_url(url: str) -> dict[str, Any]:
+def _from_slack_tokens_url(url: str) -> dict[str, Any]:
     """``slack://TokenA/TokenB/TokenC`` (Apprise's webhook form) → the native config."""
     parts = urlsplit(url)
     tokens = [part for part in [parts.hostname or "", *parts.path.split("/")] if part]

@@ -19,6 +19,7 @@ from armor_notify.message import (
     event_label,
     event_noun,
     format_time,
+    one_line,
 )
 
 
@@ -208,6 +209,10 @@ def test_the_plugin_api_is_documented() -> None:
         if callable(value):
             assert value.__doc__ and value.__doc__.strip(), name
     assert armor_notify.message.__doc__ and "plugin API" in armor_notify.message.__doc__
+
+
+def test_one_line_makes_any_text_fit_a_subject_or_header() -> None:
+    assert one_line("Columns removed\r\nfrom  orders\u2028(prod)\n") == "Columns removed from orders (prod)"
 
 
 def test_times_are_shown_in_utc() -> None:

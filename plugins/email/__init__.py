@@ -41,9 +41,9 @@ __all__ = [
 ]
 
 EMAIL = DestinationType(
-    "email",
-    EmailConfig,
-    EmailSender,
+    name="email",
+    config_model=EmailConfig,
+    sender=EmailSender,
     display_name="email",
     send_resolved_default=False,
     default_rate_limit="none",

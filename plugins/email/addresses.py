@@ -17,7 +17,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-from armor_notify.alert import one_line
+from armor_notify.message import one_line
 
 __all__ = ["FORBIDDEN_IN_ADDRESS", "EmailAddress", "header_text", "parse_address"]
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -209,6 +211,22 @@ def test_the_plugin_api_is_documented() -> None:
         if callable(value):
             assert value.__doc__ and value.__doc__.strip(), name
     assert armor_notify.message.__doc__ and "plugin API" in armor_notify.message.__doc__
+
+
+PLUGIN_API = {"armor_notify", "armor_notify.http", "armor_notify.secrets", "armor_notify.message",
+              "armor_notify.testing"}
+
+
+def test_the_built_in_destinations_use_only_the_plugin_api() -> None:
+    # Built-ins read like third-party plugins: what they need from the core, a plugin may use too.
+    plugins = Path(__file__).parent.parent / "plugins"
+    used: dict[str, str] = {}
+    for path in sorted(plugins.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            used.update((name, path.name) for name in names if name.startswith("armor_notify"))
+    assert used and set(used) <= PLUGIN_API, {n: p for n, p in used.items() if n not in PLUGIN_API}
 
 
 def test_one_line_makes_any_text_fit_a_subject_or_header() -> None:

@@ -12,18 +12,16 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import AfterValidator, Field, field_validator
 
+from .alert import Alert
 from .durations import Duration, DurationOrZero
 from .noise import Digest
 from .outcome import Outcome
 from .secrets import SecretUrl
 from .validation import StrictModel
-
-if TYPE_CHECKING:
-    from .alert import Alert
 
 Action = Literal["trigger", "acknowledge", "resolve"]
 

@@ -472,13 +472,12 @@ class PagerDutySender:
                     f"nothing sent: PagerDuty change events cannot be {notification.action}d",
                     skipped=True,
                 )
-            return self._post(self.config.change_endpoint, change_event(self.config, notification),
-                              notification)
-        if notification.action == "trigger":
+            event = change_event(self.config, notification)
+        elif notification.action == "trigger":
             event = trigger_event(self.config, notification)
         else:
             event = lifecycle_event(self.config, notification)
-        return self._post(self.config.alert_endpoint, event, notification)
+        return self._post(self.config.endpoint, event, notification)
 
     def close(self) -> None:
         """Close the kept-alive connections (a later ``send`` opens new ones)."""

@@ -142,7 +142,7 @@ class Notifier:
         lease_to = (self.dispatcher.owner, self.dispatcher.rules_for) if _lease else None
         for delivery, new in self.outbox.enqueue(
                 planned, repeat_window=self.config.defaults.repeat_window,
-                now=self.dispatcher.clock(), gate=self.gate, lease_to=lease_to):
+                now=self.dispatcher.clock(), policy=self.gate, lease_to=lease_to):
             delivery.repeat = not new
             out.append(delivery)
         return out

@@ -79,7 +79,7 @@ RulesFor = Callable[[str], "ClaimRules | None"]
 
 
 class IntakePolicy(Protocol):
-    """Decides what happens to each delivery as it is written (``Outbox.enqueue``'s ``gate``).
+    """Decides what happens to each delivery as it is written (``Outbox.enqueue``'s ``policy``).
 
     The outbox asks it inside its intake transaction, with a :class:`History` of what it holds,
     so concurrent processes see each other's decisions. The noise gate
@@ -96,7 +96,7 @@ class Outbox(Protocol):
     """What the dispatcher needs from a store (SQLite today; a server-backed one later)."""
 
     def enqueue(self, deliveries: Sequence[Delivery], *, repeat_window: float,
-                now: float, gate: IntakePolicy | None = None,
+                now: float, policy: IntakePolicy | None = None,
                 lease_to: tuple[str, RulesFor] | None = None) -> list[tuple[Delivery, bool]]: ...
     def claim(self, owner: str, now: float, limit: int, rules_for: RulesFor,
               ids: Collection[str] | None = None, *,
@@ -292,12 +292,12 @@ class SqliteOutbox:
 
     # -- intake -----------------------------------------------------------------------------------
     def enqueue(self, deliveries: Sequence[Delivery], *, repeat_window: float,
-                now: float, gate: IntakePolicy | None = None,
+                now: float, policy: IntakePolicy | None = None,
                 lease_to: tuple[str, RulesFor] | None = None) -> list[tuple[Delivery, bool]]:
         """Write deliveries in one transaction. A delivery of the same alert id, status and
         destination accepted within ``repeat_window`` seconds is not written again: the stored
-        one is returned with ``False``. ``gate``, the intake policy (:class:`IntakePolicy`: the
-        noise gate's schedules, blackouts, cooldowns, daily limits and digests), decides each new
+        one is returned with ``False``. ``policy`` (:class:`IntakePolicy`: the noise gate's
+        schedules, blackouts, cooldowns, daily limits and digests) decides each new
         delivery against the outbox's history in the same transaction, so concurrent processes
         see each other's decisions. With ``lease_to`` (owner, rules),
         deliveries due now are leased to that owner in the same transaction, as a claim would
@@ -322,8 +322,8 @@ class SqliteOutbox:
                     if d.state is State.queued and not d.next_attempt_at:
                         d.next_attempt_at = now
                     batch: tuple[str, int] | None = None
-                    if gate is not None:
-                        batch = _apply(d, gate.decide(d, now, history))
+                    if policy is not None:
+                        batch = _apply(d, policy.decide(d, now, history))
                     owner = None
                     if (lease_to is not None and d.state is State.queued
                             and d.next_attempt_at <= now and not _waits_for_older(db, d)

@@ -73,7 +73,7 @@ def enqueue(box: Outbox, deliveries: Sequence[Delivery], *, now: float,
             lease_to: tuple[str, RulesLike] | None = None) -> list[tuple[Delivery, bool]]:
     """``policy``: the intake policy (the noise gate in armor-notify; ``Policy`` here)."""
     lease = (lease_to[0], rules_for(lease_to[1])) if lease_to is not None else None
-    return box.enqueue(list(deliveries), repeat_window=repeat_window, now=now, gate=policy,
+    return box.enqueue(list(deliveries), repeat_window=repeat_window, now=now, policy=policy,
                        lease_to=lease)
 
 

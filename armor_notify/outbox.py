@@ -93,7 +93,9 @@ class IntakePolicy(Protocol):
 
 
 class Outbox(Protocol):
-    """What the dispatcher needs from a store (SQLite today; a server-backed one later)."""
+    """What the dispatcher, the API and the command line need from a store (SQLite today; a
+    server-backed one later). Opening one is the backend's own business (``SqliteOutbox.open``);
+    everything after that goes through these methods."""
 
     def enqueue(self, deliveries: Sequence[Delivery], *, repeat_window: float,
                 now: float, policy: IntakePolicy | None = None,
@@ -114,7 +116,10 @@ class Outbox(Protocol):
     def retry(self, ids: Collection[str] = (), *, include_failed: bool = False,
               now: float) -> int: ...
     def purge(self, *, older_than: float, now: float) -> int: ...
+    def history(self) -> History: ...
     def close(self) -> None: ...
+    def __enter__(self) -> Outbox: ...
+    def __exit__(self, *exc: object) -> None: ...
 
 
 _SCHEMA = """

@@ -57,7 +57,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = N
             cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run the installed ``armor-notify`` command as a user would, in a new process."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ARMOR_NOTIFY_")}
-    full_env["PYTHONPATH"] = os.pathsep.join([str(SITE), full_env.get("PYTHONPATH", "")])
+    # No empty entry: it would put the working directory (and a stale *.egg-info there) on the path.
+    full_env["PYTHONPATH"] = os.pathsep.join(p for p in [str(SITE), full_env.get("PYTHONPATH", "")] if p)
     # Each run gets its own outbox unless the test shares one on purpose.
     full_env["ARMOR_NOTIFY_STATE_DIR"] = _state_dirs.mkdtemp()
     full_env.update(env or {})

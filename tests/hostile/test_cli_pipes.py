@@ -84,7 +84,7 @@ def start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     # Buffered stdout, as users have it (PYTHONUNBUFFERED drops the rest of a partial write).
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("ARMOR_NOTIFY_") and k != "PYTHONUNBUFFERED"}
-    env.update(PYTHONPATH=os.pathsep.join([str(SITE), env.get("PYTHONPATH", "")]),
+    env.update(PYTHONPATH=os.pathsep.join(p for p in [str(SITE), env.get("PYTHONPATH", "")] if p),
                ARMOR_NOTIFY_STATE_DIR=str(tmp_path / "state"))
     exe = Path(sys.executable).with_name("armor-notify")
     return subprocess.Popen([str(exe), *args], env=env, stdout=subprocess.PIPE,

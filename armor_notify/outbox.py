@@ -556,9 +556,12 @@ class SqliteOutbox:
 
     def get(self, delivery_id: str) -> Delivery | None:
         """One delivery by id (a unique prefix of at least 6 characters is enough)."""
+        # A prefix is a range of the id index, compared as text (LIKE would read '_' and '%' as
+        # wildcards, and ignore case): every id that starts with it sorts between the two.
+        prefix = delivery_id if len(delivery_id) >= 6 else None
         rows = self._run("read", lambda: self._db.execute(
-            f"SELECT {_COLUMNS} FROM deliveries WHERE id=? OR (length(?)>=6 AND id LIKE ? || '%') "
-            "LIMIT 2", (delivery_id, delivery_id, delivery_id)).fetchall())
+            f"SELECT {_COLUMNS} FROM deliveries WHERE id=? OR (id>=? AND id<?) LIMIT 2",
+            (delivery_id, prefix, prefix and prefix + "\U0010ffff")).fetchall())
         exact = [r for r in rows if r[0] == delivery_id]
         if exact or len(rows) == 1:
             return _shown((exact or rows)[0], self._alerts)

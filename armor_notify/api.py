@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .alert import Alert, Asset, Severity
@@ -16,7 +18,8 @@ from .errors import ConfigError, Problem
 from .gate import Gate
 from .intake import AlertInput, parse_alerts, read_alerts
 from .matching import Route
-from .outbox import Outbox, SqliteOutbox
+from .noise import NO_HISTORY, History
+from .outbox import FILE_NAME, Outbox, SqliteOutbox, default_state_dir
 from .plugins import PluginManager, load_plugins
 from .validation import suggest
 
@@ -26,6 +29,21 @@ EXIT_USAGE = 2
 EXIT_QUEUED = 3
 EXIT_INTERNAL = 4
 """An internal error (a bug in armor-notify): never 1, which means a delivery failed."""
+
+
+def open_outbox(state_dir: str | os.PathLike[str] | None = None, *,
+                create: bool = True) -> Outbox | None:
+    """The durable outbox the command line uses: the SQLite file in ``state_dir`` (default:
+    ``$ARMOR_NOTIFY_STATE_DIR``, else the XDG state directory). With ``create=False`` nothing is
+    created: ``None`` when there is no outbox there yet (``route`` only reads one)."""
+    if not create:
+        path = Path(state_dir) if state_dir else default_state_dir()
+        if not (path / FILE_NAME).exists():
+            return None
+    return SqliteOutbox.open(state_dir)
+
+
+_VERDICTS = {"send": "send", "suppress": "suppressed", "hold": "held", "digest": "digest"}
 
 
 @dataclass(frozen=True)
@@ -147,11 +165,55 @@ class Notifier:
             out.append(delivery)
         return out
 
+    def plan(self, alerts: Alert | Iterable[Alert]) -> list[Delivery]:
+        """The deliveries ``send`` would write for ``alerts`` (already final ones marked:
+        suppressed because another destination has the same target, or ``send_resolved`` is
+        off). Writes and sends nothing."""
+        return self.dispatcher.plan([alerts] if isinstance(alerts, Alert) else alerts)
+
+    def explain(self, alert: Alert, *, at: float | None = None,
+                history: History = NO_HISTORY) -> dict[str, Any]:
+        """What ``route`` shows for ``alert``, as data: the matching rules, and for each routed
+        destination its rule, dedup key and whether it would be sent at ``at`` (default: now),
+        judged by the noise controls against ``history`` (an outbox's ``history()``; none by
+        default). Sends and writes nothing."""
+        moment = time.time() if at is None else at
+        verdicts: dict[str, tuple[str, str]] = {}
+        for d in self.plan(alert):
+            if d.state is State.suppressed:
+                verdicts[d.destination] = ("suppressed", d.reason)
+            else:
+                decision = self.gate.decide(d, moment, history)
+                verdicts[d.destination] = (_VERDICTS[decision.action], decision.reason)
+        destinations = self.config.destinations
+        return {
+            "alert_id": alert.id,
+            "event_type": alert.event_type,
+            "status": alert.status,
+            "title": alert.title,
+            "asset": alert.asset.name,
+            "matching_rules": self.matching_rules(alert),
+            "routes": [{
+                "destination": r.destination,
+                "type": destinations[r.destination].type.name,
+                "target": destinations[r.destination].describe(),
+                "rule": r.rule,
+                "also_matched": list(r.also_matched),
+                "dedup_key": r.dedup_key,
+                "sent": verdicts[r.destination][0] == "send",
+                "outcome": verdicts[r.destination][0],
+                "not_sent_because": verdicts[r.destination][1] or None,
+            } for r in self.route(alert)],
+        }
+
     def drain(self, *, wait: float | None = None, ids: Collection[str] | None = None,
-              on_final: Callable[[Delivery], None] | None = None) -> None:
+              on_final: Callable[[Delivery], None] | None = None, stop_when_idle: bool = True,
+              poll: float = 1.0) -> None:
         """Deliver what is queued in the outbox (only ``ids``, if given) until nothing is left
-        or ``wait`` seconds have passed."""
-        self.dispatcher.deliver(self.outbox, ids=ids, wait_seconds=wait, on_final=on_final)
+        or ``wait`` seconds have passed. A worker passes ``stop_when_idle=False``: it then runs
+        until interrupted, looking for new deliveries every ``poll`` seconds."""
+        self.dispatcher.deliver(self.outbox, ids=ids, wait_seconds=wait, on_final=on_final,
+                                stop_when_idle=stop_when_idle, poll=poll)
 
     def inspect(self, states: Iterable[str | State] = (), limit: int = 100) -> list[Delivery]:
         """Deliveries in the outbox, newest first, optionally only in these states."""

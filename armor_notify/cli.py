@@ -11,7 +11,6 @@ import traceback
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import click
@@ -26,12 +25,13 @@ from .api import (
     EXIT_USAGE,
     Notifier,
     SendReport,
+    open_outbox,
 )
 from .config import load_config
 from .delivery import Delivery, State
 from .errors import ArmorNotifyError, ProblemsError
 from .noise import NO_HISTORY, History, zone
-from .outbox import FILE_NAME, SqliteOutbox, default_state_dir
+from .outbox import Outbox
 from .output import clean, echo, echo_json, stdout_closed, table
 from .plugins import PluginManager, load_plugins
 
@@ -174,8 +174,10 @@ SUMMARY_REASONS = 10
 """How many distinct failure reasons the summary lists."""
 
 
-def _open_outbox(state_dir: str | None) -> SqliteOutbox:
-    return SqliteOutbox.open(state_dir)
+def _open_outbox(state_dir: str | None) -> Outbox:
+    box = open_outbox(state_dir)
+    assert box is not None  # created when missing
+    return box
 
 
 @cli.command()
@@ -254,7 +256,7 @@ def _progress(notifier: Notifier, alerts: Sequence[Alert], wanted: bool) -> Iter
     if not wanted or not sys.stderr.isatty():
         yield None
         return
-    total = sum(1 for d in notifier.dispatcher.plan(alerts) if not d.state.final)
+    total = sum(1 for d in notifier.plan(alerts) if not d.state.final)
     with click.progressbar(length=total, label="delivering", show_pos=True,
                            file=sys.stderr) as bar:
         yield _Progress(bar, total)
@@ -374,48 +376,28 @@ def route(ctx: click.Context, event: str, config: str | None, as_json: bool, at:
     with notifier.open_alerts(event) as source:
         source.check()
         moment = _parse_at(at, notifier.config.defaults.timezone)
-        history = _read_history(state_dir)
-        results = (_route_result(notifier, alert, moment, history) for alert in source)
-        if as_json:
-            _emit_list("alerts", results)
-            return
-        for res in results:
-            if stdout_closed():  # the reader went away (`| head`): nothing more to show
+        # Cooldowns and daily limits are judged against the outbox, which route never creates.
+        with contextlib.closing(open_outbox(state_dir, create=False) or _NoOutbox()) as box:
+            history = box.history()
+            results = (notifier.explain(alert, at=moment, history=history) for alert in source)
+            if as_json:
+                _emit_list("alerts", results)
                 return
-            _print_route(res)
+            for res in results:
+                if stdout_closed():  # the reader went away (`| head`): nothing more to show
+                    return
+                _print_route(res)
 
 
-def _route_result(notifier: Notifier, alert: Alert, moment: float,
-                  history: History) -> dict[str, Any]:
-    verdicts: dict[str, tuple[str, str]] = {}
-    for d in notifier.dispatcher.plan([alert]):
-        if d.state is State.suppressed:
-            verdicts[d.destination] = ("suppressed", d.reason)
-        else:
-            decision = notifier.gate.decide(d, moment, history)
-            verdicts[d.destination] = (
-                {"send": "send", "suppress": "suppressed", "hold": "held",
-                 "digest": "digest"}[decision.action], decision.reason)
-    routes = notifier.route(alert)
-    return {
-        "alert_id": alert.id,
-        "event_type": alert.event_type,
-        "status": alert.status,
-        "title": alert.title,
-        "asset": alert.asset.name,
-        "matching_rules": notifier.matching_rules(alert),
-        "routes": [{
-            "destination": r.destination,
-            "type": notifier.config.destinations[r.destination].type.name,
-            "target": notifier.config.destinations[r.destination].describe(),
-            "rule": r.rule,
-            "also_matched": list(r.also_matched),
-            "dedup_key": r.dedup_key,
-            "sent": verdicts[r.destination][0] == "send",
-            "outcome": verdicts[r.destination][0],
-            "not_sent_because": verdicts[r.destination][1] or None,
-        } for r in routes],
-    }
+class _NoOutbox:
+    """No outbox yet: nothing was notified."""
+
+    @staticmethod
+    def history() -> History:
+        return NO_HISTORY
+
+    def close(self) -> None:
+        pass
 
 
 def _print_route(res: dict[str, Any]) -> None:
@@ -449,13 +431,6 @@ def _parse_at(text: str | None, zone_name: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone(zone_name))
     return moment.timestamp()
-
-
-def _read_history(state_dir: str | None) -> History:
-    path = Path(state_dir) if state_dir else default_state_dir()
-    if (path / FILE_NAME).exists():
-        return SqliteOutbox(str(path / FILE_NAME)).history()
-    return NO_HISTORY
 
 
 # -- test -------------------------------------------------------------------------------------------
@@ -574,13 +549,13 @@ def worker(ctx: click.Context, config: str | None, once: bool, wait: float | Non
     signal.signal(signal.SIGTERM, _raise_interrupt)
     with Notifier(cfg, pm, outbox=_open_outbox(state_dir)) as notifier:
         try:
-            notifier.dispatcher.deliver(notifier.outbox, wait_seconds=wait if once else None,
-                                        stop_when_idle=once, on_final=report, poll=poll)
+            notifier.drain(wait=wait if once else None, stop_when_idle=once, on_final=report,
+                           poll=poll)
         except KeyboardInterrupt:
             echo("armor-notify worker: stopped; deliveries in flight are picked up again "
                  "when their lease expires", err=True)
             ctx.exit(EXIT_OK)
-        left = len(notifier.outbox.find([State.queued.value, State.in_flight.value], limit=1))
+        left = len(notifier.inspect([State.queued, State.in_flight], limit=1))
     if any(d.state in (State.failed, State.dead) for d in finished):
         ctx.exit(EXIT_FAILED)
     ctx.exit(EXIT_QUEUED if left else EXIT_OK)

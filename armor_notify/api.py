@@ -231,13 +231,7 @@ class Notifier:
         deliveries accepted earlier, nor for those still queued when ``send`` returns."""
         alerts = [alerts] if isinstance(alerts, Alert) else list(alerts)
         if dry_run:
-            planned = self.dispatcher.plan(alerts)
-            for d in planned:
-                if d.state is State.queued:
-                    d.finish(State.skipped, "dry run: nothing was sent")
-                if on_final is not None:
-                    on_final(d)
-            return SendReport(alerts, planned)
+            return SendReport(alerts, self._skip_all(alerts, on_final))
         # Deliveries due now are leased to this process as they are written, so sending them
         # needs no separate claim.
         deliveries = self.enqueue(alerts, _lease=wait is None or wait > 0)
@@ -248,27 +242,44 @@ class Notifier:
         fresh = [d.id for d in deliveries if not d.repeat and d.state is not State.batched
                  and not d.state.final]
         if fresh:
-            finished: dict[str, Delivery] = {}
-            leased = [d for d in deliveries if not d.repeat and d.state is State.in_flight]
-            # A resolve waits for its own earlier trigger if that is still queued: drive both.
-            before = self.outbox.older_pending([i for i in fresh if i not in
-                                                {d.id for d in leased}])
-            wanted = set(fresh)
-
-            def final(delivery: Delivery) -> None:
-                if delivery.id in wanted and delivery.id not in finished:
-                    finished[delivery.id] = delivery
-                    if on_final is not None:
-                        on_final(delivery)
-
-            self.dispatcher.deliver(self.outbox, ids=[*before, *fresh], wait_seconds=wait,
-                                    leased=leased, on_final=final)
-            unfinished = [i for i in fresh if i not in finished]
-            if unfinished:  # still queued: read their state (next attempt, last reason)
-                finished.update((d.id, d) for d in self.outbox.find(ids=unfinished,
-                                                                     limit=len(unfinished)))
-            deliveries = [self._mark_repeat(finished.get(d.id, d), d.repeat) for d in deliveries]
+            deliveries = self._deliver_fresh(deliveries, fresh, wait, on_final)
         return SendReport(alerts, deliveries)
+
+    def _skip_all(self, alerts: Sequence[Alert],
+                  on_final: Callable[[Delivery], None] | None) -> list[Delivery]:
+        """A dry run: what would be sent, each marked skipped."""
+        planned = self.plan(alerts)
+        for d in planned:
+            if d.state is State.queued:
+                d.finish(State.skipped, "dry run: nothing was sent")
+            if on_final is not None:
+                on_final(d)
+        return planned
+
+    def _deliver_fresh(self, deliveries: list[Delivery], fresh: list[str], wait: float | None,
+                       on_final: Callable[[Delivery], None] | None) -> list[Delivery]:
+        """Deliver the newly accepted deliveries ``fresh`` (and any earlier one for the same
+        dedup key that must go first); ``deliveries`` as they are when this returns."""
+        finished: dict[str, Delivery] = {}
+        leased = [d for d in deliveries if not d.repeat and d.state is State.in_flight]
+        # A resolve waits for its own earlier trigger if that is still queued: drive both.
+        leased_ids = {d.id for d in leased}
+        before = self.outbox.older_pending([i for i in fresh if i not in leased_ids])
+        wanted = set(fresh)
+
+        def final(delivery: Delivery) -> None:
+            if delivery.id in wanted and delivery.id not in finished:
+                finished[delivery.id] = delivery
+                if on_final is not None:
+                    on_final(delivery)
+
+        self.dispatcher.deliver(self.outbox, ids=[*before, *fresh], wait_seconds=wait,
+                                leased=leased, on_final=final)
+        unfinished = [i for i in fresh if i not in finished]
+        if unfinished:  # still queued: read their state (next attempt, last reason)
+            finished.update((d.id, d) for d in self.outbox.find(ids=unfinished,
+                                                                 limit=len(unfinished)))
+        return [self._mark_repeat(finished.get(d.id, d), d.repeat) for d in deliveries]
 
     @staticmethod
     def _mark_repeat(delivery: Delivery, repeat: bool) -> Delivery:

@@ -608,6 +608,9 @@ def _words(exc: BaseException) -> str:
         if not isinstance(inner, BaseException) and cause.args and isinstance(
                 cause.args[0], BaseException):
             inner = cause.args[0]
+        original = getattr(cause, "original_error", None)  # urllib3's ProxyError(words, error)
+        if isinstance(original, BaseException) and cause.args and isinstance(cause.args[0], str):
+            return f"{cause.args[0]}: {_words(original)}"
         if not isinstance(inner, BaseException):
             break
         cause = inner

@@ -352,6 +352,21 @@ def test_https_goes_through_the_proxys_tunnel_and_still_verifies(
                for head in proxy.heads)
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_proxy_that_refuses_is_a_connect_error_in_plain_words(
+        scheme: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv(f"{scheme.upper()}_PROXY", f"http://user:pw@127.0.0.1:{port}")
+    with pytest.raises(NetworkError) as caught:
+        HttpClient(f"{scheme}://127.0.0.1:9").post(f"{scheme}://127.0.0.1:9/secret-path", b"{}",
+                                                   timeout=5)
+    assert caught.value.kind == "connect"
+    assert str(caught.value) == ("Unable to connect to proxy: Failed to establish a new "
+                                 "connection: [Errno 111] Connection refused")
+
+
 def test_no_proxy_posts_directly(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     with Server() as proxy:
         monkeypatch.setenv("HTTP_PROXY", proxy.url)

@@ -171,6 +171,8 @@ class HttpClient:
             session.close()
 
     def _make_session(self) -> requests.Session:
+        # One session for every thread: Session.send of a prepared request reads the session,
+        # takes a connection from urllib3's pools (thread-safe) and locks the (empty) cookie jar.
         with self._lock:
             if self._session is None:
                 # One context for every connection: its sockets put their TLS handshake under

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,3 +154,19 @@ def test_the_readme_tour_config_is_valid_and_routes_the_sample_alert() -> None:
     assert routes == [("pagerduty-data-platform", "Production Breaking Changes"),
                       ("slack-data-incidents", "Production Breaking Changes")]
     assert "bash examples/run.sh" in readme and "## The manual" in readme
+
+
+@pytest.mark.slow
+def test_the_pytest_mock_example_runs_against_the_webhook_example(tmp_path: Path) -> None:
+    """The "Patching with pytest-mock" example is real: it passes against the webhook plugin."""
+    text = doc()
+    section = text[text.index("**Patching with pytest-mock.**"):]
+    match = BLOCK.search(section)
+    assert match is not None and match.group(1) == "python"
+    (tmp_path / "test_patching.py").write_text(match.group(2), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "examples" / "armor-notify-webhook")}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             str(tmp_path / "test_patching.py")], capture_output=True, text=True,
+                            cwd=tmp_path, env=env, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout

@@ -12,9 +12,13 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trustme
+
+if TYPE_CHECKING:
+    from armor_notify.registry import Registry
 
 SITE = Path(__file__).parent / "site"
 ROOT = Path(__file__).parent.parent
@@ -65,6 +69,17 @@ def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = N
     exe = Path(sys.executable).with_name("armor-notify")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, env=full_env,
                           input=stdin, cwd=cwd, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[Registry]:
+    """Installed plugins (pagerduty, slack, email and the scripted test plugin), loaded once per
+    module, with no ARMOR_NOTIFY_LOAD_PLUGINS from the environment."""
+    from armor_notify.plugins import LOAD_ENV, PluginManager
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv(LOAD_ENV, raising=False)
+        yield PluginManager().load().registry
 
 
 @pytest.fixture(scope="session")

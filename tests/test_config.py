@@ -4,7 +4,7 @@ problem at once with file, line, path and a suggestion."""
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +21,9 @@ from armor_notify.config import (
 )
 from armor_notify.destinations import DestinationConfig, DestinationType, HttpsUrl, RateLimit
 from armor_notify.errors import ArmorNotifyError, ConfigError, Problem
-from armor_notify.plugins import LOAD_ENV, PluginManager, Registry
+from armor_notify.plugins import Registry
 
 SECRET = "s3cr3t-Token-Value-9f8e7d6c5b4a"
-
-
-@pytest.fixture(scope="module")
-def registry() -> Iterator[Registry]:
-    """Installed plugins (pagerduty, slack, email and the scripted test plugin), loaded once."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv(LOAD_ENV, raising=False)
-        yield PluginManager().load().registry
 
 
 def cfg(text: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,17 +14,10 @@ from armor_notify.config import parse_config
 from armor_notify.dedup import dedup_key
 from armor_notify.intake import parse_alerts
 from armor_notify.matching import Route, Router, Rule
-from armor_notify.plugins import LOAD_ENV, PluginManager, Registry
+from armor_notify.plugins import Registry
 from armor_notify.rules import RuleModel
 
 DESTINATIONS = ("d1", "d2", "d3")
-
-
-@pytest.fixture(scope="module")
-def registry() -> Iterator[Registry]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv(LOAD_ENV, raising=False)
-        yield PluginManager().load().registry
 
 
 def rule(name: str = "r", event: Any = "schema_change", destinations: Any = ("d1",),

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import textwrap
 import zoneinfo
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,16 +16,9 @@ from conftest import run_cli
 from armor_notify.config import Config, load_config, parse_config
 from armor_notify.durations import MAX_DURATION, parse_duration
 from armor_notify.errors import ConfigError, Problem
-from armor_notify.plugins import LOAD_ENV, PluginManager, Registry
+from armor_notify.plugins import Registry
 
 WEBHOOK = "https://hooks.slack.com/services/T000/B000/XXXX"
-
-
-@pytest.fixture(scope="module")
-def registry() -> Iterator[Registry]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv(LOAD_ENV, raising=False)
-        yield PluginManager().load().registry
 
 
 def parse(text: str, registry: Registry) -> Config:

@@ -10,7 +10,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import click
@@ -30,10 +30,11 @@ from .api import (
 from .config import load_config
 from .delivery import Delivery, State
 from .errors import ArmorNotifyError, ProblemsError
-from .noise import NO_HISTORY, History, zone
+from .noise import NO_HISTORY, History
 from .outbox import Outbox
 from .output import clean, echo, echo_json, stdout_closed, table
 from .plugins import PluginManager, load_plugins
+from .times import readable, zone
 
 CONFIG_HELP = "Config file (default: $ARMOR_NOTIFY_CONFIG, else ./armor-notify.yaml)."
 STATE_DIR_HELP = ("Where the outbox lives (default: $ARMOR_NOTIFY_STATE_DIR, else "
@@ -338,16 +339,14 @@ def _state_text(state: State) -> str:
 
 def _detail(d: Delivery) -> str:
     if d.repeat:
-        return f"already accepted at {_when(d.created_at)}: not sent again"
+        return f"already accepted at {readable(d.created_at, seconds=True)}: not sent again"
     if d.state is State.queued:
-        return f"next attempt {_when(d.next_attempt_at)}; last: {d.reason}"
+        return f"next attempt {readable(d.next_attempt_at, seconds=True)}; last: {d.reason}"
     if d.state is State.delivered and d.details.get("dedup_key"):
         return f"dedup key {d.details['dedup_key']}"
     return d.reason
 
 
-def _when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _indent(text: str) -> str:
@@ -592,7 +591,7 @@ def outbox_list(ctx: click.Context, states: tuple[str, ...], limit: int, as_json
         return
     echo(table(["ID", "ACCEPTED", "ALERT", "STATUS", "DESTINATION", "STATE", "ATTEMPTS",
                 "DETAIL"],
-               [[d.id[:12], _when(d.created_at), d.alert.id, d.alert.status, d.destination,
+               [[d.id[:12], readable(d.created_at, seconds=True), d.alert.id, d.alert.status, d.destination,
                  _state_text(d.state), str(d.attempt_count), _detail(d)] for d in found],
                max_width=70))
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
 from .alert import Alert
+from .times import iso
 
 
 class State(str, Enum):
@@ -54,7 +54,7 @@ class Attempt:
     def as_dict(self) -> dict[str, Any]:
         return {
             "number": self.number,
-            "started_at": _iso(self.started_at),
+            "started_at": iso(self.started_at),
             "duration_ms": round(self.duration * 1000, 1),
             "status": self.status,
             "reason": self.reason,
@@ -113,13 +113,11 @@ class Delivery:
             "reason": self.reason,
             "hint": self.hint,
             "details": self.details,
-            "next_attempt_at": _iso(self.next_attempt_at) if self.state is State.queued else None,
-            "accepted_at": _iso(self.created_at) if self.created_at else None,
+            "next_attempt_at": iso(self.next_attempt_at) if self.state is State.queued else None,
+            "accepted_at": iso(self.created_at) if self.created_at else None,
             "repeat": self.repeat,
             "history": [a.as_dict() for a in self.attempts],
             "digest_items": [a.id for a in self.digest],
         }
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")

@@ -15,8 +15,9 @@ from datetime import datetime, timezone
 from .config import Config, Destination
 from .delivery import Delivery
 from .durations import format_duration
-from .noise import SEND, Decision, History, batch_key, start_of_day, when
+from .noise import SEND, Decision, History, batch_key, start_of_day
 from .rules import RuleModel
+from .times import readable
 
 
 class Gate:
@@ -54,14 +55,14 @@ class Gate:
             opens = rule.schedule.next_open(at).timestamp()
             if rule.hold:
                 return Decision("hold", f"held: outside operating hours until "
-                                        f"{when(opens, rule.schedule.timezone)}", opens)
+                                        f"{readable(opens, rule.schedule.timezone)}", opens)
             return Decision("suppress", "outside operating hours")
         for blackout in self.config.blackouts:
             ends = blackout.active_until(at, self._zone)
             if ends is not None:
                 if rule.hold:
                     return Decision("hold", f"held: blackout period '{blackout.name}' until "
-                                            f"{when(ends.timestamp(), self._zone)}",
+                                            f"{readable(ends.timestamp(), self._zone)}",
                                     ends.timestamp())
                 return Decision("suppress", f"blackout period '{blackout.name}'")
         return None
@@ -76,7 +77,7 @@ class Gate:
         if last is None:
             return None
         return Decision("suppress", f"cooldown: rule '{rule.name}' notified about "
-                                    f"{alert.asset.name} at {when(last, self._zone)} (cooldown "
+                                    f"{alert.asset.name} at {readable(last, self._zone)} (cooldown "
                                     f"{format_duration(rule.cooldown)})")
 
     def _counted(self, rule: RuleModel, delivery: Delivery, dest: Destination, at: datetime,
@@ -90,7 +91,7 @@ class Gate:
             closes = history.digest_closes(batch_key(delivery.destination)) or now + digest.window
             note = f"; {over}, counted into the digest" if over else ""
             return Decision("digest", f"collected for the digest sent by "
-                                      f"{when(closes, self._zone)}{note}", closes, digest)
+                                      f"{readable(closes, self._zone)}{note}", closes, digest)
         if over:
             return Decision("suppress", over)
         return SEND

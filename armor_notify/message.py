@@ -25,10 +25,11 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from .alert import one_line
+from .times import readable
 
 if TYPE_CHECKING:
     from .alert import Change, Freshness
@@ -174,9 +175,7 @@ def event_noun(event_type: str, count: int) -> str:
 
 def format_time(moment: datetime) -> str:
     """``2024-05-01 12:00 UTC``: one unambiguous form for every reader."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return readable(moment)
 
 
 def build_message(notification: Notification, *, max_changes: int = DEFAULT_MAX_CHANGES) -> Message:

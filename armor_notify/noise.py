@@ -21,25 +21,18 @@ import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BeforeValidator, Field, model_validator
 
 from .durations import DATE_RANGE, Base60, Duration
+from .times import zone
 from .validation import StrictModel
 
 _DAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
 _DAY_GROUPS = {"weekdays": (1, 2, 3, 4, 5), "weekends": (6, 7), "daily": (1, 2, 3, 4, 5, 6, 7)}
-
-
-def zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone '{name}': use an IANA name such as UTC, "
-                         "Europe/Paris or America/New_York") from None
 
 
 def valid_zone(value: str) -> str:
@@ -303,11 +296,6 @@ NO_HISTORY: History = _NoHistory()
 def start_of_day(at: datetime, zone_name: str) -> float:
     local = at.astimezone(zone(zone_name))
     return datetime.combine(local.date(), time(), tzinfo=local.tzinfo).timestamp()
-
-
-def when(ts: float, zone_name: str) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).astimezone(zone(zone_name)).strftime(
-        "%Y-%m-%d %H:%M %Z")
 
 
 def batch_key(destination: str) -> str:

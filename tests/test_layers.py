@@ -50,7 +50,7 @@ INIT = "__init__"
 """The node of the package's own ``__init__.py`` (``from armor_notify import X``)."""
 
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = tuple((name, frozenset(modules)) for name, modules in (
-    ("leaves", {"errors", "durations", "validation", "secrets", "outcome", "dedup", "pool",
+    ("leaves", {"errors", "durations", "times", "validation", "secrets", "outcome", "dedup", "pool",
                 "output"}),
     ("models", {"alert", "rules", "destinations", "delivery", "noise"}),
     ("services on the models", {"matching", "retry", "intake", "message", "digests", "http",

@@ -14,7 +14,7 @@ from .alert import Alert, Asset, Severity
 from .config import Config, config_from_dict, load_config, parse_config
 from .delivery import Delivery, State
 from .dispatcher import Dispatcher, resolved_copy
-from .errors import ConfigError, Problem
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_QUEUED, ConfigError, Problem
 from .gate import Gate
 from .intake import AlertInput, parse_alerts, read_alerts
 from .matching import Route
@@ -22,13 +22,6 @@ from .noise import NO_HISTORY, History
 from .outbox import FILE_NAME, Outbox, SqliteOutbox, default_state_dir
 from .plugins import PluginManager, load_plugins
 from .validation import suggest
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_QUEUED = 3
-EXIT_INTERNAL = 4
-"""An internal error (a bug in armor-notify): never 1, which means a delivery failed."""
 
 
 def open_outbox(state_dir: str | os.PathLike[str] | None = None, *,

@@ -11,30 +11,32 @@ import traceback
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+# Only what every command needs is imported here, so `--version`, `--help` and shell completion
+# start fast; a command imports the rest (pydantic models, the config, plugins) when it runs.
 from . import __version__
-from .alert import Alert
-from .api import (
+from .delivery import Delivery, State
+from .errors import (
     EXIT_FAILED,
     EXIT_INTERNAL,
     EXIT_OK,
     EXIT_QUEUED,
     EXIT_USAGE,
-    Notifier,
-    SendReport,
-    open_outbox,
+    ArmorNotifyError,
+    ProblemsError,
 )
-from .config import load_config
-from .delivery import Delivery, State
-from .errors import ArmorNotifyError, ProblemsError
-from .noise import NO_HISTORY, History
-from .outbox import Outbox
 from .output import clean, echo, echo_json, stdout_closed, table
-from .plugins import PluginManager, load_plugins
 from .times import readable, zone
+
+if TYPE_CHECKING:
+    from .alert import Alert
+    from .api import Notifier, SendReport
+    from .noise import History
+    from .outbox import Outbox
+    from .plugins import PluginManager
 
 CONFIG_HELP = "Config file (default: $ARMOR_NOTIFY_CONFIG, else ./armor-notify.yaml)."
 STATE_DIR_HELP = ("Where the outbox lives (default: $ARMOR_NOTIFY_STATE_DIR, else "
@@ -133,6 +135,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _plugins() -> PluginManager:
+    from .plugins import load_plugins
+
     pm = load_plugins()
     for line in pm.plugin_errors():
         echo(f"armor-notify: warning: {clean(line)}", err=True)
@@ -140,6 +144,8 @@ def _plugins() -> PluginManager:
 
 
 def _notifier(config: str | None) -> Notifier:
+    from .api import Notifier
+
     return Notifier.from_file(config, plugins=_plugins())
 
 
@@ -176,6 +182,8 @@ SUMMARY_REASONS = 10
 
 
 def _open_outbox(state_dir: str | None) -> Outbox:
+    from .api import open_outbox
+
     box = open_outbox(state_dir)
     assert box is not None  # created when missing
     return box
@@ -201,6 +209,9 @@ def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_
     Exit codes: 0 all delivered (or suppressed/skipped), 1 some failed, 2 bad config or input,
     3 some still queued for retry, 4 internal error.
     """
+    from .api import Notifier
+    from .config import load_config
+
     _json_flag(ctx, as_json)
     pm = _plugins()
     cfg = load_config(config, pm.registry)
@@ -370,6 +381,8 @@ def route(ctx: click.Context, event: str, config: str | None, as_json: bool, at:
 
     JSON lines (one alert a line) are read as a stream, so files of any size route in flat
     memory; every line is checked before anything is printed."""
+    from .api import open_outbox
+
     _json_flag(ctx, as_json)
     notifier = _notifier(config)
     with notifier.open_alerts(event) as source:
@@ -393,6 +406,8 @@ class _NoOutbox:
 
     @staticmethod
     def history() -> History:
+        from .noise import NO_HISTORY
+
         return NO_HISTORY
 
     def close(self) -> None:
@@ -530,6 +545,9 @@ def worker(ctx: click.Context, config: str | None, once: bool, wait: float | Non
     Several workers may share one outbox: each delivery is leased to one worker at a time, and a
     delivery whose worker died is picked up again when its lease expires.
     """
+    from .api import Notifier
+    from .config import load_config
+
     _json_flag(ctx, as_json)
     pm = _plugins()
     cfg = load_config(config, pm.registry)
@@ -673,6 +691,8 @@ def outbox_purge(ctx: click.Context, older_than: float, as_json: bool,
 @json_option
 def plugins(as_json: bool) -> None:
     """List installed plugins: name, version, destination types and hooks."""
+    from .plugins import load_plugins
+
     pm = load_plugins()
     infos = sorted(pm.plugins.values(), key=lambda i: (not i.builtin, i.name))
     if as_json:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .alert import Alert
 from .times import iso
+
+if TYPE_CHECKING:
+    from .alert import Alert
 
 
 class State(str, Enum):

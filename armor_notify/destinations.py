@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, field_validator
 
@@ -51,16 +52,15 @@ _SCHEME = re.compile(r"^(https?)://", re.IGNORECASE)
 def destination_url(value: str) -> str:
     """Check a destination URL as the HTTP client will read it; return it unchanged.
 
-    The URL is read once, with urllib3's parser (the one :class:`armor_notify.http.HttpClient`
-    connects with), and the host it will connect to must be https-reachable or loopback. Forms
-    that parsers read differently are refused: a backslash (``http://a\\@127.0.0.1/`` connects
-    to ``a`` with urllib3, to 127.0.0.1 with others), whitespace and control characters, non-ASCII
-    text, a user name or password before the host, and percent-encoded hosts. Messages never
-    quote the URL: its path may be the secret.
+    The forms that URL parsers read differently are refused first: a backslash
+    (``http://a\\@127.0.0.1/`` connects to ``a`` with urllib3, to 127.0.0.1 with others),
+    whitespace and control characters, non-ASCII text, a user name or password before the host,
+    and percent-encoded hosts. What is left reads the same in every parser (the standard
+    library's is used here; :class:`armor_notify.http.HttpClient` connects with urllib3's, and
+    ``tests/hostile/test_url_forms.py`` checks that both find the same host), and the host it will
+    connect to must be https-reachable or loopback. Messages never quote the URL: its path may
+    be the secret.
     """
-    from urllib3.exceptions import LocationParseError
-    from urllib3.util import parse_url
-
     if not value.isascii():
         raise ValueError("contains non-ASCII characters: write the host in its ASCII form "
                          "(xn--…) and percent-encode the rest of the URL")
@@ -79,19 +79,21 @@ def destination_url(value: str) -> str:
     if "%" in authority:
         raise ValueError("has a percent-encoded host: write the host as it is")
     try:
-        parsed = parse_url(value)
-    except LocationParseError:
+        parsed = urlsplit(value)
+        port = parsed.port
+    except ValueError:
         raise ValueError("has a host or port that cannot be read") from None
-    host = parsed.host or ""
+    host = parsed.hostname or ""
     if not host:
         raise ValueError(f"has no host: it {_HTTPS_RULE}")
-    if parsed.port is not None and not 0 < parsed.port < 65536:
+    if port is not None and not 0 < port < 65536:
         raise ValueError("has a port outside 1-65535")
     written = (authority[: authority.find("]") + 1] if authority.startswith("[")
                else authority.rsplit(":", 1)[0])
-    if host.lower() != written.lower():  # belt and braces: what was written is what connects
+    shown = f"[{host}]" if ":" in host else host
+    if shown.lower() != written.lower():  # belt and braces: what was written is what connects
         raise ValueError("has a host that URL parsers read differently")
-    if (parsed.scheme or "").lower() == "http" and not is_loopback_host(host):
+    if parsed.scheme.lower() == "http" and not is_loopback_host(host):
         raise ValueError(_HTTPS_RULE)
     return value
 

@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Exit codes of the command line (SPEC §6), and of ``SendReport.exit_code``.
+EXIT_OK = 0
+EXIT_FAILED = 1
+"""Some delivery failed for good."""
+EXIT_USAGE = 2
+"""Bad config, input or usage: an :class:`ArmorNotifyError`."""
+EXIT_QUEUED = 3
+"""Some delivery is still queued for retry."""
+EXIT_INTERNAL = 4
+"""An internal error (a bug in armor-notify): never 1, which means a delivery failed."""
+
 
 class ArmorNotifyError(Exception):
     """Base of every error armor-notify reports to users (exit code 2 on the command line)."""

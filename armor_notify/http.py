@@ -35,10 +35,8 @@ import socket
 import ssl
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from http.cookiejar import DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
 
@@ -181,6 +179,8 @@ class HttpClient:
                 session = _session_class()()
                 session.trust_env = False  # proxies and the CA bundle were read once, above
                 session.headers.clear()  # no User-Agent, Accept... of requests': only ours
+                from http.cookiejar import DefaultCookiePolicy
+
                 session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # none kept
                 adapter = _adapter_class()(self._max_connections, tls, self.ca_bundle)
                 session.mount("http://", adapter)
@@ -574,6 +574,8 @@ class Redactor:
 
 def proxy_for(url: str) -> str | None:
     """The proxy the environment names for ``url`` (``NO_PROXY`` honoured), as requests reads it."""
+    import urllib.request  # with http.client and email: only for a client that is being made
+
     parts = urlsplit(url)
     proxies = urllib.request.getproxies_environment()
     host = parts.hostname or ""

@@ -5,7 +5,6 @@ Senders classify; the core retries. A sender never sleeps or loops on its own.
 
 from __future__ import annotations
 
-import email.utils
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -89,6 +88,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     try:
         seconds = float(value)
     except ValueError:
+        import email.utils  # an HTTP date is rare: its parser is imported when one comes
+
         try:
             when = email.utils.parsedate_to_datetime(value)
             seconds = when.timestamp() - (time.time() if now is None else now)

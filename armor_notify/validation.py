@@ -19,7 +19,7 @@ Loc = tuple[str | int, ...]
 class StrictModel(BaseModel):
     """A config model: unknown keys are errors, values are frozen, numbers are finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
 
 def format_loc(loc: Loc) -> str:

@@ -14,9 +14,10 @@ import pytest
 from pytest_mock import MockerFixture
 
 from armor_notify import Alert
-from armor_notify.api import EXIT_FAILED, EXIT_OK, EXIT_QUEUED, Notifier
+from armor_notify.api import Notifier
 from armor_notify.delivery import State
 from armor_notify.dispatcher import hard_timeout
+from armor_notify.errors import EXIT_FAILED, EXIT_OK, EXIT_QUEUED
 from armor_notify.plugins import PluginManager
 from armor_notify.retry import MAX_BACKOFF, RetryPolicy
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from armor_notify.api import EXIT_QUEUED, Notifier
+from armor_notify.api import Notifier
 from armor_notify.delivery import Attempt, Delivery, State
 from armor_notify.destinations import RateLimit
+from armor_notify.errors import EXIT_QUEUED
 from armor_notify.outbox import ClaimRules, OutboxError, SqliteOutbox
 from armor_notify.plugins import PluginManager
 

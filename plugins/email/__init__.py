@@ -21,14 +21,35 @@ The package, in the order a delivery uses it:
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from armor_notify import DestinationType, hookimpl
+from armor_notify import DestinationType, Sender, hookimpl
 
 from .addresses import parse_address
-from .compose import build_email, email_subject
 from .config import EmailConfig, from_mailto_url
-from .sender import EmailSender
+
+if TYPE_CHECKING:
+    from .compose import build_email as build_email
+    from .compose import email_subject as email_subject
+    from .sender import EmailSender as EmailSender
+
+# Checking a config needs only the models; composing and sending (smtplib, ssl, email.message)
+# are imported when the first sender is made, so `armor-notify route` and `validate` skip them.
+_LATER = {"EmailSender": "sender", "build_email": "compose", "email_subject": "compose"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LATER:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_LATER[name]}", __name__), name)
+
+
+def _sender(config: EmailConfig) -> Sender:
+    from .sender import EmailSender
+
+    return EmailSender(config)
 
 __all__ = [
     "EMAIL",
@@ -43,7 +64,7 @@ __all__ = [
 EMAIL = DestinationType(
     name="email",
     config_model=EmailConfig,
-    sender=EmailSender,
+    sender=_sender,
     display_name="email",
     send_resolved_default=False,
     default_rate_limit="none",

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import re
-import smtplib
-import ssl
 from collections.abc import Mapping
 from email.utils import formataddr
 from typing import Annotated, Any, Literal
@@ -24,8 +22,8 @@ Security = Literal["starttls", "ssl", "none"]
 
 DEFAULT_PORTS: Mapping[str, int] = {
     "starttls": 587,
-    "ssl": smtplib.SMTP_SSL_PORT,
-    "none": smtplib.SMTP_PORT,
+    "ssl": 465,  # smtplib.SMTP_SSL_PORT (smtplib is imported only to send)
+    "none": 25,  # smtplib.SMTP_PORT
 }
 DEFAULT_SUBJECT_PREFIX = "[AnomalyArmor]"
 
@@ -101,6 +99,8 @@ class EmailConfig(DestinationConfig):
     def _readable_ca_file(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        import ssl
+
         try:
             ssl.create_default_context(cafile=value)
         except FileNotFoundError:

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from fake_slack import WEBHOOK_PATH, FakeSlack
 
-from armor_notify.api import EXIT_QUEUED, Notifier
+from armor_notify.api import Notifier
 from armor_notify.delivery import State
+from armor_notify.errors import EXIT_QUEUED
 from armor_notify.plugins import PluginManager
 
 WORKERS = 4

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .alert import Alert, Asset, Severity
 from .config import Config, config_from_dict, load_config, parse_config
 from .delivery import Delivery, State
-from .dispatcher import Dispatcher, resolved_copy
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_QUEUED, ConfigError, Problem
 from .gate import Gate
 from .intake import AlertInput, parse_alerts, read_alerts
 from .matching import Route
 from .noise import NO_HISTORY, History
-from .outbox import FILE_NAME, Outbox, SqliteOutbox, default_state_dir
 from .plugins import PluginManager, load_plugins
 from .validation import suggest
+
+if TYPE_CHECKING:
+    from .dispatcher import Dispatcher
+    from .outbox import Outbox
 
 
 def open_outbox(state_dir: str | os.PathLike[str] | None = None, *,
@@ -29,6 +32,8 @@ def open_outbox(state_dir: str | os.PathLike[str] | None = None, *,
     """The durable outbox the command line uses: the SQLite file in ``state_dir`` (default:
     ``$ARMOR_NOTIFY_STATE_DIR``, else the XDG state directory). With ``create=False`` nothing is
     created: ``None`` when there is no outbox there yet (``route`` only reads one)."""
+    from .outbox import FILE_NAME, SqliteOutbox, default_state_dir
+
     if not create:
         path = Path(state_dir) if state_dir else default_state_dir()
         if not (path / FILE_NAME).exists():
@@ -81,10 +86,9 @@ class Notifier:
                  rng: random.Random | None = None) -> None:
         self.config = config
         self.plugins = plugins
-        self.outbox: Outbox = outbox if outbox is not None else SqliteOutbox.memory()
-        """Where deliveries are written before they are attempted (in memory unless given)."""
-        self.dispatcher = Dispatcher(config, max_workers=max_workers,
-                                     rng=rng or random.Random())
+        if outbox is not None:
+            self.outbox = outbox
+        self._max_workers, self._rng = max_workers, rng
         self.gate = Gate(config)
         """Noise controls: schedules, blackouts, cooldowns, daily limits and digests."""
 
@@ -107,10 +111,29 @@ class Notifier:
         pm = plugins or load_plugins()
         return cls(config_from_dict(data, pm.registry), pm, **kwargs)
 
+    # The outbox and the dispatcher are made on first use: routing and explaining need neither.
+    @functools.cached_property
+    def outbox(self) -> Outbox:
+        """Where deliveries are written before they are attempted (in memory unless given)."""
+        from .outbox import SqliteOutbox
+
+        return SqliteOutbox.memory()
+
+    @functools.cached_property
+    def dispatcher(self) -> Dispatcher:
+        """Leases, attempts, retries and records deliveries (with the senders it makes)."""
+        from .dispatcher import Dispatcher
+
+        return Dispatcher(self.config, max_workers=self._max_workers,
+                          rng=self._rng or random.Random())
+
     def close(self) -> None:
         """Release senders' connections and the outbox."""
-        self.dispatcher.close()
-        self.outbox.close()
+        made = vars(self)
+        if "dispatcher" in made:
+            self.dispatcher.close()
+        if "outbox" in made:
+            self.outbox.close()
 
     def __enter__(self) -> Notifier:
         return self
@@ -296,6 +319,9 @@ class Notifier:
         dedup = f"anomalyarmor-test-{number}"
         alert = test_alert(dedup, self.config.defaults.source)
         # Test events never go to the durable outbox: one that fails is reported, not retried later.
+        from .dispatcher import resolved_copy
+        from .outbox import SqliteOutbox
+
         scratch = SqliteOutbox.memory()
         try:
             results = []

@@ -1,7 +1,8 @@
 """The test kit for plugin authors: pytest fixtures and a conformance suite for destinations.
 
-armor-notify installs this module as a pytest plugin (the ``pytest11`` entry point), so in any
-test environment where armor-notify is installed the fixtures need no import::
+The fixtures come with armor-notify's pytest plugin (:mod:`armor_notify.pytest_plugin`, the
+``pytest11`` entry point), so in any test environment where armor-notify is installed they need
+no import::
 
     def test_my_plugin_registers_its_type(notifier_factory, make_alert):
         notifier = notifier_factory(CONFIG, armor_notify_teams)
@@ -19,9 +20,8 @@ Fixtures: ``make_alert`` (a valid alert with overrides), ``notifier_factory`` (a
 :class:`~armor_notify.api.Notifier` from a config dict or YAML text with plugins registered
 inline), ``send_alert`` (route one alert to one destination and return the report) and
 ``captured_notifications`` (a ``capture`` destination type that records every notification).
-The same helpers are plain functions here, for use outside pytest.
-
-``import armor_notify`` never imports this module.
+The same helpers are plain functions here, for use outside pytest. Neither ``import
+armor_notify`` nor the pytest plugin imports this module: a test that uses the kit does.
 """
 
 from __future__ import annotations
@@ -34,15 +34,13 @@ import threading
 import time
 import types
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pytest
 
-# pytest loads this module into every run wherever armor-notify is installed (the pytest11 entry
-# point), so at import time it takes only what `import armor_notify` has already loaded; the
-# notifier, the dispatcher and the config layer are imported when a helper or test first runs.
+# The notifier, the dispatcher and the config layer are imported when a helper or test first runs.
 from .alert import BUILTIN_EVENT_TYPES, Alert
 from .destinations import DestinationConfig, DestinationType, Notification, Sender
 from .errors import ConfigError
@@ -292,46 +290,6 @@ class _CaptureSender:
             self._capture.notifications.append(notification)
             answers = self._capture._answers
             return answers.popleft() if answers else Outcome.delivered()
-
-
-# -- fixtures ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(name="make_alert")
-def _make_alert_fixture() -> Any:
-    """A factory: ``make_alert(**fields)`` gives a valid :class:`Alert` (see
-    :func:`armor_notify.testing.make_alert`)."""
-    return make_alert
-
-
-@pytest.fixture
-def notifier_factory() -> Iterator[Any]:
-    """A factory: ``notifier_factory(config, *plugins, installed=False, environ=None)`` gives a
-    :class:`Notifier` (see :func:`build_notifier`); every one is closed after the test."""
-    made: list[Notifier] = []
-
-    def factory(config: Mapping[str, Any] | str, *plugins: object, **kwargs: Any) -> Notifier:
-        notifier = build_notifier(config, *plugins, **kwargs)
-        made.append(notifier)
-        return notifier
-
-    yield factory
-    for notifier in made:
-        notifier.close()
-
-
-@pytest.fixture(name="send_alert")
-def _send_alert_fixture() -> Any:
-    """``send_alert(destination_type, config, alert=None)``: deliver one alert to one
-    destination and return the :class:`SendReport` (see :func:`armor_notify.testing.send_alert`)."""
-    return send_alert
-
-
-@pytest.fixture
-def captured_notifications() -> Capture:
-    """A fresh :class:`Capture`: register ``captured_notifications.destination_type`` and read
-    ``captured_notifications.notifications`` after sending."""
-    return Capture()
 
 
 # -- the conformance suite -----------------------------------------------------------------------

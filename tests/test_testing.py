@@ -16,7 +16,7 @@ import requests
 from armor_notify_plugins.slack import SLACK, SlackConfig, SlackSender
 from test_conformance import TestSlackConformance as _SlackSuite
 
-import armor_notify.testing
+import armor_notify.pytest_plugin
 from armor_notify import DestinationType, Notification, Outcome, hookimpl
 from armor_notify.delivery import State
 from armor_notify.testing import Capture, DestinationConformance
@@ -28,19 +28,19 @@ from armor_notify.testing import Capture, DestinationConformance
 def test_the_kit_is_a_pytest_plugin_that_import_armor_notify_never_loads(
     pytestconfig: pytest.Config,
 ) -> None:
-    assert pytestconfig.pluginmanager.get_plugin("armor_notify") is armor_notify.testing
+    assert pytestconfig.pluginmanager.get_plugin("armor_notify") is armor_notify.pytest_plugin
     code = ("import sys, armor_notify; "
-            "assert 'armor_notify.testing' not in sys.modules and 'pytest' not in sys.modules")
+            "assert not [m for m in sys.modules if m.startswith(('armor_notify.', 'pytest'))]")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
 
 
 @pytest.mark.slow
-def test_loading_the_kit_imports_nothing_beyond_armor_notify_itself() -> None:
-    # pytest loads the kit into every run wherever armor-notify is installed: the notifier, the
-    # dispatcher and the config layer are imported only when a helper or a test first needs them.
-    code = ("import sys, armor_notify; before = set(sys.modules); import armor_notify.testing; "
-            "new = sorted(m for m in set(sys.modules) - before if m.startswith('armor_notify')); "
-            "assert new == ['armor_notify.testing'], new")
+def test_loading_the_pytest_plugin_imports_nothing_of_armor_notify() -> None:
+    # pytest loads the plugin into every run wherever armor-notify is installed: the models, the
+    # notifier and the config layer are imported only when a test first asks for a fixture.
+    code = ("import sys, pytest; before = set(sys.modules); import armor_notify.pytest_plugin; "
+            "new = sorted(m for m in set(sys.modules) - before); "
+            "assert new == ['armor_notify', 'armor_notify.pytest_plugin'], new")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
 
 

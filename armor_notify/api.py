@@ -171,7 +171,7 @@ class Notifier:
         ``repeat`` set.
         """
         alerts = [alerts] if isinstance(alerts, Alert) else list(alerts)
-        planned = self.dispatcher.plan(alerts)
+        planned = self.config.plan(alerts)
         out = []
         lease_to = (self.dispatcher.owner, self.dispatcher.rules_for) if _lease else None
         for delivery, new in self.outbox.enqueue(
@@ -185,7 +185,7 @@ class Notifier:
         """The deliveries ``send`` would write for ``alerts`` (already final ones marked:
         suppressed because another destination has the same target, or ``send_resolved`` is
         off). Writes and sends nothing."""
-        return self.dispatcher.plan([alerts] if isinstance(alerts, Alert) else alerts)
+        return self.config.plan([alerts] if isinstance(alerts, Alert) else alerts)
 
     def explain(self, alert: Alert, *, at: float | None = None,
                 history: History = NO_HISTORY) -> dict[str, Any]:

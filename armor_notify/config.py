@@ -8,7 +8,7 @@ import re
 import stat
 import types
 import typing
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,7 +16,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
+from .alert import Alert
 from .dedup import rule_slug
+from .delivery import Delivery, State
 from .destinations import DestinationConfig, DestinationType, RateLimit
 from .durations import Base60, DurationOrZero
 from .errors import ConfigError, Problem
@@ -106,6 +108,36 @@ class Config:
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)
+
+    def plan(self, alerts: Iterable[Alert]) -> list[Delivery]:
+        """One delivery per (alert, routed destination), as ``send`` would write them; those
+        that would not be sent are final at once (suppressed: another destination has the same
+        target, or ``send_resolved`` is off for the alert's status)."""
+        deliveries = []
+        for alert in alerts:
+            targets: dict[tuple[str, str], str] = {}
+            for route in self.router.route(alert):
+                dest = self.destinations[route.destination]
+                delivery = Delivery(
+                    alert=alert,
+                    destination=dest.name,
+                    destination_type=dest.type.name,
+                    rule=route.rule,
+                    dedup_key=route.dedup_key,
+                    also_matched=route.also_matched,
+                )
+                target = dest.config.target_key()
+                first = targets.setdefault((dest.type.name, target), dest.name) if target else None
+                if first is not None and first != dest.name:
+                    delivery.finish(State.suppressed,
+                                    f"'{first}' sends to the same {dest.type.title} target and "
+                                    "already delivers this alert")
+                elif alert.status != "triggered" and not dest.send_resolved:
+                    delivery.finish(State.suppressed,
+                                    f"send_resolved is off for this destination "
+                                    f"({alert.status} alerts are not sent)")
+                deliveries.append(delivery)
+        return deliveries
 
 
 def find_config(path: str | os.PathLike[str] | None) -> Path:

@@ -95,32 +95,8 @@ class Dispatcher:
 
     # -- planning ---------------------------------------------------------------------------------
     def plan(self, alerts: Iterable[Alert]) -> list[Delivery]:
-        """One delivery per (alert, routed destination); suppressed ones are marked at once."""
-        deliveries = []
-        for alert in alerts:
-            targets: dict[tuple[str, str], str] = {}
-            for route in self.config.router.route(alert):
-                dest = self.config.destinations[route.destination]
-                delivery = Delivery(
-                    alert=alert,
-                    destination=dest.name,
-                    destination_type=dest.type.name,
-                    rule=route.rule,
-                    dedup_key=route.dedup_key,
-                    also_matched=route.also_matched,
-                )
-                target = dest.config.target_key()
-                first = targets.setdefault((dest.type.name, target), dest.name) if target else None
-                if first is not None and first != dest.name:
-                    delivery.finish(State.suppressed,
-                                    f"'{first}' sends to the same {dest.type.title} target and "
-                                    "already delivers this alert")
-                elif alert.status != "triggered" and not dest.send_resolved:
-                    delivery.finish(State.suppressed,
-                                    f"send_resolved is off for this destination "
-                                    f"({alert.status} alerts are not sent)")
-                deliveries.append(delivery)
-        return deliveries
+        """One delivery per (alert, routed destination): :meth:`Config.plan`."""
+        return self.config.plan(alerts)
 
     # -- delivering -------------------------------------------------------------------------------
     def rules_for(self, destination: str) -> ClaimRules | None:

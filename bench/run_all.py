@@ -23,6 +23,7 @@ SCENARIOS = [
     ("startup", "bench_startup.py", ["--importtime"], ["--runs", "5"]),
     ("memory", "bench_memory.py", [], ["--alerts", "20000"]),
     ("outbox", "bench_outbox.py", [], ["--alerts", "150", "--rounds", "2"]),
+    ("send", "bench_send.py", [], ["--rounds", "2", "--large", "2000"]),
 ]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .alert import Alert, Asset, Severity
-from .config import Config, config_from_dict, load_config, parse_config
+from .config import Config, StateSettings, config_from_dict, load_config, parse_config
 from .delivery import Delivery, State
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_QUEUED, ConfigError, Problem
 from .gate import Gate
@@ -27,18 +27,56 @@ if TYPE_CHECKING:
     from .outbox import Outbox
 
 
-def open_outbox(state_dir: str | os.PathLike[str] | None = None, *,
+STATE_URL_ENV = "ARMOR_NOTIFY_STATE"
+RETENTION_EVERY = 600.0
+"""How often a worker removes finished deliveries past their retention (seconds)."""
+STATE_DIR_ENV = "ARMOR_NOTIFY_STATE_DIR"
+POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(location: str | os.PathLike[str]) -> bool:
+    return isinstance(location, str) and location.lower().startswith(POSTGRES_PREFIXES)
+
+
+def state_location(state: str | None = None, state_dir: str | os.PathLike[str] | None = None,
+                   settings: StateSettings | None = None) -> str | os.PathLike[str] | None:
+    """Where the outbox lives: a ``postgresql://`` URL, a SQLite state directory, or ``None``
+    for the default directory. The first that is set of: ``state`` (``--state``),
+    ``state_dir`` (``--state-dir``), ``$ARMOR_NOTIFY_STATE``, ``$ARMOR_NOTIFY_STATE_DIR``, the
+    config's ``state.url``. Given both ``state`` and ``state_dir``: :class:`ConfigError`."""
+    if state and state_dir:
+        raise ConfigError([Problem("--state", "", "give --state or --state-dir, not both")])
+    for chosen, name in ((state, "--state"), (state_dir, ""),
+                         (os.environ.get(STATE_URL_ENV), f"${STATE_URL_ENV}"),
+                         (os.environ.get(STATE_DIR_ENV), "")):
+        if chosen and name and not is_postgres_url(chosen):
+            raise ConfigError([Problem(name, "", "must be a postgresql:// URL (a SQLite state "
+                                                 "directory is given with --state-dir or "
+                                                 f"${STATE_DIR_ENV})")])
+        if chosen:
+            return chosen
+    if settings is not None and settings.url is not None:
+        return settings.url.get_secret_value()
+    return None
+
+
+def open_outbox(state: str | os.PathLike[str] | None = None, *,
                 create: bool = True) -> Outbox | None:
-    """The durable outbox the command line uses: the SQLite file in ``state_dir`` (default:
-    ``$ARMOR_NOTIFY_STATE_DIR``, else the XDG state directory). With ``create=False`` nothing is
-    created: ``None`` when there is no outbox there yet (``route`` only reads one)."""
+    """The durable outbox at ``state``: a ``postgresql://`` URL (the ``postgresql`` extra), or
+    the SQLite file in that state directory (default: ``$ARMOR_NOTIFY_STATE_DIR``, else the XDG
+    state directory). With ``create=False`` no SQLite file is created: ``None`` when there is
+    none there yet (``route`` only reads one)."""
+    if state is not None and is_postgres_url(state):
+        from .outbox_postgres import PostgresOutbox
+
+        return PostgresOutbox.open(str(state))
     from .outbox import FILE_NAME, SqliteOutbox, default_state_dir
 
     if not create:
-        path = Path(state_dir) if state_dir else default_state_dir()
+        path = Path(state) if state else default_state_dir()
         if not (path / FILE_NAME).exists():
             return None
-    return SqliteOutbox.open(state_dir)
+    return SqliteOutbox.open(state)
 
 
 _VERDICTS = {"send": "send", "suppress": "suppressed", "hold": "held", "digest": "digest"}
@@ -224,12 +262,44 @@ class Notifier:
 
     def drain(self, *, wait: float | None = None, ids: Collection[str] | None = None,
               on_final: Callable[[Delivery], None] | None = None, stop_when_idle: bool = True,
-              poll: float = 1.0) -> None:
+              poll: float = 1.0, retention: float | None = None,
+              on_outbox_error: Callable[[Exception, float], None] | None = None) -> None:
         """Deliver what is queued in the outbox (only ``ids``, if given) until nothing is left
         or ``wait`` seconds have passed. A worker passes ``stop_when_idle=False``: it then runs
-        until interrupted, looking for new deliveries every ``poll`` seconds."""
-        self.dispatcher.deliver(self.outbox, ids=ids, wait_seconds=wait, on_final=on_final,
-                                stop_when_idle=stop_when_idle, poll=poll)
+        until interrupted, looking for new deliveries every ``poll`` seconds.
+
+        ``retention``: remove finished deliveries older than this many seconds, when the drain
+        starts and every :data:`RETENTION_EVERY` seconds after. ``on_outbox_error``: keep going
+        when the outbox fails (a database that went away): it is called with the error and the
+        seconds until the next try, and the drain starts again then (at most 30 s apart); what
+        was accepted stays in the outbox, and attempts that were running are taken up again
+        when their leases expire. Without it the error is raised."""
+        from .dispatcher import Chore
+        from .outbox import OutboxError
+
+        def remove_old(now: float) -> None:
+            assert retention is not None
+            self.outbox.purge(older_than=retention, now=now)
+
+        chores = [] if retention is None else [Chore(RETENTION_EVERY, remove_old)]
+        backoff = 1.0
+        while True:
+            began = time.monotonic()
+            try:
+                self.dispatcher.deliver(self.outbox, ids=ids, wait_seconds=wait,
+                                        on_final=on_final, stop_when_idle=stop_when_idle,
+                                        poll=poll, chores=chores)
+                return
+            except OutboxError as exc:
+                if on_outbox_error is None:
+                    raise
+                if time.monotonic() - began > 60:  # it had been working: start over gently
+                    backoff = 1.0
+                on_outbox_error(exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                for chore in chores:
+                    chore.due = 0.0
 
     def inspect(self, states: Iterable[str | State] = (), limit: int = 100) -> list[Delivery]:
         """Deliveries in the outbox, newest first, optionally only in these states."""

@@ -11,6 +11,7 @@ import traceback
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -34,6 +35,7 @@ from .times import readable, zone
 if TYPE_CHECKING:
     from .alert import Alert
     from .api import Notifier, SendReport
+    from .config import StateSettings
     from .noise import History
     from .outbox import Outbox
     from .plugins import PluginManager
@@ -41,8 +43,12 @@ if TYPE_CHECKING:
 CONFIG_HELP = "Config file (default: $ARMOR_NOTIFY_CONFIG, else ./armor-notify.yaml)."
 STATE_DIR_HELP = ("Where the outbox lives (default: $ARMOR_NOTIFY_STATE_DIR, else "
                   "$XDG_STATE_HOME/armor-notify, else ~/.local/state/armor-notify).")
+STATE_HELP = ("The outbox as a postgresql://user@host/db URL, one outbox for workers on any "
+              "number of machines (default: $ARMOR_NOTIFY_STATE, else the config's state.url).")
 json_option = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+config_option = click.option("--config", "-c", "config", metavar="F", help=CONFIG_HELP)
 state_dir_option = click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
+state_option = click.option("--state", "state", metavar="URL", help=STATE_HELP)
 
 
 def _duration(minimum: float = 0.0) -> Any:
@@ -181,12 +187,21 @@ SUMMARY_REASONS = 10
 """How many distinct failure reasons the summary lists."""
 
 
-def _open_outbox(state_dir: str | None) -> Outbox:
-    from .api import open_outbox
+def _open_outbox(state: str | None, state_dir: str | None,
+                 settings: StateSettings | None = None) -> Outbox:
+    """The outbox that ``--state``, ``--state-dir``, the environment or the config's ``state:``
+    names (:func:`armor_notify.api.state_location`), created when missing."""
+    from .api import open_outbox, state_location
 
-    box = open_outbox(state_dir)
+    box = open_outbox(state_location(state, state_dir, settings))
     assert box is not None  # created when missing
     return box
+
+
+def _state_settings(config: str | None) -> StateSettings:
+    from .config import read_state_settings
+
+    return read_state_settings(config)
 
 
 @cli.command()
@@ -198,10 +213,11 @@ def _open_outbox(state_dir: str | None) -> Outbox:
               show_default=True, metavar="DURATION",
               help="How long to keep delivering; what is still retrying then stays queued for "
                    "`armor-notify worker`. 0 accepts and queues without sending.")
+@state_option
 @state_dir_option
 @click.pass_context
 def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_run: bool,
-         wait: float, state_dir: str | None) -> None:
+         wait: float, state: str | None, state_dir: str | None) -> None:
     """Route and deliver the alert(s) in EVENT, a JSON file (- for stdin).
 
     Every delivery is written to the outbox before it is attempted. Past 20 alerts a summary
@@ -215,7 +231,7 @@ def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_
     _json_flag(ctx, as_json)
     pm = _plugins()
     cfg = load_config(config, pm.registry)
-    outbox = None if dry_run else _open_outbox(state_dir)
+    outbox = None if dry_run else _open_outbox(state, state_dir, cfg.state)
     with Notifier(cfg, pm, outbox=outbox) as notifier:
         alerts = notifier.read_alerts(event)
         show_progress = not dry_run and wait > 0 and len(alerts) > SUMMARY_OVER
@@ -372,24 +388,26 @@ def _indent(text: str) -> str:
 @click.option("--at", "at", metavar="TIME",
               help="Judge schedules, blackouts, cooldowns and daily limits at this ISO 8601 time "
                    "(default: now; a time without a zone is in defaults.timezone).")
+@state_option
 @click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP + " Read for cooldowns and "
               "daily limits; never written.")
 @click.pass_context
 def route(ctx: click.Context, event: str, config: str | None, as_json: bool, at: str | None,
-          state_dir: str | None) -> None:
+          state: str | None, state_dir: str | None) -> None:
     """Show which rules match EVENT and which destinations would get it; send nothing.
 
     JSON lines (one alert a line) are read as a stream, so files of any size route in flat
     memory; every line is checked before anything is printed."""
-    from .api import open_outbox
+    from .api import open_outbox, state_location
 
     _json_flag(ctx, as_json)
     notifier = _notifier(config)
+    where = state_location(state, state_dir, notifier.config.state)
     with notifier.open_alerts(event) as source:
         source.check()
         moment = _parse_at(at, notifier.config.defaults.timezone)
         # Cooldowns and daily limits are judged against the outbox, which route never creates.
-        with contextlib.closing(open_outbox(state_dir, create=False) or _NoOutbox()) as box:
+        with contextlib.closing(open_outbox(where, create=False) or _NoOutbox()) as box:
             history = box.history()
             results = (notifier.explain(alert, at=moment, history=history) for alert in source)
             if as_json:
@@ -536,10 +554,11 @@ def validate(ctx: click.Context, config: str | None, as_json: bool) -> None:
 @click.option("--poll", type=str, callback=_duration(minimum=0.05), default="1s", show_default=True,
               metavar="DURATION", help="How often an idle worker looks for new deliveries.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per finished delivery.")
+@state_option
 @state_dir_option
 @click.pass_context
 def worker(ctx: click.Context, config: str | None, once: bool, wait: float | None, poll: float,
-           as_json: bool, state_dir: str | None) -> None:
+           as_json: bool, state: str | None, state_dir: str | None) -> None:
     """Deliver queued deliveries from the outbox as they fall due.
 
     Several workers may share one outbox: each delivery is leased to one worker at a time, and a
@@ -564,10 +583,11 @@ def worker(ctx: click.Context, config: str | None, once: bool, wait: float | Non
                  f"({d.attempt_count} attempt{'s' * (d.attempt_count != 1)}){detail}")
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    with Notifier(cfg, pm, outbox=_open_outbox(state_dir)) as notifier:
+    with Notifier(cfg, pm, outbox=_open_outbox(state, state_dir, cfg.state)) as notifier:
         try:
             notifier.drain(wait=wait if once else None, stop_when_idle=once, on_final=report,
-                           poll=poll)
+                           poll=poll, retention=cfg.state.retention,
+                           on_outbox_error=None if once else _outbox_trouble)
         except KeyboardInterrupt:
             echo("armor-notify worker: stopped; deliveries in flight are picked up again "
                  "when their lease expires", err=True)
@@ -576,6 +596,25 @@ def worker(ctx: click.Context, config: str | None, once: bool, wait: float | Non
     if any(d.state in (State.failed, State.dead) for d in finished):
         ctx.exit(EXIT_FAILED)
     ctx.exit(EXIT_QUEUED if left else EXIT_OK)
+
+
+class _StateOrUrl(click.ParamType[str]):
+    """A delivery state, or (for ``outbox list``, whose ``--state`` filters) the outbox's URL."""
+
+    name = "state"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if "://" in text or text in {s.value for s in State}:
+            return text
+        self.fail(f"'{text}' is not a delivery state ({', '.join(s.value for s in State)}) "
+                  "nor a postgresql:// URL", param, ctx)
+
+
+def _outbox_trouble(exc: Exception, retry_in: float) -> None:
+    """A worker whose outbox fails (its database went away) says so and keeps going."""
+    echo(f"armor-notify worker: {clean(exc)}; trying again in {retry_in:g}s (what was accepted "
+         "stays in the outbox)", err=True)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -589,17 +628,24 @@ def outbox() -> None:
 
 
 @outbox.command("list")
-@click.option("--state", "states", multiple=True,
-              type=click.Choice([s.value for s in State]), help="Only these states (repeatable).")
+@click.option("--state", "states", multiple=True, type=_StateOrUrl(),
+              metavar="[" + "|".join(s.value for s in State) + "|URL]",
+              help="Only these states (repeatable); a postgresql:// URL names the outbox, as "
+                   "--state does for every other command.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@config_option
 @json_option
 @state_dir_option
 @click.pass_context
-def outbox_list(ctx: click.Context, states: tuple[str, ...], limit: int, as_json: bool,
-                state_dir: str | None) -> None:
+def outbox_list(ctx: click.Context, states: tuple[str, ...], limit: int, config: str | None,
+                as_json: bool, state_dir: str | None) -> None:
     """List deliveries, newest first."""
     _json_flag(ctx, as_json)
-    with _open_outbox(state_dir) as box:
+    urls = [s for s in states if "://" in s]
+    states = tuple(s for s in states if "://" not in s)
+    if len(urls) > 1:
+        raise click.UsageError("give at most one outbox URL")
+    with _open_outbox(urls[0] if urls else None, state_dir, _state_settings(config)) as box:
         found = box.find(states, limit)
     if as_json:
         _emit({"deliveries": [d.as_dict() for d in found]})
@@ -616,13 +662,16 @@ def outbox_list(ctx: click.Context, states: tuple[str, ...], limit: int, as_json
 
 @outbox.command("show")
 @click.argument("delivery_id", metavar="ID")
+@config_option
 @json_option
+@state_option
 @state_dir_option
 @click.pass_context
-def outbox_show(ctx: click.Context, delivery_id: str, as_json: bool, state_dir: str | None) -> None:
+def outbox_show(ctx: click.Context, delivery_id: str, config: str | None, as_json: bool,
+                state: str | None, state_dir: str | None) -> None:
     """Show one delivery (an id or a unique prefix of 6+ characters) with its attempts."""
     _json_flag(ctx, as_json)
-    with _open_outbox(state_dir) as box:
+    with _open_outbox(state, state_dir, _state_settings(config)) as box:
         found = box.get(delivery_id)
     if found is None:
         raise ArmorNotifyError(f"no delivery with id '{delivery_id}' in the outbox (or the "
@@ -645,14 +694,17 @@ def outbox_show(ctx: click.Context, delivery_id: str, as_json: bool, state_dir: 
 @click.argument("ids", nargs=-1, metavar="[ID]...")
 @click.option("--failed", "include_failed", is_flag=True,
               help="Also requeue failed and dead deliveries, with a fresh retry budget.")
+@config_option
 @json_option
+@state_option
 @state_dir_option
 @click.pass_context
-def outbox_retry(ctx: click.Context, ids: tuple[str, ...], include_failed: bool, as_json: bool,
+def outbox_retry(ctx: click.Context, ids: tuple[str, ...], include_failed: bool,
+                 config: str | None, as_json: bool, state: str | None,
                  state_dir: str | None) -> None:
     """Make queued deliveries (all, or these ids) due now; the next worker run sends them."""
     _json_flag(ctx, as_json)
-    with _open_outbox(state_dir) as box:
+    with _open_outbox(state, state_dir, _state_settings(config)) as box:
         full_ids = []
         for i in ids:
             found = box.get(i)
@@ -671,19 +723,61 @@ def outbox_retry(ctx: click.Context, ids: tuple[str, ...], include_failed: bool,
 @click.option("--older-than", "older_than", callback=_duration(), default="7d", show_default=True,
               metavar="DURATION",
               help="Delete finished deliveries finalized longer ago than this (30m, 12h, 7d, 0).")
+@config_option
 @json_option
+@state_option
 @state_dir_option
 @click.pass_context
-def outbox_purge(ctx: click.Context, older_than: float, as_json: bool,
-                 state_dir: str | None) -> None:
-    """Delete finished deliveries (delivered, failed, dead, suppressed); never queued ones."""
+def outbox_purge(ctx: click.Context, older_than: float, config: str | None, as_json: bool,
+                 state: str | None, state_dir: str | None) -> None:
+    """Delete finished deliveries (delivered, failed, dead, suppressed); never queued ones.
+    `armor-notify worker` does this by itself for what is older than the config's
+    state.retention (30 days unless set)."""
     _json_flag(ctx, as_json)
-    with _open_outbox(state_dir) as box:
+    with _open_outbox(state, state_dir, _state_settings(config)) as box:
         count = box.purge(older_than=older_than, now=time.time())
     if as_json:
         _emit({"purged": count})
     else:
         echo(f"purged {count} finished deliver{'y' if count == 1 else 'ies'}")
+
+
+# -- db ---------------------------------------------------------------------------------------------
+@cli.group()
+def db() -> None:
+    """The outbox's storage: create or upgrade its schema."""
+
+
+@db.command("upgrade")
+@config_option
+@json_option
+@state_option
+@state_dir_option
+@click.pass_context
+def db_upgrade(ctx: click.Context, config: str | None, as_json: bool, state: str | None,
+               state_dir: str | None) -> None:
+    """Create the outbox's tables, or bring them to this version's schema.
+
+    Every command that opens the outbox does this by itself (under a lock, so workers starting
+    at once do not race); run it to do it ahead of a deploy. A schema newer than this version
+    knows is refused: upgrade armor-notify instead."""
+    from .api import is_postgres_url, state_location
+    from .secrets import mask_url
+
+    _json_flag(ctx, as_json)
+    where = state_location(state, state_dir, _state_settings(config))
+    with _open_outbox(state, state_dir, _state_settings(config)) as box:
+        version = box.schema_version
+    if where is not None and is_postgres_url(where):
+        shown = mask_url(str(where))
+    else:
+        from .outbox import FILE_NAME, default_state_dir
+
+        shown = str(Path(where or default_state_dir()) / FILE_NAME)
+    if as_json:
+        _emit({"outbox": shown, "schema_version": version})
+    else:
+        echo(f"{clean(shown)}: schema version {version}, up to date")
 
 
 # -- plugins ----------------------------------------------------------------------------------------

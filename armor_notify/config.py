@@ -9,24 +9,32 @@ import stat
 import types
 import typing
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 
 from .alert import Alert
 from .dedup import rule_slug
 from .delivery import Delivery, State
 from .destinations import DestinationConfig, DestinationType, RateLimit
-from .durations import Base60, DurationOrZero
+from .durations import Base60, Duration, DurationOrZero, format_duration
 from .errors import ConfigError, Problem
 from .matching import Router, Rule
 from .noise import Blackout, check_blackouts, valid_zone
 from .registry import Registry
 from .rules import RuleModel
-from .secrets import redact
+from .secrets import SecretUrl, redact
 from .validation import Loc, StrictModel, format_loc, suggest
 
 CONFIG_ENV = "ARMOR_NOTIFY_CONFIG"
@@ -59,6 +67,29 @@ class Defaults(StrictModel):
     """Seconds during which the same alert (id and status) is accepted only once per destination."""
 
 
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+DEFAULT_RETENTION = 30 * 86400.0
+
+
+def _postgres_url(value: SecretUrl | None) -> SecretUrl | None:
+    if value is not None:
+        scheme = value.get_secret_value().split("://", 1)[0].lower()
+        if scheme not in POSTGRES_SCHEMES:
+            raise ValueError("must be a postgresql:// URL (the SQLite outbox is chosen with "
+                             "--state-dir or $ARMOR_NOTIFY_STATE_DIR, not here)")
+    return value
+
+
+class StateSettings(StrictModel):
+    """``state:``: where the outbox lives, and how long finished deliveries are kept."""
+
+    url: Annotated[SecretUrl | None, AfterValidator(_postgres_url)] = None
+    """``postgresql://user:${PGPASSWORD}@host/db``: one outbox shared by every worker on every
+    machine; unset, the SQLite file in the state directory."""
+    retention: Duration = DEFAULT_RETENTION
+    """Finished deliveries older than this are removed by ``armor-notify worker``."""
+
+
 class ConfigFile(StrictModel):
     """The file's top level; destinations are validated by their own types afterwards."""
 
@@ -69,6 +100,7 @@ class ConfigFile(StrictModel):
     destinations: dict[Any, Any]  # names are checked one by one, with their own messages
     rules: list[RuleModel] = Field(default_factory=list)
     blackouts: list[Blackout] = Field(default_factory=list)
+    state: StateSettings = StateSettings()
 
 
 @dataclass(frozen=True)
@@ -105,6 +137,7 @@ class Config:
     rules: tuple[Rule, ...]
     router: Router
     blackouts: tuple[Blackout, ...] = ()
+    state: StateSettings = field(default_factory=StateSettings)
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)
@@ -161,6 +194,37 @@ def load_config(path: str | os.PathLike[str] | None, registry: Registry) -> Conf
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(name, "", f"cannot read the config file: {exc}")]) from None
     return parse_config(text, registry, source=name)
+
+
+def read_state_settings(path: str | os.PathLike[str] | None, *,
+                        environ: Mapping[str, str] | None = None) -> StateSettings:
+    """The config file's ``state:`` section alone, for commands that need only the outbox
+    (``outbox``, ``db``): the rest of the file is not validated. No file where none was asked
+    for (no ``--config``, no ``$ARMOR_NOTIFY_CONFIG``) means the defaults."""
+    file = find_config(path)
+    name = str(file)
+    explicit = bool(path or os.environ.get(CONFIG_ENV))
+    try:
+        text = _read_config(file)
+    except FileNotFoundError:
+        if not explicit:
+            return StateSettings()
+        raise ConfigError([Problem(name, "", "config file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(name, "", f"cannot read the config file: {exc}")]) from None
+    data, layout = _load_yaml(text, name)
+    validator = _Validator(name, layout, Registry(), os.environ if environ is None else environ)
+    section = data.get("state") if isinstance(data, dict) else None
+    settings = StateSettings()
+    if section is not None:
+        section = validator.interpolate(section, ("state",))
+        try:
+            settings = StateSettings.model_validate(section)
+        except ValidationError as exc:
+            validator.pydantic_problems(exc, StateSettings, ("state",))
+    if validator.problems:
+        raise ConfigError(validator.problems)
+    return settings
 
 
 def _read_config(file: Path) -> str:
@@ -533,11 +597,27 @@ class _Validator:
         raw_rules = data.get("rules")
         self.check_rules(raw_rules if isinstance(raw_rules, list) else [],
                          set(raw_destinations) if isinstance(raw_destinations, dict) else set())
+        if top is not None:
+            self.check_retention(top)
         if self.problems or top is None:
             raise ConfigError(self.problems)
         compiled = tuple(Rule.compile(i, r) for i, r in enumerate(top.rules))
         return Config(self.source, top.defaults, destinations, compiled, Router(compiled),
-                      tuple(top.blackouts))
+                      tuple(top.blackouts), top.state)
+
+    def check_retention(self, top: ConfigFile) -> None:
+        """Finished deliveries are the memory of noise control and of the repeat window: they
+        must be kept at least as long as any of those look back."""
+        needs = [(86400.0, "a day (daily limits count a day of deliveries)"),
+                 (top.defaults.repeat_window, "defaults.repeat_window")]
+        needs += [(r.cooldown, f"the cooldown of rule '{r.name}'") for r in top.rules
+                  if r.cooldown is not None]
+        longest, what = max(needs, key=lambda need: need[0])
+        if top.state.retention < longest:
+            self.problem(("state", "retention"),
+                         f"{format_duration(top.state.retention)} is shorter than {what} "
+                         f"({format_duration(longest)}): deliveries it looks back on would be "
+                         "removed first")
 
     @staticmethod
     def valid_blackouts(top: ConfigFile | None, data: dict[str, Any]) -> list[Blackout]:

@@ -129,6 +129,7 @@ class Dispatcher:
         on_final: Callable[[Delivery], None] | None = None,
         poll: float = 1.0,
         leased: Sequence[Delivery] = (),
+        chores: Sequence[Chore] = (),
     ) -> None:
         """Claim and deliver due deliveries from ``outbox`` (only ``ids``, if given).
 
@@ -138,8 +139,10 @@ class Dispatcher:
         deliveries already leased to this dispatcher (at intake): they start as soon as the
         pool has room for them. Attempts that have not started when this returns (or is
         interrupted) never start: their deliveries go back on the queue, no attempt spent.
+        ``chores`` run between deliveries as they fall due.
         """
-        _Pass(self, outbox, ids, on_final).run(leased, wait_seconds, stop_when_idle, poll)
+        _Pass(self, outbox, ids, on_final, chores).run(leased, wait_seconds, stop_when_idle,
+                                                       poll)
 
     def _io_pool(self) -> IOPool:
         # One pool for the dispatcher's life, so its threads are reused (a pool per call started
@@ -309,6 +312,18 @@ class Dispatcher:
                         rule="armor-notify test", dedup_key=dedup_key, test=True)
 
 
+@dataclass
+class Chore:
+    """Work a long pass does now and then between deliveries, on the pass's thread (a worker
+    removing finished deliveries past their retention): ``run(now)`` every ``every`` seconds,
+    the first time when the pass starts."""
+
+    every: float
+    run: Callable[[float], None]
+    due: float = 0.0
+    """When it runs next (monotonic clock); 0: at once."""
+
+
 class _Pass:
     """One ``Dispatcher.deliver`` call: its attempts, its backlog and its timers.
 
@@ -321,11 +336,13 @@ class _Pass:
     """
 
     def __init__(self, dispatcher: Dispatcher, outbox: Outbox, ids: Collection[str] | None,
-                 on_final: Callable[[Delivery], None] | None) -> None:
+                 on_final: Callable[[Delivery], None] | None,
+                 chores: Sequence[Chore] = ()) -> None:
         self.d = dispatcher
         self.outbox = outbox
         self.ids = ids
         self.on_final = on_final
+        self.chores = chores
         self.pool = dispatcher._io_pool()
         self.finished: queue.SimpleQueue[Job[Outcome]] = queue.SimpleQueue()
         self.running: dict[Job[Outcome], _Running] = {}
@@ -358,6 +375,10 @@ class _Pass:
             done: set[Job[Outcome]] = set()
             while True:
                 mono, now = time.monotonic(), self.d.clock()
+                for chore in self.chores:
+                    if mono >= chore.due:
+                        chore.due = mono + chore.every
+                        chore.run(now)
                 out_of_time = end is not None and mono >= end
                 if done or self.running or self.late:
                     self._settle(done, mono, now, out_of_time)
@@ -399,6 +420,7 @@ class _Pass:
                     timers += [self._start_by(dest) for dest in self.backlog]
                 if end is not None:
                     timers.append(end)
+                timers += [chore.due for chore in self.chores]
                 done = set()
                 with contextlib.suppress(queue.Empty):
                     done.add(self.finished.get(timeout=max(0.0, min(timers) - time.monotonic())))

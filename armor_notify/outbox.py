@@ -117,6 +117,9 @@ class Outbox(Protocol):
               now: float) -> int: ...
     def purge(self, *, older_than: float, now: float) -> int: ...
     def history(self) -> History: ...
+    @property
+    def schema_version(self) -> int:
+        """The version of the store's schema (what ``armor-notify db upgrade`` reports)."""
     def close(self) -> None: ...
     def __enter__(self) -> Outbox: ...
     def __exit__(self, *exc: object) -> None: ...
@@ -250,6 +253,10 @@ class SqliteOutbox:
             raise OutboxError(f"cannot create the state directory {directory}: "
                               f"{exc.strerror or exc}") from None
         return cls(str(directory / FILE_NAME))
+
+    @property
+    def schema_version(self) -> int:
+        return SCHEMA_VERSION  # opening refuses any other
 
     @classmethod
     def memory(cls) -> SqliteOutbox:

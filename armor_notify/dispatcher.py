@@ -312,6 +312,10 @@ class Dispatcher:
                         rule="armor-notify test", dedup_key=dedup_key, test=True)
 
 
+_WAKE: Any = object()
+"""Put on a pass's queue of finished attempts to wake it: new work may be due."""
+
+
 @dataclass
 class Chore:
     """Work a long pass does now and then between deliveries, on the pass's thread (a worker
@@ -370,6 +374,10 @@ class _Pass:
             poll: float) -> None:
         begin = self.begin = time.monotonic()
         end = begin + wait_seconds if wait_seconds is not None else None
+        # Another process's intake wakes a long pass at once (a backend that can tell, such as
+        # PostgreSQL's NOTIFY); the token is not a job, so settling it records nothing.
+        stop_listening = self.outbox.listen(lambda: self.finished.put(_WAKE)) if (
+            not stop_when_idle) else None
         try:
             self._hold(leased)
             done: set[Job[Outcome]] = set()
@@ -436,6 +444,9 @@ class _Pass:
                 self._give_back_unstarted()
                 self._flush(now)
             raise
+        finally:
+            if stop_listening is not None:
+                stop_listening()
 
     # -- taking work ------------------------------------------------------------------------------
     def _hold(self, leased: Sequence[Delivery]) -> None:

@@ -120,6 +120,10 @@ class Outbox(Protocol):
     @property
     def schema_version(self) -> int:
         """The version of the store's schema (what ``armor-notify db upgrade`` reports)."""
+    def listen(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake`` (from any thread) when another process may have queued work, until the
+        returned function is called. A store that cannot tell returns at once and never calls
+        it: its workers find new work by polling."""
     def close(self) -> None: ...
     def __enter__(self) -> Outbox: ...
     def __exit__(self, *exc: object) -> None: ...
@@ -257,6 +261,11 @@ class SqliteOutbox:
     @property
     def schema_version(self) -> int:
         return SCHEMA_VERSION  # opening refuses any other
+
+    def listen(self, wake: Callable[[], None]) -> Callable[[], None]:
+        return _stop_nothing  # SQLite tells no one: workers on the file poll
+
+
 
     @classmethod
     def memory(cls) -> SqliteOutbox:
@@ -631,6 +640,10 @@ class SqliteOutbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _stop_nothing() -> None:
+    pass
 
 
 def _take(d: Delivery, rules: ClaimRules | None, now: float, keys: _RateKeys) -> bool:

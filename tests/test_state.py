@@ -5,6 +5,7 @@ failures (issue 15). Backend-neutral: the PostgreSQL side is in ``test_outbox_po
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -252,3 +253,59 @@ def test_send_refuses_a_state_flag_that_is_a_directory(runner: CliRunner, tmp_pa
     assert "--state: must be a postgresql:// URL (a SQLite state directory is given with " \
            "--state-dir" in result.output
 
+
+
+# -- wake-ups -------------------------------------------------------------------------------------
+
+
+class Telling:
+    """A file outbox whose store can tell a worker that another process queued work (as
+    PostgreSQL's NOTIFY does): the test calls the worker's ``wake`` by hand."""
+
+    def __init__(self, box: SqliteOutbox) -> None:
+        self.box = box
+        self.wakes: list[Any] = []
+        self.stopped = 0
+
+    def listen(self, wake: Any) -> Any:
+        self.wakes.append(wake)
+
+        def stop() -> None:
+            self.stopped += 1
+
+        return stop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.box, name)
+
+
+def test_a_worker_starts_new_work_when_woken_not_at_its_next_poll(tmp_path: Path) -> None:
+    import time
+
+    capture = Capture()
+    config = {"version": 1, "destinations": {"cap": {"type": "capture"}},
+              "rules": [{"name": "all", "event": "schema_change", "destinations": ["cap"]}]}
+    telling = Telling(SqliteOutbox.open(tmp_path))
+    worker = Notifier.from_dict(config, plugins=_plugins(capture), outbox=telling)  # type: ignore[arg-type]
+    producer = Notifier.from_dict(config, plugins=_plugins(capture),
+                                  outbox=SqliteOutbox.open(tmp_path))
+    done: list[float] = []
+    with worker, producer:
+        thread = threading.Thread(target=worker.drain, kwargs={
+            "stop_when_idle": False, "poll": 60.0, "wait": 2.5,
+            "on_final": lambda d: done.append(time.monotonic())})
+        thread.start()
+        deadline = time.monotonic() + 5
+        while not telling.wakes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(telling.wakes) == 1  # the long pass listens once
+        time.sleep(0.2)  # the worker is idle now, its next poll a minute away
+        producer.enqueue([make_alert()], _lease=False)  # another process's intake
+        woken = time.monotonic()
+        telling.wakes[0]()
+        while not done and time.monotonic() < deadline + 3:
+            time.sleep(0.01)
+        thread.join(timeout=15)
+    assert done and done[0] - woken < 2.0  # not the 60 s poll
+    assert telling.stopped == 1  # and it stopped listening when the pass ended
+    assert len(capture.notifications) == 1

@@ -9,15 +9,21 @@ server is not available.
 What the suite needs that the ``Outbox`` protocol does not offer (damaging a stored row, as a
 disk or an older version would leave it) is a backend hook too, so the tests stay written
 against the protocol alone.
+
+Backends whose store is a server (PostgreSQL) are slow to reach in a fresh run: their test
+cases carry the ``slow`` mark (:func:`params`), so ``pytest -m "not slow"`` stays fast.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
+
+import postgres
+import pytest
 
 from armor_notify.outbox import Outbox, SqliteOutbox
 
@@ -42,6 +48,8 @@ class Backend:
     """Make the stored delivery with this id unreadable (its alert written by an older version),
     as another process would see it; ``None``: the backend cannot."""
     opened: list[Outbox] = field(default_factory=list)
+    cleanup: Callable[[], None] | None = None
+    """Run after the test, once every outbox is closed (a server's test database dropped)."""
 
     def open(self) -> Outbox:
         box = self.connect()
@@ -52,6 +60,8 @@ class Backend:
         for box in self.opened:
             box.close()
         self.opened.clear()
+        if self.cleanup is not None:
+            self.cleanup()
 
 
 def _damage_sqlite(box: Outbox, delivery_id: str) -> None:
@@ -72,11 +82,40 @@ def sqlite_memory(tmp_path: Path) -> Backend:
                    damage=_damage_sqlite)
 
 
+def _damage_postgres(box: Outbox, delivery_id: str) -> None:
+    from armor_notify.outbox_postgres import PostgresOutbox
+
+    pg = cast(PostgresOutbox, box)
+    with pg._tx("damage") as db:
+        db.execute("UPDATE deliveries SET alert=%s WHERE id=%s", (OLDER_VERSION_ALERT, delivery_id))
+    pg._alerts.clear()  # as in a process that did not write it (nothing cached)
+
+
+def postgresql(tmp_path: Path) -> Backend:
+    """A fresh database on the session's server (``postgres.py``: skips, or fails under
+    ``CI=true``, when there is none); dropped after the test."""
+    from armor_notify.outbox_postgres import PostgresOutbox
+
+    database = postgres.fresh_database()
+    return Backend("postgresql", shared=True, connect=lambda: PostgresOutbox.open(database.url),
+                   damage=_damage_postgres, cleanup=database.drop)
+
+
 BACKENDS: dict[str, Callable[[Path], Backend]] = {
     "sqlite-file": sqlite_file,
     "sqlite-memory": sqlite_memory,
+    "postgresql": postgresql,
 }
 """Every backend the suite runs on, by name (the test ids)."""
 
-SHARED_BACKENDS = ("sqlite-file",)
+SHARED_BACKENDS = ("sqlite-file", "postgresql")
 """The backends whose store several outbox objects share (the two-connection tests)."""
+
+SLOW_BACKENDS = frozenset({"postgresql"})
+"""Backends reached through a server the session starts: their cases are marked ``slow``."""
+
+
+def params(names: Iterable[str]) -> list[Any]:
+    """The backends as fixture parameters, the slow ones marked so."""
+    return [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_BACKENDS else name
+            for name in names]

@@ -7,7 +7,7 @@ the backends whose store several outbox objects (processes) share.
 
 The calls into the protocol go through the few helpers below (``enqueue``, ``claim``,
 ``attempted``), so a change of a signature is a change in one place. The last section tests what
-the CLI uses that is only on ``SqliteOutbox`` today (not in the protocol yet: see its comment).
+the command line uses: the noise-control history and closing as a context manager.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from outbox_backends import BACKENDS, SHARED_BACKENDS, Backend
+from outbox_backends import BACKENDS, SHARED_BACKENDS, Backend, params
 
 from armor_notify.alert import Alert
 from armor_notify.delivery import Attempt, Delivery, State
 from armor_notify.destinations import RateLimit
 from armor_notify.noise import Decision, Digest, History, batch_key
-from armor_notify.outbox import ClaimRules, IntakePolicy, Outbox, SqliteOutbox
+from armor_notify.outbox import ClaimRules, IntakePolicy, Outbox
 
 RULES = ClaimRules(lease=5.0, max_attempts=3)
 LONG = ClaimRules(lease=1000.0, max_attempts=3)
@@ -34,14 +34,14 @@ UNREADABLE = "the stored delivery cannot be read"
 # -- backends -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=list(BACKENDS))
+@pytest.fixture(params=params(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     chosen = BACKENDS[request.param](tmp_path)
     yield chosen
     chosen.close()
 
 
-@pytest.fixture(params=list(SHARED_BACKENDS))
+@pytest.fixture(params=params(SHARED_BACKENDS))
 def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """A backend whose store two outbox objects can open (two processes, two connections)."""
     chosen = BACKENDS[request.param](tmp_path)
@@ -766,22 +766,16 @@ def test_the_policy_sees_what_another_outbox_notified(shared: Backend) -> None:
     assert stored(one, second).state is State.suppressed
 
 
-# -- only on SqliteOutbox today: not in the protocol ----------------------------------------------
-# The CLI uses these directly; a second backend needs them in the protocol (issue 15):
-# ``history()`` (``route --at`` reads what was notified) and the context manager
-# (``with _open_outbox(...) as box`` in ``outbox list/show/retry/purge``).
-
-
-def sqlite(box: Outbox) -> SqliteOutbox:
-    assert isinstance(box, SqliteOutbox)
-    return box
+# -- what the command line uses: the noise-control history, and closing -------------------------
+# ``route --at`` reads what was notified through ``history()``; ``outbox list/show/retry/purge``
+# open the outbox as a context manager.
 
 
 def test_history_answers_what_the_policy_would_be_told(box: Outbox) -> None:
     enqueue(box, [delivery(1, asset="orders"), delivery(2, asset="orders", test=True)],
             now=100.0)
     enqueue(box, [delivery(3)], now=100.0, policy=digest_policy(max_items=10))
-    history = sqlite(box).history()
+    history = box.history()
     assert history.last_notified("All", "orders", "d", 0.0) == 100.0
     assert history.last_notified("All", "orders", "d", 101.0) is None
     assert history.count_notified(0.0) == 1  # the test event is not counted (nor the digest)
@@ -790,7 +784,7 @@ def test_history_answers_what_the_policy_would_be_told(box: Outbox) -> None:
 
 
 def test_an_outbox_closes_as_a_context_manager(backend: Backend) -> None:
-    with sqlite(backend.connect()) as box:
+    with backend.connect() as box:
         enqueue(box, [delivery(1)], now=100.0)
         assert len(box.find()) == 1
     with pytest.raises(Exception, match="closed"):

@@ -553,12 +553,14 @@ def validate(ctx: click.Context, config: str | None, as_json: bool) -> None:
               help="With --once: stop after this long even if deliveries are still retrying.")
 @click.option("--poll", type=str, callback=_duration(minimum=0.05), default="1s", show_default=True,
               metavar="DURATION", help="How often an idle worker looks for new deliveries.")
+@click.option("--threads", type=click.IntRange(min=1, max=1024), default=32, show_default=True,
+              help="How many deliveries this worker runs at once (its I/O threads).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per finished delivery.")
 @state_option
 @state_dir_option
 @click.pass_context
 def worker(ctx: click.Context, config: str | None, once: bool, wait: float | None, poll: float,
-           as_json: bool, state: str | None, state_dir: str | None) -> None:
+           threads: int, as_json: bool, state: str | None, state_dir: str | None) -> None:
     """Deliver queued deliveries from the outbox as they fall due.
 
     Several workers may share one outbox: each delivery is leased to one worker at a time, and a
@@ -583,7 +585,8 @@ def worker(ctx: click.Context, config: str | None, once: bool, wait: float | Non
                  f"({d.attempt_count} attempt{'s' * (d.attempt_count != 1)}){detail}")
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    with Notifier(cfg, pm, outbox=_open_outbox(state, state_dir, cfg.state)) as notifier:
+    with Notifier(cfg, pm, outbox=_open_outbox(state, state_dir, cfg.state),
+                  max_workers=threads) as notifier:
         try:
             notifier.drain(wait=wait if once else None, stop_when_idle=once, on_final=report,
                            poll=poll, retention=cfg.state.retention,

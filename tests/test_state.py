@@ -309,3 +309,16 @@ def test_a_worker_starts_new_work_when_woken_not_at_its_next_poll(tmp_path: Path
     assert done and done[0] - woken < 2.0  # not the 60 s poll
     assert telling.stopped == 1  # and it stopped listening when the pass ended
     assert len(capture.notifications) == 1
+
+
+def test_worker_threads_sets_how_many_deliveries_run_at_once(
+        runner: CliRunner, tmp_path: Path, mocker: Any) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("version: 1\ndestinations: {}\n")
+    made = mocker.spy(Notifier, "__init__")
+    result = runner.invoke(cli, ["worker", "--once", "--threads", "3", "-c", str(config),
+                                 "--state-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert made.call_args.kwargs["max_workers"] == 3
+    refused = runner.invoke(cli, ["worker", "--once", "--threads", "0", "-c", str(config)])
+    assert refused.exit_code == 2 and "--threads" in refused.output

@@ -68,7 +68,7 @@ from .secrets import ELLIPSIS
 if TYPE_CHECKING:
     import psycopg
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = "armor_notify"
 """The PostgreSQL schema (namespace) that holds the outbox's tables."""
 EXTRA = "pip install 'armor-notify[postgresql]'"
@@ -80,7 +80,7 @@ _SCHEMA_LOCK = "armor-notify schema"
 _INTAKE_LOCK = "armor-notify intake"
 _DIGEST_LOCK = "armor-notify digests"
 
-_DDL = (
+_V1 = (
     f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     # The columns of SQLite's table, with PostgreSQL's types. ``id`` compares byte-wise (collation
@@ -125,6 +125,24 @@ _DDL = (
     """CREATE TABLE IF NOT EXISTS rate_state (key TEXT PRIMARY KEY, tat DOUBLE PRECISION NOT NULL,
                                               hold DOUBLE PRECISION NOT NULL DEFAULT 0)""",
 )
+# Indexes that hold their plan before the planner has statistics (a table that grew from empty
+# in minutes): the intake lookup's order comes from its index, a claim reads due rows in the
+# order it takes them (so its LIMIT stops the scan), and "the oldest unfinished delivery with
+# this key" reads only unfinished rows. Without them a fresh table's intake and claims slowed
+# with every row (an ORDER BY seq … LIMIT 1 walked the primary key; an anti-join compared each
+# due row with every pending one).
+_V2 = (
+    "DROP INDEX IF EXISTS deliveries_intake",
+    "DROP INDEX IF EXISTS deliveries_destination",
+    "CREATE INDEX IF NOT EXISTS deliveries_claim ON deliveries(state, destination, run_at, seq)",
+    "CREATE INDEX IF NOT EXISTS deliveries_intake_seq "
+    "ON deliveries(alert_id, alert_status, destination, seq)",
+    "CREATE INDEX IF NOT EXISTS deliveries_pending_order ON deliveries(destination, dedup_key, seq) "
+    "WHERE state IN ('queued', 'in_flight')",
+)
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2}
+"""Schema version → the statements that bring the version before it there (1: from nothing).
+Applied in order, in one transaction, under the schema lock."""
 
 Row = tuple[Any, ...]
 
@@ -275,8 +293,9 @@ class PostgresOutbox:
         return conn
 
     def _ensure_schema(self, conn: psycopg.Connection[Row]) -> None:
-        """Create the tables on first use, under an advisory lock so that two workers starting
-        at once do not race; refuse a schema newer than this code."""
+        """Create the tables on first use, or bring an older schema to this version
+        (:data:`MIGRATIONS`), under an advisory lock so that two workers starting at once do
+        not race; refuse a schema newer than this code."""
 
         def version(db: _Db) -> str | None:
             found = db.one("SELECT to_regclass(%s)", (f"{SCHEMA}.meta",))
@@ -287,31 +306,29 @@ class PostgresOutbox:
 
         with conn.transaction():
             db = _Db(conn.cursor())
-            stored = version(db)
-            if stored is None:
+            stored = _number(version(db))
+            if stored < SCHEMA_VERSION:
                 db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_SCHEMA_LOCK,))
-                stored = version(db)  # whoever held the lock may have just made them
-            if stored is None:
+                stored = _number(version(db))  # whoever held the lock may have just done it
+            if stored == 0:
                 (encoding,) = db.one("SHOW server_encoding") or ("?",)
                 if str(encoding).upper() not in ("UTF8", "UTF-8"):
                     raise OutboxError(f"{self.where}: the database's encoding is {encoding}; "
                                       "the outbox needs UTF8 (CREATE DATABASE … ENCODING 'UTF8')")
-                for statement in _DDL:
-                    db.execute(statement)
-                db.execute("INSERT INTO meta VALUES ('schema', %s) ON CONFLICT DO NOTHING",
-                           (str(SCHEMA_VERSION),))
-                stored = str(SCHEMA_VERSION)
-        try:
-            number = int(stored)
-        except ValueError:
-            number = -1
-        if number > SCHEMA_VERSION:
+            if 0 <= stored < SCHEMA_VERSION:
+                for step in range(stored + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS[step]:
+                        db.execute(statement)
+                db.execute("INSERT INTO meta VALUES ('schema', %s) ON CONFLICT (key) DO UPDATE "
+                           "SET value = EXCLUDED.value", (str(SCHEMA_VERSION),))
+                stored = SCHEMA_VERSION
+        if stored > SCHEMA_VERSION:
             raise OutboxError(f"{self.where}: the outbox was written by a newer armor-notify "
                               f"(schema {stored}; this version knows up to {SCHEMA_VERSION}); "
                               "upgrade armor-notify on this machine")
-        if number != SCHEMA_VERSION:
-            raise OutboxError(f"{self.where}: the outbox's schema version is {stored!r}, not one "
-                              f"this armor-notify knows ({SCHEMA_VERSION})")
+        if stored != SCHEMA_VERSION:
+            raise OutboxError(f"{self.where}: the outbox's schema version is not one this "
+                              f"armor-notify knows (1 to {SCHEMA_VERSION})")
 
     @contextlib.contextmanager
     def _tx(self, what: str, *, durable: bool = True) -> Iterator[_Db]:
@@ -456,9 +473,9 @@ class PostgresOutbox:
                     size = min(room, keys.room(rules(destination)))
                     found = db.all(
                         "SELECT run_at, seq FROM deliveries d WHERE state=%s AND destination=%s "
-                        f"AND run_at<=%s {where} AND NOT EXISTS (SELECT 1 FROM deliveries o "
-                        "WHERE o.destination=d.destination AND o.dedup_key=d.dedup_key AND "
-                        "o.seq<d.seq AND o.state IN ('queued','in_flight')) "
+                        f"AND run_at<=%s {where} AND d.seq = (SELECT min(o.seq) FROM "
+                        "deliveries o WHERE o.destination=d.destination AND "
+                        "o.dedup_key=d.dedup_key AND o.state IN ('queued','in_flight')) "
                         "ORDER BY run_at, seq LIMIT %s FOR UPDATE SKIP LOCKED",
                         (state, destination, now, *params, size))
                     if len(found) == size:
@@ -671,6 +688,16 @@ class PostgresOutbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _number(stored: str | None) -> int:
+    """A stored schema version: 0 for none yet, -1 for one that is not a number."""
+    if stored is None:
+        return 0
+    try:
+        return int(stored)
+    except ValueError:
+        return -1
 
 
 CHANNEL = "armor_notify_work"

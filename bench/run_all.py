@@ -24,6 +24,7 @@ SCENARIOS = [
     ("memory", "bench_memory.py", [], ["--alerts", "20000"]),
     ("outbox", "bench_outbox.py", [], ["--alerts", "150", "--rounds", "2"]),
     ("send", "bench_send.py", [], ["--rounds", "2", "--large", "2000"]),
+    ("postgres", "bench_postgres.py", [], ["--quick"]),
 ]
 
 

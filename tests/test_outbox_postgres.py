@@ -255,6 +255,34 @@ def test_the_schema_version_is_stored_and_reported(database: postgres.Database) 
 
 
 @pytest.mark.slow
+def test_an_older_schema_is_brought_to_this_version_with_its_rows(
+        database: postgres.Database) -> None:
+    import psycopg
+
+    from armor_notify.outbox_postgres import MIGRATIONS
+
+    with psycopg.connect(database.url, autocommit=True) as conn:  # what version 1 made
+        conn.execute("SET search_path TO armor_notify")
+        for statement in MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO meta VALUES ('schema', '1')")
+    admin(database.url, "INSERT INTO armor_notify.deliveries (id, alert_id, alert_status, "
+                        "destination, destination_type, rule, also_matched, dedup_key, alert, "
+                        "state, run_at, created_at) VALUES ('d1', 'a', 'triggered', 'd', 's', "
+                        "'All', '[]', 'k', %s, 'queued', 1, 1)",
+          (json.dumps(delivery(1).alert.model_dump(mode="json")),))
+    with PostgresOutbox.open(database.url) as box:
+        assert box.schema_version == SCHEMA_VERSION == 2
+        assert [d.id for d in box.find()] == ["d1"]
+    indexes = {name for (name,) in admin(database.url, "SELECT indexname FROM pg_indexes WHERE "
+                                                       "schemaname = 'armor_notify'")}
+    assert {"deliveries_pending_order", "deliveries_intake_seq"} <= indexes
+    assert "deliveries_intake" not in indexes
+    assert admin(database.url, "SELECT value FROM armor_notify.meta WHERE key='schema'") == [
+        ("2",)]
+
+
+@pytest.mark.slow
 def test_a_schema_newer_than_this_code_is_refused(database: postgres.Database) -> None:
     PostgresOutbox.open(database.url).close()
     admin(database.url, "UPDATE armor_notify.meta SET value=%s WHERE key='schema'",

@@ -765,14 +765,15 @@ def db_upgrade(ctx: click.Context, config: str | None, as_json: bool, state: str
     at once do not race); run it to do it ahead of a deploy. A schema newer than this version
     knows is refused: upgrade armor-notify instead."""
     from .api import is_postgres_url, state_location
-    from .secrets import mask_url
 
     _json_flag(ctx, as_json)
     where = state_location(state, state_dir, _state_settings(config))
     with _open_outbox(state, state_dir, _state_settings(config)) as box:
         version = box.schema_version
     if where is not None and is_postgres_url(where):
-        shown = mask_url(str(where))
+        from .outbox_postgres import shown_url
+
+        shown = shown_url(str(where))  # user, host and database; never the password
     else:
         from .outbox import FILE_NAME, default_state_dir
 

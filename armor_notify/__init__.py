@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("Outcome", "parse_retry_after"), "outcome"),
     "hookimpl": "plugins",
     **dict.fromkeys(("Secret", "SecretUrl", "mask_secret", "mask_url"), "secrets"),
+    **dict.fromkeys(("Source", "SourceAlert", "SourceError", "SourceInput"), "sources"),
 }
 
 __all__ = [
@@ -41,6 +42,10 @@ __all__ = [
     "SecretUrl",
     "Sender",
     "Severity",
+    "Source",
+    "SourceAlert",
+    "SourceError",
+    "SourceInput",
     "__version__",
     "hookimpl",
     "is_loopback_host",
@@ -88,3 +93,7 @@ if TYPE_CHECKING:  # what type checkers and editors see: the same names, importe
     from .secrets import SecretUrl as SecretUrl
     from .secrets import mask_secret as mask_secret
     from .secrets import mask_url as mask_url
+    from .sources import Source as Source
+    from .sources import SourceAlert as SourceAlert
+    from .sources import SourceError as SourceError
+    from .sources import SourceInput as SourceInput

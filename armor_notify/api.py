@@ -14,12 +14,20 @@ from typing import TYPE_CHECKING, Any
 from .alert import Alert, Asset, Severity
 from .config import Config, StateSettings, config_from_dict, load_config, parse_config
 from .delivery import Delivery, State
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_QUEUED, ConfigError, Problem
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_QUEUED, AlertError, ConfigError, Problem
 from .gate import Gate
-from .intake import AlertInput, parse_alerts, read_alerts
+from .intake import (
+    AlertInput,
+    SourceAlerts,
+    parse_alerts,
+    read_alerts,
+    read_source,
+    source_input,
+)
 from .matching import Route
 from .noise import NO_HISTORY, History
 from .plugins import PluginManager, load_plugins
+from .sources import Source, SourceInput
 from .validation import suggest
 
 if TYPE_CHECKING:
@@ -184,14 +192,37 @@ class Notifier:
         """Validate alert data (an object or a list); raises ``AlertError`` listing every problem."""
         return parse_alerts(data, self.plugins.registry.event_types, source=source)
 
-    def read_alerts(self, path: str) -> list[Alert]:
-        """Alerts from a JSON file, ``-`` for standard input (at most 16 MiB)."""
-        return read_alerts(path, self.plugins.registry.event_types)
+    def read_alerts(self, path: str, *, source: str | None = None) -> list[Alert]:
+        """Alerts from a JSON file, ``-`` for standard input (at most 16 MiB); with ``source``,
+        what that source (``dbt``, ``alertmanager``…) makes of the file or directory."""
+        if source is None:
+            return read_alerts(path, self.plugins.registry.event_types)
+        with self.open_alerts(path, source=source) as found:
+            return list(found)
 
-    def open_alerts(self, path: str) -> AlertInput:
+    def open_alerts(self, path: str, *, source: str | None = None) -> AlertInput | SourceAlerts:
         """Alerts from a JSON file or ``-``, streamed when they are JSON lines: ``check()`` them
-        (every problem at once), then iterate; use it as a context manager."""
-        return AlertInput(path, self.plugins.registry.event_types)
+        (every problem at once), then iterate; use it as a context manager. With ``source``,
+        the named source reads the file, directory or standard input instead."""
+        kinds = self.plugins.registry.event_types
+        if source is None:
+            return AlertInput(path, kinds)
+        return SourceAlerts(self.source(source), source_input(path), kinds)
+
+    def read_source(self, source: str, given: SourceInput) -> list[Alert]:
+        """What the source named ``source`` makes of ``given`` (a file, a directory or bytes:
+        an HTTP request body), validated; raises ``AlertError`` with every problem."""
+        return read_source(self.source(source), given, self.plugins.registry.event_types)
+
+    def source(self, name: str) -> Source:
+        """The installed source called ``name``; ``AlertError`` naming those installed."""
+        sources = self.plugins.registry.sources
+        if name not in sources:
+            raise AlertError([Problem("--source", "", f"unknown source '{name}'"
+                                      f"{suggest(name, sources)}; installed: "
+                                      f"{', '.join(sorted(sources)) or 'none'}"
+                                      f"{self.plugins.registry.failure_note}")])
+        return sources[name]
 
     # -- what the commands do ---------------------------------------------------------------------
     def route(self, alert: Alert) -> list[Route]:

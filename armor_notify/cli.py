@@ -49,6 +49,10 @@ json_option = click.option("--json", "as_json", is_flag=True, help="One JSON doc
 config_option = click.option("--config", "-c", "config", metavar="F", help=CONFIG_HELP)
 state_dir_option = click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
 state_option = click.option("--state", "state", metavar="URL", help=STATE_HELP)
+source_option = click.option(
+    "--source", "source", metavar="NAME",
+    help="Read EVENT with this alert source (dbt, great_expectations, alertmanager, plugins: "
+         "`armor-notify plugins`); default: armor-notify's own JSON alerts.")
 
 
 def _duration(minimum: float = 0.0) -> Any:
@@ -213,11 +217,12 @@ def _state_settings(config: str | None) -> StateSettings:
               show_default=True, metavar="DURATION",
               help="How long to keep delivering; what is still retrying then stays queued for "
                    "`armor-notify worker`. 0 accepts and queues without sending.")
+@source_option
 @state_option
 @state_dir_option
 @click.pass_context
 def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_run: bool,
-         wait: float, state: str | None, state_dir: str | None) -> None:
+         wait: float, source: str | None, state: str | None, state_dir: str | None) -> None:
     """Route and deliver the alert(s) in EVENT, a JSON file (- for stdin).
 
     Every delivery is written to the outbox before it is attempted. Past 20 alerts a summary
@@ -233,7 +238,7 @@ def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_
     cfg = load_config(config, pm.registry)
     outbox = None if dry_run else _open_outbox(state, state_dir, cfg.state)
     with Notifier(cfg, pm, outbox=outbox) as notifier:
-        alerts = notifier.read_alerts(event)
+        alerts = notifier.read_alerts(event, source=source)
         show_progress = not dry_run and wait > 0 and len(alerts) > SUMMARY_OVER
         try:
             with _progress(notifier, alerts, show_progress) as progress:
@@ -388,12 +393,13 @@ def _indent(text: str) -> str:
 @click.option("--at", "at", metavar="TIME",
               help="Judge schedules, blackouts, cooldowns and daily limits at this ISO 8601 time "
                    "(default: now; a time without a zone is in defaults.timezone).")
+@source_option
 @state_option
 @click.option("--state-dir", metavar="DIR", help=STATE_DIR_HELP + " Read for cooldowns and "
               "daily limits; never written.")
 @click.pass_context
 def route(ctx: click.Context, event: str, config: str | None, as_json: bool, at: str | None,
-          state: str | None, state_dir: str | None) -> None:
+          source: str | None, state: str | None, state_dir: str | None) -> None:
     """Show which rules match EVENT and which destinations would get it; send nothing.
 
     JSON lines (one alert a line) are read as a stream, so files of any size route in flat
@@ -403,13 +409,13 @@ def route(ctx: click.Context, event: str, config: str | None, as_json: bool, at:
     _json_flag(ctx, as_json)
     notifier = _notifier(config)
     where = state_location(state, state_dir, notifier.config.state)
-    with notifier.open_alerts(event) as source:
-        source.check()
+    with notifier.open_alerts(event, source=source) as found:
+        found.check()
         moment = _parse_at(at, notifier.config.defaults.timezone)
         # Cooldowns and daily limits are judged against the outbox, which route never creates.
         with contextlib.closing(open_outbox(where, create=False) or _NoOutbox()) as box:
             history = box.history()
-            results = (notifier.explain(alert, at=moment, history=history) for alert in source)
+            results = (notifier.explain(alert, at=moment, history=history) for alert in found)
             if as_json:
                 _emit_list("alerts", results)
                 return
@@ -788,7 +794,7 @@ def db_upgrade(ctx: click.Context, config: str | None, as_json: bool, state: str
 @cli.command()
 @json_option
 def plugins(as_json: bool) -> None:
-    """List installed plugins: name, version, destination types and hooks."""
+    """List installed plugins: name, version, destination types, sources and hooks."""
     from .plugins import load_plugins
 
     pm = load_plugins()
@@ -798,10 +804,10 @@ def plugins(as_json: bool) -> None:
         return
     rows: Sequence[Sequence[str]] = [
         [i.name, i.distribution, i.version, "built-in" if i.builtin else "third-party",
-         ", ".join(i.destination_types) or "-", ", ".join(i.hooks) or "-",
-         f"error: {i.error}" if i.error else "ok"] for i in infos]
-    echo(table(["PLUGIN", "DISTRIBUTION", "VERSION", "KIND", "DESTINATION TYPES", "HOOKS",
-                "STATUS"], rows, max_width=70))
+         ", ".join(i.destination_types) or "-", ", ".join(i.sources) or "-",
+         ", ".join(i.hooks) or "-", f"error: {i.error}" if i.error else "ok"] for i in infos]
+    echo(table(["PLUGIN", "DISTRIBUTION", "VERSION", "KIND", "DESTINATION TYPES", "SOURCES",
+                "HOOKS", "STATUS"], rows, max_width=70))
 
 
 def main() -> None:

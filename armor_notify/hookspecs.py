@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # the contract names these types; importing it loads nothing 
     from collections.abc import Callable
 
     from .destinations import DestinationType
+    from .sources import Source
 
 hookspec = pluggy.HookspecMarker("armor_notify")
 
@@ -47,4 +48,21 @@ def register_event_types(register: Callable[[str], None]) -> None:
         @hookimpl
         def register_event_types(register):
             register("dbt_test_failed")
+    """
+
+
+@hookspec
+def register_sources(register: Callable[[Source], None]) -> None:
+    """Register the alert sources this plugin provides: tools whose output armor-notify reads.
+
+    Called once, when plugins are loaded. Call ``register(Source(...))`` once per source; its
+    name is what ``--source NAME`` selects. A name already registered by another plugin is an
+    error that names both plugins. A source turns its input into native alert objects, which
+    armor-notify then validates (see :mod:`armor_notify.sources`).
+
+    Example::
+
+        @hookimpl
+        def register_sources(register):
+            register(Source("nagios", "Nagios notifications (JSON)", read_nagios))
     """

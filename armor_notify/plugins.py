@@ -52,6 +52,7 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     destination_types: list[str] = field(default_factory=list)
     event_types: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -63,6 +64,7 @@ class PluginInfo:
             "hooks": self.hooks,
             "destination_types": self.destination_types,
             "event_types": self.event_types,
+            "sources": self.sources,
             "error": self.error,
         }
 
@@ -186,6 +188,8 @@ class PluginManager:
                                                         info.destination_types, "name")),
             ("register_event_types", self._adder(info, self.registry.add_event_type,
                                                   info.event_types, None)),
+            ("register_sources", self._adder(info, self.registry.add_source, info.sources,
+                                              "name")),
         ):
             if hook_name not in info.hooks:
                 continue

@@ -1,4 +1,4 @@
-"""What the loaded plugins registered: destination types and event types.
+"""What the loaded plugins registered: destination types, event types and alert sources.
 
 A leaf of the plugin layer: config loading and matching read the registry, the plugin manager
 fills it, and it imports neither of them.
@@ -9,18 +9,21 @@ from __future__ import annotations
 from .alert import BUILTIN_EVENT_TYPES
 from .destinations import DestinationType
 from .errors import PluginError
+from .sources import Source
 
 LOAD_ENV = "ARMOR_NOTIFY_LOAD_PLUGINS"
 """The variable that chooses which third-party plugins load (named in conflict errors)."""
 
 
 class Registry:
-    """What the loaded plugins registered: destination types and event types."""
+    """What the loaded plugins registered: destination types, event types and alert sources."""
 
     def __init__(self) -> None:
         self.destination_types: dict[str, DestinationType] = {}
         self.event_types: list[str] = list(BUILTIN_EVENT_TYPES)
+        self.sources: dict[str, Source] = {}
         self._type_owner: dict[str, str] = {}
+        self._source_owner: dict[str, str] = {}
         self.failed: list[str] = []
 
     def add_destination_type(self, owner: str, dtype: DestinationType) -> None:
@@ -43,6 +46,21 @@ class Registry:
             )
         self.destination_types[dtype.name] = dtype
         self._type_owner[dtype.name] = owner
+
+    def add_source(self, owner: str, source: Source) -> None:
+        if not isinstance(source, Source):
+            raise PluginError(f"plugin '{owner}' registered {type(source).__name__!s}, not a Source")
+        if not source.name.isidentifier() or source.name.lower() != source.name:
+            raise PluginError(f"plugin '{owner}' registered source {source.name!r}: use a "
+                              "lower-case identifier")
+        if source.name in self.sources:
+            raise PluginError(
+                f"source '{source.name}' is registered by both plugin "
+                f"'{self._source_owner[source.name]}' and plugin '{owner}'; uninstall one of "
+                f"them or exclude it with {LOAD_ENV}"
+            )
+        self.sources[source.name] = source
+        self._source_owner[source.name] = owner
 
     def add_event_type(self, owner: str, name: str) -> None:
         if not isinstance(name, str) or not name.isidentifier() or name.lower() != name:

@@ -43,9 +43,10 @@ import pytest
 # The notifier, the dispatcher and the config layer are imported when a helper or test first runs.
 from .alert import BUILTIN_EVENT_TYPES, Alert
 from .destinations import DestinationConfig, DestinationType, Notification, Sender
-from .errors import ConfigError
+from .errors import AlertError, ConfigError
 from .outcome import Outcome
 from .plugins import PluginManager, hookimpl
+from .sources import Source, SourceAlert, SourceInput
 
 if TYPE_CHECKING:
     from .api import Notifier, SendReport
@@ -60,6 +61,7 @@ __all__ = [
     "Capture",
     "DestinationConformance",
     "Reply",
+    "SourceConformance",
     "build_notifier",
     "inline_plugin",
     "make_alert",
@@ -143,15 +145,24 @@ def make_notification(alert: Alert | None = None, **fields: Any) -> Notification
 # -- plugins and notifiers -----------------------------------------------------------------------
 
 
-def inline_plugin(*destination_types: DestinationType, event_types: Sequence[str] = ()) -> object:
-    """A plugin object that registers these destination types and event types, for tests."""
+def inline_plugin(*items: DestinationType | Source, event_types: Sequence[str] = ()) -> object:
+    """A plugin object that registers these destination types, sources and event types, for
+    tests."""
     namespace = types.SimpleNamespace()
+    destination_types = [i for i in items if isinstance(i, DestinationType)]
+    sources = [i for i in items if not isinstance(i, DestinationType)]
     if destination_types:
         def register_destination_types(register: Any) -> None:
             for dtype in destination_types:
                 register(dtype)
 
         namespace.register_destination_types = hookimpl(register_destination_types)
+    if sources:
+        def register_sources(register: Any) -> None:
+            for source in sources:
+                register(source)
+
+        namespace.register_sources = hookimpl(register_sources)
     if event_types:
         def register_event_types(register: Any) -> None:
             for name in event_types:
@@ -162,7 +173,7 @@ def inline_plugin(*destination_types: DestinationType, event_types: Sequence[str
 
 
 def _plugin_name(plugin: object, index: int) -> str:
-    if isinstance(plugin, DestinationType):
+    if isinstance(plugin, (DestinationType, Source)):
         return f"inline-{plugin.name}"
     name = getattr(plugin, "__name__", None)
     return name if isinstance(name, str) else f"inline-{index}"
@@ -170,14 +181,15 @@ def _plugin_name(plugin: object, index: int) -> str:
 
 def plugin_manager(*plugins: object, installed: bool = False) -> PluginManager:
     """A new, loaded plugin manager holding ``plugins``: plugin modules, objects with
-    ``@hookimpl`` functions, or bare :class:`DestinationType` objects.
+    ``@hookimpl`` functions, or bare :class:`DestinationType` and :class:`Source` objects.
 
     By default no installed plugin loads (not even the built-ins), so a plugin under test that is
     also installed is not registered twice; ``installed=True`` loads every installed plugin
     first, as the ``armor-notify`` command does.
     """
     extra = [
-        (_plugin_name(p, i), inline_plugin(p) if isinstance(p, DestinationType) else p)
+        (_plugin_name(p, i),
+         inline_plugin(p) if isinstance(p, (DestinationType, Source)) else p)
         for i, p in enumerate(plugins)
     ]
     return PluginManager().load(entry_points=None if installed else [], extra=extra)
@@ -339,11 +351,10 @@ class _RaisingSender:
             close()
 
 
-def _not_implemented(cls: type, hook: str, what: str) -> NotImplementedError:
+def _not_implemented(cls: type, hook: str, what: str,
+                     suite: str = "DestinationConformance") -> NotImplementedError:
     return NotImplementedError(
-        f"{cls.__name__} must implement {hook}(): {what} (see armor_notify.testing."
-        "DestinationConformance)"
-    )
+        f"{cls.__name__} must implement {hook}(): {what} (see armor_notify.testing.{suite})")
 
 
 class DestinationConformance:
@@ -661,3 +672,112 @@ class DestinationConformance:
         assert results[0].state is State.delivered, self.describe_delivery(results[0])
         self.assert_masked(config, *(json.dumps(d.as_dict(), default=str, ensure_ascii=False)
                                      for d in results))
+
+
+# -- sources -------------------------------------------------------------------------------------
+
+
+GARBAGE: tuple[bytes, ...] = (
+    b"", b"null", b"0", b"[]", b"{}", b'"text"', b"[[[[[[[[[[]]]]]]]]]]", b"{\"alerts\": 7}",
+    b"\xff\xfe not utf-8", b"{" * 5000, b"1e999999",
+)
+"""Inputs no source's tool writes: each must be refused with :class:`SourceError` problems (or
+read as holding no alerts), never escape as another exception."""
+
+
+class SourceConformance:
+    """The contract every alert source keeps, as inherited pytest tests.
+
+    Subclass it in a class whose name starts with ``Test`` and implement the three hooks::
+
+        class TestNagiosConformance(SourceConformance):
+            def source(self):
+                return armor_notify_nagios.NAGIOS
+
+            def good_inputs(self):
+                return [(SourceInput.from_path(FIXTURES / "two-problems.json"), 2)]
+
+            def bad_inputs(self):
+                return [(SourceInput.from_bytes(b'{"problems": 3}'), "problems")]
+
+    What it checks: the source registers through its plugin's ``register_sources`` hook under a
+    lower-case identifier, with a description; every good input becomes that many alerts that
+    validate as native ones, each named by a distinct place in the input; reading the same input
+    twice gives the same alert ids and dedup keys (so repeats are recognised); a bad input is
+    refused with a problem at the place you name; and garbage (:data:`GARBAGE`: empty input,
+    wrong JSON shapes, invalid UTF-8, deep nesting) is refused as problems, never as another
+    exception.
+    """
+
+    # -- hooks the author implements -------------------------------------------------------------
+
+    def source(self) -> Source:
+        """The :class:`Source` under test (the object your plugin registers)."""
+        raise _not_implemented(type(self), "source", "return the Source", "SourceConformance")
+
+    def good_inputs(self) -> Sequence[tuple[SourceInput, int]]:
+        """Inputs your tool really writes, each with how many alerts it must make."""
+        raise _not_implemented(type(self), "good_inputs", "return (SourceInput, count) pairs",
+                               "SourceConformance")
+
+    def bad_inputs(self) -> Sequence[tuple[SourceInput, str]]:
+        """Inputs that must be refused, each with (part of) the place the problem names."""
+        raise _not_implemented(type(self), "bad_inputs", "return (SourceInput, place) pairs",
+                               "SourceConformance")
+
+    def event_types(self) -> Sequence[str]:
+        """Event types beyond the built-in ones that your source's alerts use (your plugin
+        registers them with ``register_event_types``)."""
+        return ()
+
+    # -- the suite -------------------------------------------------------------------------------
+
+    def read(self, given: SourceInput) -> list[Alert]:
+        from .intake import read_source
+
+        return read_source(self.source(), given, [*BUILTIN_EVENT_TYPES, *self.event_types()])
+
+    def test_it_registers_under_a_name_with_a_description(self) -> None:
+        source = self.source()
+        pm = plugin_manager(source, inline_plugin(event_types=self.event_types()))
+        assert pm.registry.sources.get(source.name) is source
+        assert source.name.isidentifier() and source.name == source.name.lower(), source.name
+        assert source.description.strip(), "a description for `armor-notify plugins`"
+        assert set(source.reads) <= {"file", "directory", "body"} and source.reads, source.reads
+
+    def test_good_inputs_make_valid_alerts_each_with_its_place(self) -> None:
+        for given, count in self.good_inputs():
+            made = self.source().read(given)
+            assert all(isinstance(m, SourceAlert) for m in made)
+            places = [(m.file, m.where) for m in made]
+            assert all(where for _, where in places), f"{given.name}: every alert names a place"
+            assert len(set(places)) == len(places), f"{given.name}: two alerts at one place"
+            alerts = self.read(given)
+            assert len(alerts) == count, f"{given.name}: {len(alerts)} alerts, expected {count}"
+
+    def test_the_same_input_gives_the_same_ids(self) -> None:
+        for given, _ in self.good_inputs():
+            first, again = self.read(given), self.read(given)
+            assert [a.id for a in first] == [a.id for a in again], given.name
+            assert [a.dedup_key for a in first] == [a.dedup_key for a in again], given.name
+
+    def test_bad_inputs_are_refused_at_their_place(self) -> None:
+        for given, place in self.bad_inputs():
+            with pytest.raises(AlertError) as caught:  # a SourceError is one
+                self.read(given)
+            problems = getattr(caught.value, "problems", [])
+            assert any(place in f"{p.file}: {p.path}: {p.message}" for p in problems), (
+                f"{given.name}: no problem names {place!r}: {[str(p) for p in problems]}")
+
+    def test_garbage_is_refused_as_problems_never_as_another_exception(self) -> None:
+        from .sources import SourceError
+
+        source = self.source()
+        for data in GARBAGE:
+            given = SourceInput.from_bytes(data, "<garbage>")
+            try:
+                made = source.read(given)
+            except SourceError as exc:
+                assert exc.problems, f"{data[:20]!r}: a SourceError names its problems"
+                continue
+            assert isinstance(made, Sequence), f"{data[:20]!r}: read returned {type(made)}"

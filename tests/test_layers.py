@@ -51,7 +51,7 @@ INIT = "__init__"
 
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = tuple((name, frozenset(modules)) for name, modules in (
     ("leaves", {"errors", "durations", "times", "validation", "secrets", "outcome", "dedup", "pool",
-                "output"}),
+                "output", "sources"}),
     ("models", {"alert", "rules", "destinations", "delivery", "noise"}),
     ("services on the models", {"matching", "retry", "intake", "message", "digests", "http",
                                 "hookspecs", "registry"}),

@@ -38,7 +38,7 @@ def _plugin(**hooks: Any) -> types.SimpleNamespace:
 
 
 def test_every_hook_is_documented_typed_and_tested() -> None:
-    assert HOOKS == ["register_destination_types", "register_event_types"]
+    assert HOOKS == ["register_destination_types", "register_event_types", "register_sources"]
     test_source = "\n".join(p.read_text() for p in TESTS.glob("test_*.py"))
     for name in HOOKS:
         fn = getattr(hookspecs, name)
@@ -56,6 +56,20 @@ def test_hook_register_destination_types() -> None:
     assert pm.registry.destination_types["inline"] is dtype
     assert pm.plugins["inline"].destination_types == ["inline"]
     assert pm.plugins["inline"].hooks == ["register_destination_types"]
+
+
+def test_hook_register_sources() -> None:
+    from armor_notify.sources import Source
+
+    source = Source("inline", "alerts as they are", lambda given: [])
+    pm = PluginManager().load(extra=[("src", _plugin(register_sources=lambda register:
+                                                      register(source)))])
+    assert pm.registry.sources["inline"] is source
+    assert pm.plugins["src"].sources == ["inline"]
+    assert pm.plugins["src"].hooks == ["register_sources"]
+    with pytest.raises(PluginError, match="registered int, not a Source"):
+        PluginManager().load(extra=[("bad", _plugin(register_sources=lambda register:
+                                                     register(3)))])
 
 
 def test_hook_register_event_types() -> None:

@@ -29,5 +29,7 @@ for alert in examples/alerts/*.json; do
   echo "-- $alert"
   $cli route "$alert" --config "$config"
 done
+echo "== armor-notify route --source alertmanager (an Alertmanager webhook payload)"
+$cli route examples/sources/alertmanager_webhook.json --source alertmanager --config "$config"
 echo "== armor-notify send --dry-run examples/alerts/batch.json"
 $cli send examples/alerts/batch.json --config "$config" --dry-run

@@ -15,8 +15,10 @@ alert's ``fingerprint`` in their dedup key. The mapping (``docs/sources.md`` has
   ``description`` annotation (then ``message``);
 - the asset: ``name`` from the ``asset`` label, else ``table``, ``instance``, ``job``, the
   alert name; ``id`` from ``asset_id``, else the name; ``data_source``, ``environment`` (or
-  ``env``), ``schema`` and ``kind`` from the labels of those names; every other label is a tag
-  ``name=value``;
+  ``env``), ``schema`` and ``kind`` from the labels of those names; the ``tags`` label
+  (comma-separated) gives plain tags, and every other label is a tag ``name=value``;
+- ``freshness``: ``delay_hours`` and ``threshold_hours`` from the labels or annotations of those
+  names, when ``delay_hours`` is there;
 - ``link``: ``generatorURL`` when it is https (Prometheus's own is often plain http, which alert
   links may not be); ``occurred_at``: ``startsAt``, or ``endsAt`` for a resolve.
 """
@@ -38,8 +40,8 @@ SEVERITY = {"critical": "critical", "page": "critical", "error": "critical", "hi
 ASSET_NAME_LABELS = ("asset", "table", "instance", "job")
 ASSET_LABELS = {"data_source": "data_source", "environment": "environment", "env": "environment",
                 "schema": "schema", "kind": "kind"}
-MAPPED = {"alertname", "severity", "event_type", "asset", "asset_id", "table",
-          *ASSET_LABELS}
+MAPPED = {"alertname", "severity", "event_type", "asset", "asset_id", "table", "tags",
+          "delay_hours", "threshold_hours", *ASSET_LABELS}
 
 
 def read_payload(given: SourceInput) -> Sequence[SourceAlert]:
@@ -89,7 +91,8 @@ def _alert(item: Any, where: str, given: SourceInput) -> dict[str, Any]:
     for label, field in ASSET_LABELS.items():
         if labels.get(label) and field not in asset:
             asset[field] = labels[label]
-    asset["tags"] = sorted(f"{k}={v}" for k, v in labels.items() if k not in MAPPED)
+    plain = [t.strip() for t in labels.get("tags", "").split(",") if t.strip()]
+    asset["tags"] = plain + sorted(f"{k}={v}" for k, v in labels.items() if k not in MAPPED)
     resolved_at = ends if isinstance(ends, str) and ends.strip() and ends != NEVER else None
     alert: dict[str, Any] = {
         "id": f"alertmanager:{fingerprint}:{starts}",
@@ -101,6 +104,11 @@ def _alert(item: Any, where: str, given: SourceInput) -> dict[str, Any]:
         "dedup_key": f"alertmanager-{fingerprint}",
         "occurred_at": resolved_at if status == "resolved" and resolved_at else starts,
     }
+    delay = labels.get("delay_hours") or annotations.get("delay_hours")
+    if delay:  # how late the data is, for freshness rules (min_delay_hours)
+        threshold = labels.get("threshold_hours") or annotations.get("threshold_hours")
+        alert["freshness"] = {"delay_hours": delay,
+                              **({"threshold_hours": threshold} if threshold else {})}
     description = annotations.get("description") or annotations.get("message")
     if description:
         alert["description"] = description

@@ -24,7 +24,7 @@ from armor_notify.testing import (
     plugin_manager,
 )
 
-PAYLOAD = EXAMPLES / "alerts" / "alertmanager_webhook.json"
+PAYLOAD = EXAMPLES / "sources" / "alertmanager_webhook.json"
 PD_KEY = "0123456789abcdef0123456789abcdef"
 
 
@@ -91,7 +91,9 @@ def test_firing_and_resolved_alerts_map_to_triggered_and_resolved() -> None:
     asset = firing.asset
     assert (asset.id, asset.name, asset.data_source, asset.environment) == (
         "ast_orders_01", "analytics.public.orders", "warehouse-prod", "production")
-    assert asset.tags == ("team=data-platform",)
+    assert asset.tags == ("gold", "finance", "team=data-platform")
+    assert firing.freshness is not None and firing.freshness.delay_hours == 6.0
+    assert firing.freshness.threshold_hours == 2.0 and resolved.freshness is None
     assert firing.link and firing.link.startswith("https://prometheus.example.com/")
     assert resolved.link is None  # Prometheus's plain-http link is not an alert link
     assert resolved.occurred_at.isoformat() == "2026-11-30T09:30:00+00:00"  # its endsAt

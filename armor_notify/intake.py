@@ -256,10 +256,12 @@ def parse_alerts(data: Any, event_types: Sequence[str] = BUILTIN_EVENT_TYPES, *,
 
 
 def read_source(source: Source, given: SourceInput,
-                event_types: Sequence[str] = BUILTIN_EVENT_TYPES) -> list[Alert]:
+                event_types: Sequence[str] = BUILTIN_EVENT_TYPES, *,
+                passed: list[Alert] | None = None) -> list[Alert]:
     """The alerts ``source`` makes of ``given``: its alert objects validated as native ones, every
     problem named at its place in the input (``alerts[2].asset.name``). Raises
-    :class:`AlertError` (a :class:`SourceError` for input the source cannot read)."""
+    :class:`AlertError` (a :class:`SourceError` for input the source cannot read). Checks that
+    passed are validated too and appended to ``passed`` when it is given, else left out."""
     kinds = tuple(event_types)
     if given.is_directory and "directory" not in source.reads:
         raise given.fail(f"is a directory; the {source.name} source reads "
@@ -278,8 +280,11 @@ def read_source(source: Source, given: SourceInput,
     alerts: list[Alert] = []
     problems: list[Problem] = []
     for item in made:
+        if item.passed and passed is None:
+            continue
         try:
-            alerts.append(_validate(dict(item.data), kinds))
+            (passed if item.passed and passed is not None else alerts).append(
+                _validate(dict(item.data), kinds))
         except _Invalid as invalid:
             problems.extend(Problem(item.file or given.name, _join(item.where, path),
                                     f"{message} (as made by the {source.name} source)")

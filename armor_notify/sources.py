@@ -119,6 +119,10 @@ class SourceAlert:
     data: Mapping[str, Any]
     file: str | None = None
     """The file of the input it came from, when the input is a directory."""
+    passed: bool = False
+    """A check that passed (a dbt test, a fresh source), described as the alert that its failure
+    would resolve: kept, not routed. :func:`armor_notify.intake.read_source` leaves it out
+    unless asked for passes (what turns a pass into a resolve is the check-state feature)."""
 
 
 @dataclass(frozen=True)

@@ -7,126 +7,52 @@ again when its lease expires (at-least-once). Per-destination rate limits are ke
 (GCRA: one "theoretical arrival time" per key), so they hold across processes.
 
 The same class runs on an in-memory database for programs that want no file
-(:meth:`SqliteOutbox.memory`). A server-backed outbox only has to provide the methods of
-:class:`Outbox`.
+(:meth:`SqliteOutbox.memory`). The protocol (:class:`Outbox`) and the algorithms every backend
+shares are in :mod:`armor_notify.outbox_core` (its names are importable from here too); this
+module holds SQLite's schema, transactions and error messages, and :class:`_SqliteDb`, the
+adaptor the shared algorithms run through.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
-import json
 import math
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from pydantic import ValidationError
+from . import outbox_core as core
+from .alert import Alert
+from .delivery import Delivery
+from .noise import History
+from .outbox_core import (
+    CLOCK_SLACK,
+    FINAL,
+    MAX_TIME,
+    NOTIFYING,
+    TICK,
+    UNREADABLE,
+    ClaimRules,
+    IntakePolicy,
+    Outbox,
+    OutboxError,
+    Row,
+    RulesFor,
+)
 
-from .alert import Alert, Asset
-from .delivery import Attempt, Delivery, State
-from .destinations import RateLimit
-from .digests import make_digest
-from .errors import ArmorNotifyError
-from .noise import Decision, History, batch_key
-from .outcome import MAX_RETRY_AFTER
+__all__ = [
+    "BUSY_TIMEOUT_MS", "CLOCK_SLACK", "FILE_NAME", "FINAL", "MAX_TIME", "NOTIFYING",
+    "SCHEMA_VERSION", "STATE_ENV", "TICK", "UNREADABLE", "ClaimRules", "IntakePolicy", "Outbox",
+    "OutboxError", "RulesFor", "SqliteOutbox", "default_state_dir",
+]
 
 STATE_ENV = "ARMOR_NOTIFY_STATE_DIR"
 FILE_NAME = "outbox.sqlite3"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 5000
-
-# Times read back from the file are kept within what every date formatter can show (a damaged
-# row, or one written before delays were bounded, may hold 1e15 or inf).
-MAX_TIME = 32_503_680_000.0  # 3000-01-01
-UNREADABLE = "the stored delivery cannot be read"
-# A stored rate-limit time this far beyond what is possible means the clock stepped back. Below
-# it, a lead is a process's ``now`` taken a moment before the write lock (at most the busy
-# timeout) or clocks a little apart.
-CLOCK_SLACK = 2 * BUSY_TIMEOUT_MS / 1000
-# Rate-limit times that differ by less than this are equal (sums of intervals round).
-TICK = 1e-6
-
-FINAL = tuple(s.value for s in State if s.final)
-# Deliveries that count as "notified" for cooldowns and daily limits.
-NOTIFYING = "('queued','in_flight','delivered','failed','dead')"
-
-
-class OutboxError(ArmorNotifyError):
-    """The state file cannot be used (corrupt, locked, unwritable)."""
-
-
-@dataclass(frozen=True)
-class ClaimRules:
-    """What the outbox needs to know about a destination to claim its deliveries."""
-
-    lease: float
-    """Seconds a claim lasts; longer than the attempt's hard timeout."""
-    max_attempts: int
-    rate_key: str | None = None
-    rate_limit: RateLimit | None = None
-    longest_hold: float = MAX_RETRY_AFTER
-    """The longest a destination's ``Retry-After`` may hold the rate key (its retry deadline
-    is the useful bound): a longer stored hold is cut to this from now."""
-
-
-RulesFor = Callable[[str], "ClaimRules | None"]
-"""Destination name → its claim rules, or ``None`` when the config no longer has it."""
-
-
-class IntakePolicy(Protocol):
-    """Decides what happens to each delivery as it is written (``Outbox.enqueue``'s ``policy``).
-
-    The outbox asks it inside its intake transaction, with a :class:`History` of what it holds,
-    so concurrent processes see each other's decisions. The noise gate
-    (:class:`armor_notify.gate.Gate`, which reads the config) is the one armor-notify passes;
-    the outbox itself knows nothing of configs, rules or schedules.
-    """
-
-    def decide(self, delivery: Delivery, now: float, history: History) -> Decision:
-        """Send, suppress, hold until a time, or collect into a digest."""
-        ...
-
-
-class Outbox(Protocol):
-    """What the dispatcher, the API and the command line need from a store (SQLite today; a
-    server-backed one later). Opening one is the backend's own business (``SqliteOutbox.open``);
-    everything after that goes through these methods."""
-
-    def enqueue(self, deliveries: Sequence[Delivery], *, repeat_window: float,
-                now: float, policy: IntakePolicy | None = None,
-                lease_to: tuple[str, RulesFor] | None = None) -> list[tuple[Delivery, bool]]: ...
-    def claim(self, owner: str, now: float, limit: int, rules_for: RulesFor,
-              ids: Collection[str] | None = None, *,
-              busy: Collection[str] = ()) -> list[Delivery]: ...
-    def complete(self, deliveries: Sequence[Delivery], owner: str,
-                 now: float) -> list[bool]: ...
-    def release(self, deliveries: Sequence[Delivery], owner: str,
-                now: float) -> list[bool]: ...
-    def hold_key(self, key: str, until: float) -> None: ...
-    def next_due(self, ids: Collection[str] | None = None) -> float | None: ...
-    def older_pending(self, ids: Collection[str]) -> list[str]: ...
-    def get(self, delivery_id: str) -> Delivery | None: ...
-    def find(self, states: Iterable[str] = (), limit: int = 100,
-             ids: Collection[str] | None = None) -> list[Delivery]: ...
-    def retry(self, ids: Collection[str] = (), *, include_failed: bool = False,
-              now: float) -> int: ...
-    def purge(self, *, older_than: float, now: float) -> int: ...
-    def history(self) -> History: ...
-    @property
-    def schema_version(self) -> int:
-        """The version of the store's schema (what ``armor-notify db upgrade`` reports)."""
-    def listen(self, wake: Callable[[], None]) -> Callable[[], None]:
-        """Call ``wake`` (from any thread) when another process may have queued work, until the
-        returned function is called. A store that cannot tell returns at once and never calls
-        it: its workers find new work by polling."""
-    def close(self) -> None: ...
-    def __enter__(self) -> Outbox: ...
-    def __exit__(self, *exc: object) -> None: ...
 
 
 _SCHEMA = """
@@ -171,10 +97,6 @@ CREATE TABLE IF NOT EXISTS rate_state (key TEXT PRIMARY KEY, tat REAL NOT NULL,
                                        hold REAL NOT NULL DEFAULT 0);
 """
 
-_COLUMNS = ("id, alert_id, alert_status, destination, destination_type, rule, also_matched, "
-            "dedup_key, alert, test, state, attempt, run_at, first_attempt_at, created_at, reason, "
-            "hint, details, history, asset_id, batch_key, batch_max, digest")
-
 
 def default_state_dir() -> Path:
     """``$ARMOR_NOTIFY_STATE_DIR``, else ``$XDG_STATE_HOME/armor-notify``, else
@@ -216,6 +138,7 @@ class SqliteOutbox:
         try:
             self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000,
                                        isolation_level=None, check_same_thread=False)
+            self._sql = _SqliteDb(self._db)
             # Text that is not UTF-8 (a damaged file) reads as U+FFFD instead of failing the
             # whole query; a row it makes unreadable is then dealt with as one (see claim).
             self._db.text_factory = functools.partial(str, encoding="utf-8", errors="replace")
@@ -236,7 +159,7 @@ class SqliteOutbox:
                         db.execute(statement)
                 # A schema step that keeps the version: files from before Retry-After holds were
                 # kept apart from the GCRA time gain the column (older versions ignore it).
-                if "hold" not in {r[1] for r in db.execute("PRAGMA table_info(rate_state)")}:
+                if "hold" not in {r[1] for r in db.all("PRAGMA table_info(rate_state)")}:
                     db.execute("ALTER TABLE rate_state ADD COLUMN hold REAL NOT NULL DEFAULT 0")
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
                                  (str(SCHEMA_VERSION),))
@@ -265,8 +188,6 @@ class SqliteOutbox:
     def listen(self, wake: Callable[[], None]) -> Callable[[], None]:
         return _stop_nothing  # SQLite tells no one: workers on the file poll
 
-
-
     @classmethod
     def memory(cls) -> SqliteOutbox:
         """An outbox that lives only as long as this process (nothing survives a crash)."""
@@ -278,7 +199,7 @@ class SqliteOutbox:
             self.outbox = outbox
             self.durable = durable
 
-        def __enter__(self) -> sqlite3.Connection:
+        def __enter__(self) -> _SqliteDb:
             self.outbox._lock.acquire()
             try:
                 self.outbox._sync(self.durable)
@@ -286,7 +207,7 @@ class SqliteOutbox:
             except BaseException:
                 self.outbox._lock.release()
                 raise
-            return self.outbox._db
+            return self.outbox._sql
 
         def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
             try:
@@ -325,36 +246,10 @@ class SqliteOutbox:
         (they come back ``in_flight``): the caller is about to send them itself."""
 
         def run() -> list[tuple[Delivery, bool]]:
-            out: list[tuple[Delivery, bool]] = []
             with self._write(durable=True) as db:
-                history = _History(db)
-                keys = _RateKeys(db, now)
-                for d in deliveries:
-                    row = db.execute(
-                        f"SELECT {_COLUMNS} FROM deliveries WHERE alert_id=? AND alert_status=? "
-                        "AND destination=? AND created_at>=? AND test=0 ORDER BY seq DESC LIMIT 1",
-                        (d.alert.id, d.alert.status, d.destination, now - repeat_window),
-                    ).fetchone()
-                    stored = _readable(row) if row is not None and not d.test else None
-                    if stored is not None:  # (an unreadable one is not sent: take this one)
-                        out.append((stored, False))
-                        continue
-                    d.created_at = now
-                    if d.state is State.queued and not d.next_attempt_at:
-                        d.next_attempt_at = now
-                    batch: tuple[str, int] | None = None
-                    if policy is not None:
-                        batch = _apply(d, policy.decide(d, now, history))
-                    owner = None
-                    if (lease_to is not None and d.state is State.queued
-                            and d.next_attempt_at <= now and not _waits_for_older(db, d)
-                            and _take(d, lease_to[1](d.destination), now, keys)):
-                        owner = lease_to[0]  # written in flight: no claim needed
-                    _insert(db, d, now, batch, owner)
-                    out.append((d, True))
-                    if not d.state.final:
-                        self._alerts[d.id] = d.alert
-                keys.save()
+                out = core.enqueue(db, deliveries, repeat_window=repeat_window, now=now,
+                                   policy=policy, lease_to=lease_to)
+            self._alerts.update((d.id, d.alert) for d, new in out if new and not d.state.final)
             return out
 
         result: list[tuple[Delivery, bool]] = self._run("enqueue", run)
@@ -362,7 +257,7 @@ class SqliteOutbox:
 
     def history(self) -> History:
         """Read-only access to what was notified when (for ``route --at``)."""
-        return _History(self._db)
+        return core.TableHistory(self._sql.one)
 
     # -- claiming ---------------------------------------------------------------------------------
     def claim(self, owner: str, now: float, limit: int, rules_for: RulesFor,
@@ -389,113 +284,26 @@ class SqliteOutbox:
         """
 
         def run() -> list[Delivery]:
-            claimed: list[Delivery] = []
-            with self._write(durable=False) as db:
+            with self._write(durable=False) as db:  # one writer at a time: digests too
                 if ids is None:
-                    _close_due_digests(db, now, self._alerts)
-                where, params = _id_filter(ids)
-                keys = _RateKeys(db, now)
-                known: dict[str, ClaimRules | None] = {}
-
-                def rules(destination: str) -> ClaimRules | None:
-                    if destination not in known:
-                        known[destination] = rules_for(destination)
-                    return known[destination]
-
-                waiting = {name: first for name, first in _earliest(db, ids).items()
-                           if name not in busy}
-                due = [name for name, first in waiting.items()
-                       if first <= now and keys.opens(rules(name)) <= now]
-                tried: set[int] = set()
-                while due and len(claimed) < limit:
-                    room = limit - len(claimed)
-                    rows: list[tuple[float, int, str]] = []
-                    more: set[str] = set()  # destinations that may have more due than fetched
-                    for destination, state in itertools.product(due, ("queued", "in_flight")):
-                        size = min(room, keys.room(rules(destination)))
-                        # One state at a time, so the index gives the order and the query stops
-                        # at ``size``. The order rule (no overtaking an unfinished older delivery
-                        # of the same dedup key) is part of it; whole rows are read only for the
-                        # deliveries tried, since a row holds the alert's JSON.
-                        found = db.execute(
-                            "SELECT run_at, seq FROM deliveries d WHERE state=? AND "
-                            f"destination=? AND run_at<=? {where} AND NOT EXISTS (SELECT 1 FROM "
-                            "deliveries o WHERE o.destination=d.destination AND "
-                            "o.dedup_key=d.dedup_key AND o.seq<d.seq AND o.state IN "
-                            "('queued','in_flight')) ORDER BY run_at, seq LIMIT ?",
-                            (state, destination, now, *params, size)).fetchall()
-                        if len(found) == size:
-                            more.add(destination)
-                        rows += [(_real(r[0]), int(r[1]), destination) for r in found]
-                    rows.sort()
-                    fresh: set[str] = set()  # destinations with a delivery tried just now
-                    for _, seq, destination in rows:
-                        if len(claimed) >= limit:
-                            break
-                        limits = rules(destination)
-                        if seq in tried or keys.opens(limits) > now:  # its key ran out
-                            continue
-                        tried.add(seq)
-                        fresh.add(destination)
-                        d = self._read(db, seq, now)
-                        if d is None:
-                            continue
-                        if d.state is State.in_flight:  # the lease ran out: its worker died
-                            d.attempts.append(Attempt(d.attempt_count + 1, d.next_attempt_at,
-                                                      0.0, "lost", "no answer was recorded "
-                                                      "before the worker's lease expired (it "
-                                                      "may have died)"))
-                            d.state = State.queued
-                        if _take(d, limits, now, keys):
-                            _save(db, d, now, attempt=d.attempt_count + 1, owner=owner)
-                            claimed.append(d)
-                        else:
-                            _save(db, d, now)
-                    due = [x for x in due if x in more and x in fresh
-                           and keys.opens(rules(x)) <= now]
-                for name in waiting:  # for next_due: when each closed key opens
-                    opens = keys.opens(rules(name))
-                    if opens > now:
-                        self._opens[name] = opens
-                    else:
-                        self._opens.pop(name, None)
-                keys.save()
-            return claimed
+                    core.close_due_digests(db, now, self._alerts)
+                return core.claim(db, owner, now, limit, rules_for, ids, busy,
+                                  known=self._alerts, opens=self._opens)
 
         result: list[Delivery] = self._run("claim", run)
         return result
-
-    def _read(self, db: sqlite3.Connection, seq: int, now: float) -> Delivery | None:
-        """The delivery stored at ``seq``; one that cannot be read is marked dead (None)."""
-        row = db.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE seq=?", (seq,)).fetchone()
-        try:
-            return _from_row(row, self._alerts)
-        except Exception as exc:  # whatever is wrong with one row must not stop the queue
-            _bury(db, seq, _why_unreadable(exc), now)
-            self._alerts.pop(str(row[0]), None)
-            return None
 
     def complete(self, deliveries: Sequence[Delivery], owner: str, now: float) -> list[bool]:
         """Store the outcomes of attempts ``owner`` holds, in one transaction; for each, ``False``
         if its lease was lost (another worker took it over: its answer is the one kept)."""
 
-        def update(db: sqlite3.Connection, d: Delivery) -> bool:
-            return db.execute(
-                "UPDATE deliveries SET state=?, run_at=?, lease_owner=NULL, reason=?, hint=?, "
-                "details=?, history=?, finalized_at=?, first_attempt_at=? WHERE id=? AND "
-                "lease_owner=? AND attempt=? AND state='in_flight'",
-                (d.state.value, d.next_attempt_at, d.reason, d.hint, _details(d), _history(d),
-                 now if d.state.final else None, d.first_attempt_at, d.id, owner,
-                 d.attempt_count),
-            ).rowcount == 1
-
         def run() -> list[bool]:
             if len(deliveries) == 1:  # one statement: SQLite makes it its own transaction
                 with self._lock:
                     self._sync(durable=False)
-                    return [update(self._db, deliveries[0])]
+                    return core.complete(self._sql, deliveries, owner, now)
             with self._write(durable=False) as db:
-                return [update(db, d) for d in deliveries]
+                return core.complete(db, deliveries, owner, now)
 
         done: list[bool] = self._run("complete", run)
         for d in deliveries:
@@ -506,19 +314,11 @@ class SqliteOutbox:
     def release(self, deliveries: Sequence[Delivery], owner: str, now: float) -> list[bool]:
         """Give back leases ``owner`` holds on deliveries whose attempt never started: each is
         queued again, due ``now``, without spending an attempt (``False``: the lease was lost)."""
-        for d in deliveries:
-            d.state, d.next_attempt_at = State.queued, now
-            if not d.attempts:
-                d.first_attempt_at = None
+        core.requeue(deliveries, now)
 
         def run() -> list[bool]:
             with self._write(durable=False) as db:
-                return [db.execute(
-                    "UPDATE deliveries SET state='queued', run_at=?, lease_owner=NULL, attempt=?, "
-                    "first_attempt_at=? WHERE id=? AND lease_owner=? AND attempt=? AND "
-                    "state='in_flight'", (now, d.attempt_count, d.first_attempt_at, d.id, owner,
-                                          d.attempt_count + 1)).rowcount == 1
-                    for d in deliveries]
+                return core.release(db, deliveries, owner, now)
 
         done: list[bool] = self._run("release", run)
         return done
@@ -549,71 +349,43 @@ class SqliteOutbox:
         opens. Alerts collected for a digest are not counted: a claim closes due digests, and a
         ``worker --once`` does not wait for an open digest window.
         """
-        def run() -> dict[str, float]:
+        def run() -> float | None:
             with self._lock:
-                return _earliest(self._db, ids)
+                return core.next_due(self._sql, ids, self._opens)
 
-        earliest: dict[str, float] = self._run("read", run)
-        times = [max(first, self._opens.get(name, first)) for name, first in earliest.items()]
-        return min(times, default=None)
+        due: float | None = self._run("read", run)
+        return due
 
     def older_pending(self, ids: Collection[str]) -> list[str]:
         """Unfinished deliveries that must go before these (same destination and dedup key,
         accepted earlier)."""
         if not ids:
             return []
-        marks = ",".join("?" * len(ids))
-        rows = self._run("read", lambda: self._db.execute(
-            f"SELECT DISTINCT o.id FROM deliveries d JOIN deliveries o ON "
-            f"o.destination=d.destination AND o.dedup_key=d.dedup_key AND o.seq<d.seq "
-            f"WHERE d.id IN ({marks}) AND o.state IN ('queued','in_flight')", tuple(ids),
-        ).fetchall())
-        return [r[0] for r in rows]
+        found: list[str] = self._run("read", lambda: core.older_pending(self._sql, ids))
+        return found
 
     def get(self, delivery_id: str) -> Delivery | None:
         """One delivery by id (a unique prefix of at least 6 characters is enough)."""
-        # A prefix is a range of the id index, compared as text (LIKE would read '_' and '%' as
-        # wildcards, and ignore case): every id that starts with it sorts between the two.
-        prefix = delivery_id if len(delivery_id) >= 6 else None
-        rows = self._run("read", lambda: self._db.execute(
-            f"SELECT {_COLUMNS} FROM deliveries WHERE id=? OR (id>=? AND id<?) LIMIT 2",
-            (delivery_id, prefix, prefix and prefix + "\U0010ffff")).fetchall())
-        exact = [r for r in rows if r[0] == delivery_id]
-        if exact or len(rows) == 1:
-            return _shown((exact or rows)[0], self._alerts)
-        return None
+        found: Delivery | None = self._run("read", lambda: core.get(self._sql, delivery_id,
+                                                                     self._alerts))
+        return found
 
     def find(self, states: Iterable[str] = (), limit: int = 100,
              ids: Collection[str] | None = None) -> list[Delivery]:
         """Deliveries, newest first, optionally only in ``states`` or with these ``ids``."""
-        states = list(states)
-        where, params = _id_filter(ids)
-        if states:
-            where += f" AND state IN ({','.join('?' * len(states))})"
-            params = (*params, *states)
-        rows = self._run("read", lambda: self._db.execute(
-            f"SELECT {_COLUMNS} FROM deliveries WHERE 1=1 {where} ORDER BY seq DESC LIMIT ?",
-            (*params, limit)).fetchall())
-        return [_shown(r, self._alerts) for r in rows]
+        found: list[Delivery] = self._run("read", lambda: core.find(self._sql, states, limit, ids,
+                                                                     self._alerts))
+        return found
 
     # -- acting -----------------------------------------------------------------------------------
     def retry(self, ids: Collection[str] = (), *, include_failed: bool = False,
               now: float) -> int:
         """Make queued deliveries (all, or ``ids``) due now; with ``include_failed`` also requeue
         failed and dead ones with a fresh retry budget. Returns how many changed."""
-        states = ["queued"] + (["failed", "dead"] if include_failed else [])
 
         def run() -> int:
             with self._write(durable=True) as db:
-                where, params = _id_filter(ids or None)
-                marks = ",".join("?" * len(states))
-                cur = db.execute(
-                    "UPDATE deliveries SET run_at=?, state='queued', finalized_at=NULL, "
-                    "first_attempt_at=CASE WHEN state='queued' THEN first_attempt_at ELSE NULL END,"
-                    " history=CASE WHEN state='queued' THEN history ELSE '[]' END, "
-                    "attempt=CASE WHEN state='queued' THEN attempt ELSE 0 END "
-                    f"WHERE state IN ({marks}) {where}", (now, *states, *params))
-                return cur.rowcount
+                return core.retry(db, ids, include_failed=include_failed, now=now)
 
         count: int = self._run("retry", run)
         return count
@@ -623,10 +395,7 @@ class SqliteOutbox:
 
         def run() -> int:
             with self._write(durable=False) as db:
-                cur = db.execute(
-                    "DELETE FROM deliveries WHERE finalized_at IS NOT NULL AND finalized_at<=?",
-                    (now - older_than,))
-                return cur.rowcount
+                return core.purge(db, older_than=older_than, now=now)
 
         count: int = self._run("purge", run)
         return count
@@ -646,356 +415,35 @@ def _stop_nothing() -> None:
     pass
 
 
-def _take(d: Delivery, rules: ClaimRules | None, now: float, keys: _RateKeys) -> bool:
-    """Lease a due delivery (in ``d``; the caller writes it) unless its destination is gone, its
-    attempts are spent or its rate limit says wait (then it moves to its allowed time, using no
-    attempt)."""
-    if rules is None:
-        d.finish(State.failed, f"destination '{d.destination}' is no longer in the config")
-        return False
-    if d.attempt_count >= rules.max_attempts:
-        d.finish(State.dead, f"gave up after {d.attempt_count} attempts; last: "
-                             f"{d.attempts[-1].reason if d.attempts else ''}")
-        return False
-    opens = keys.opens(rules)
-    if opens > now:
-        d.next_attempt_at = opens
-        return False
-    keys.book(rules)
-    d.state = State.in_flight
-    d.next_attempt_at = now + rules.lease
-    if d.first_attempt_at is None:
-        d.first_attempt_at = now
-    return True
+class _SqliteDb:
+    """The shared algorithms' statements (:class:`~armor_notify.outbox_core.Db`) on SQLite's
+    connection: ``?`` placeholders are SQLite's own, and the write transaction holds the whole
+    file, so a claim locks nothing row by row."""
 
-
-class _RateKeys:
-    """Rate keys as one transaction sees them: each key's row is read once, GCRA runs in memory,
-    and what changed is written back by :meth:`save`.
-
-    GCRA (generic cell rate algorithm) keeps one time per key, the "theoretical arrival time"
-    ``tat``: with interval ``T = period / count`` and burst ``b``, a notification may go when
-    ``tat - (b - 1)·T <= now``, and going moves ``tat`` to ``max(tat, now) + T``. So ``b`` go at
-    once, then one every ``T``; in any span shorter than ``period`` at most ``count + b - 1``.
-    A key's ``hold`` is a destination's Retry-After: nothing goes before it.
-
-    A stored time cannot legitimately be further ahead than a full burst (``tat``) or the longest
-    hold: clearly further (by more than ``CLOCK_SLACK``) means the clock stepped back, or an older
-    version stored it, and it is cut to that bound from now, for good. So a rate limit never
-    waits an hour because the clock moved.
-    """
-
-    def __init__(self, db: sqlite3.Connection, now: float) -> None:
-        self.db = db
-        self.now = now
-        self._state: dict[str, list[float]] = {}  # key → [tat, hold]
-        self._changed: set[str] = set()
-
-    def _key(self, rules: ClaimRules) -> tuple[str, RateLimit, list[float]] | None:
-        if rules.rate_limit is None or not rules.rate_key:
-            return None
-        key, limit = rules.rate_key, rules.rate_limit
-        if key not in self._state:
-            row = self.db.execute("SELECT tat, hold FROM rate_state WHERE key=?",
-                                  (key,)).fetchone()
-            self._state[key] = [_real(row[0]), _real(row[1])] if row else [0.0, 0.0]
-        state = self._state[key]
-        furthest = (self.now + limit.burst * limit.interval, self.now + max(0.0, rules.longest_hold))
-        for i in (0, 1):
-            # Only well beyond the bound: another process's ``now`` can be a little ahead.
-            if state[i] > furthest[i] + CLOCK_SLACK:
-                state[i] = furthest[i]
-                self._changed.add(key)
-        return key, limit, state
-
-    def opens(self, rules: ClaimRules | None) -> float:
-        """When the next notification under ``rules``' key may go (at or before now: now)."""
-        found = self._key(rules) if rules is not None else None
-        if found is None:
-            return self.now
-        _, limit, (tat, hold) = found
-        opens = max(tat - (limit.burst - 1) * limit.interval, hold)
-        return self.now if opens <= self.now + TICK else opens
-
-    def room(self, rules: ClaimRules | None) -> int:
-        """How many notifications under ``rules``' key may go now (a large number: no limit)."""
-        found = self._key(rules) if rules is not None else None
-        if found is None:
-            return 1 << 30
-        _, limit, (tat, hold) = found
-        if hold > self.now + TICK:
-            return 0
-        ahead = max(tat - self.now - TICK, 0.0)  # booked beyond now: at most burst·interval
-        return max(0, limit.burst - math.ceil(ahead / limit.interval))
-
-    def book(self, rules: ClaimRules) -> None:
-        """One notification under ``rules``' key goes now."""
-        found = self._key(rules)
-        if found is not None:
-            key, limit, state = found
-            state[0] = max(state[0], self.now) + limit.interval
-            self._changed.add(key)
-
-    def save(self) -> None:
-        for key in self._changed:
-            tat, hold = self._state[key]
-            self.db.execute("INSERT INTO rate_state(key, tat, hold) VALUES (?, ?, ?) ON "
-                            "CONFLICT(key) DO UPDATE SET tat=excluded.tat, hold=excluded.hold",
-                            (key, tat, hold))
-        self._changed.clear()
-
-
-def _earliest(db: sqlite3.Connection, ids: Collection[str] | None) -> dict[str, float]:
-    """Each destination with unfinished deliveries (among ``ids``, if given) → the earliest time
-    one of them falls due. Without ``ids`` this walks the index destination by destination, so
-    its cost does not grow with the deliveries waiting."""
-    if ids is not None:
-        where, params = _id_filter(ids)
-        rows = db.execute(
-            "SELECT destination, min(run_at) FROM deliveries WHERE state IN "
-            f"('queued','in_flight') {where} GROUP BY destination", params).fetchall()
-    else:
-        rows = db.execute(
-            "WITH RECURSIVE s(state) AS (VALUES ('queued'), ('in_flight')), "
-            "d(state, name) AS (SELECT state, (SELECT destination FROM deliveries WHERE "
-            "state=s.state ORDER BY destination LIMIT 1) FROM s UNION ALL SELECT d.state, "
-            "(SELECT destination FROM deliveries WHERE state=d.state AND destination>d.name "
-            "ORDER BY destination LIMIT 1) FROM d WHERE d.name IS NOT NULL) "
-            "SELECT name, (SELECT min(run_at) FROM deliveries WHERE state=d.state AND "
-            "destination=d.name) FROM d WHERE name IS NOT NULL").fetchall()
-    earliest: dict[str, float] = {}
-    for name, first in rows:
-        at = min(_real(first), MAX_TIME)
-        earliest[name] = min(at, earliest.get(name, at))
-    return earliest
-
-
-def _waits_for_older(db: sqlite3.Connection, d: Delivery) -> bool:
-    """An older unfinished delivery for the same destination and dedup key goes first."""
-    return db.execute(
-        "SELECT 1 FROM deliveries WHERE destination=? AND dedup_key=? AND id<>? AND "
-        "state IN ('queued','in_flight') LIMIT 1", (d.destination, d.dedup_key, d.id),
-    ).fetchone() is not None
-
-
-def _id_filter(ids: Collection[str] | None) -> tuple[str, tuple[str, ...]]:
-    if ids is None:
-        return "", ()
-    ids = tuple(ids)
-    if not ids:
-        return " AND 0", ()
-    return f" AND id IN ({','.join('?' * len(ids))})", ids
-
-
-def _history(d: Delivery) -> str:
-    if not d.attempts:
-        return "[]"
-    return json.dumps([{"number": a.number, "started_at": a.started_at, "duration": a.duration,
-                        "status": a.status, "reason": a.reason} for a in d.attempts])
-
-
-def _details(d: Delivery) -> str:
-    return json.dumps(d.details, default=str) if d.details else "{}"
-
-
-def _to_row(d: Delivery, batch: tuple[str, int] | None = None) -> tuple[Any, ...]:
-    return (d.id, d.alert.id, d.alert.status, d.destination, d.destination_type, d.rule,
-            json.dumps(list(d.also_matched)) if d.also_matched else "[]", d.dedup_key,
-            d.alert.model_dump_json(by_alias=True), int(d.test), d.state.value, d.attempt_count,
-            d.next_attempt_at, d.first_attempt_at, d.created_at, d.reason, d.hint, _details(d),
-            _history(d), d.alert.asset.id, batch[0] if batch else None,
-            batch[1] if batch else None,
-            json.dumps([a.model_dump_json(by_alias=True) for a in d.digest]) if d.digest else "[]")
-
-
-def _insert(db: sqlite3.Connection, d: Delivery, now: float,
-            batch: tuple[str, int] | None = None, owner: str | None = None) -> None:
-    """Write a new delivery; with ``owner``, leased to it for its next attempt."""
-    row = _to_row(d, batch)
-    if owner is not None:
-        row = (*row[:11], d.attempt_count + 1, *row[12:])
-    db.execute(f"INSERT INTO deliveries ({_COLUMNS}, lease_owner, finalized_at) VALUES "
-               "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-               (*row, owner, now if d.state.final else None))
-
-
-def _apply(d: Delivery, decision: Decision) -> tuple[str, int] | None:
-    """Apply a noise decision to a delivery about to be written; returns its digest batch."""
-    if decision.action == "suppress":
-        d.finish(State.suppressed, decision.reason)
-    elif decision.action == "hold":
-        d.next_attempt_at = decision.until or d.next_attempt_at
-        d.reason = decision.reason
-    elif decision.action == "digest" and decision.digest is not None:
-        d.state = State.batched
-        d.reason = decision.reason
-        d.next_attempt_at = decision.until or d.next_attempt_at
-        return batch_key(d.destination), decision.digest.max_items
-    return None
-
-
-class _History:
-    """Answers the noise gate's questions from the deliveries table."""
+    store = "the state file"
+    first_of_its_key = ("NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.destination=d.destination "
+                        "AND o.dedup_key=d.dedup_key AND o.seq<d.seq AND o.state IN "
+                        "('queued','in_flight'))")
+    claim_lock = ""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
 
-    def last_notified(self, rule: str, asset_id: str, destination: str,
-                      since: float) -> float | None:
-        row = self.db.execute(
-            "SELECT max(created_at) FROM deliveries WHERE rule=? AND asset_id=? AND destination=? "
-            f"AND created_at>=? AND (state IN {NOTIFYING} OR state IN ('batched','digested'))",
-            (rule, asset_id, destination, since)).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self.db.execute(sql, params).fetchone()
+        return row
 
-    def count_notified(self, since: float, *, rule: str | None = None,
-                       destination: str | None = None) -> int:
-        where = ""
-        params: tuple[str, ...] = ()
-        if rule is not None:
-            where, params = " AND rule=?", (rule,)
-        if destination is not None:
-            where, params = where + " AND destination=?", (*params, destination)
-        row = self.db.execute(
-            f"SELECT count(*) FROM deliveries WHERE created_at>=? AND state IN {NOTIFYING} "
-            f"AND test=0 {where}", (since, *params)).fetchone()
-        return int(row[0])
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.db.execute(sql, params).fetchall()
 
-    def digest_closes(self, key: str) -> float | None:
-        row = self.db.execute("SELECT min(run_at) FROM deliveries WHERE batch_key=? AND "
-                              "state='batched'", (key,)).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.db.execute(sql, params).rowcount
 
+    def among(self, column: str, values: Collection[Any]) -> tuple[str, tuple[Any, ...]]:
+        values = tuple(values)
+        if not values:
+            return "0", ()
+        return f"{column} IN ({','.join('?' * len(values))})", values
 
-def _close_due_digests(db: sqlite3.Connection, now: float, known: Mapping[str, Alert]) -> None:
-    """Turn every digest whose window closed (or filled) into queued digest deliveries of at
-    most ``max_items`` alerts each, oldest alerts first."""
-    due = db.execute(
-        "SELECT batch_key, max(batch_max), min(run_at)<=? FROM deliveries WHERE state='batched' "
-        "GROUP BY batch_key HAVING min(run_at)<=? OR count(*)>=max(batch_max)",
-        (now, now)).fetchall()
-    for key, size, closed in due:
-        while True:
-            rows = db.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE batch_key=? AND "
-                              "state='batched' ORDER BY seq LIMIT ?", (key, size)).fetchall()
-            if not rows or (len(rows) < size and not closed):
-                break  # what is left waits for its window to close or fill
-            members = []
-            for row in rows:
-                try:
-                    members.append(_from_row(row, known))
-                except Exception as exc:  # one unreadable alert must not stop its digest
-                    db.execute("UPDATE deliveries SET state='dead', finalized_at=?, reason=? "
-                               "WHERE id=?", (now, _why_unreadable(exc), row[0]))
-            if members:
-                _send_as_digest(db, members, now)
-
-
-def _send_as_digest(db: sqlite3.Connection, members: list[Delivery], now: float) -> None:
-    digest = make_digest(members, now)
-    _insert(db, digest, now)
-    marks = ",".join("?" * len(members))
-    db.execute(f"UPDATE deliveries SET state='digested', finalized_at=?, digest_id=?, "
-               f"reason=? WHERE id IN ({marks})",
-               (now, digest.id, f"sent in digest {digest.id[:12]}", *[m.id for m in members]))
-
-
-def _save(db: sqlite3.Connection, d: Delivery, now: float, *, attempt: int | None = None,
-          owner: str | None = None) -> None:
-    db.execute(
-        "UPDATE deliveries SET state=?, run_at=?, lease_owner=?, attempt=?, first_attempt_at=?, "
-        "reason=?, hint=?, history=?, finalized_at=? WHERE id=?",
-        (d.state.value, d.next_attempt_at, owner, d.attempt_count if attempt is None else attempt,
-         d.first_attempt_at, d.reason, d.hint, _history(d), now if d.state.final else None, d.id))
-
-
-def _from_row(row: Sequence[Any], known: Mapping[str, Alert] | None = None) -> Delivery:
-    """The stored delivery; raises when the row cannot be read back (see :func:`_shown`)."""
-    (id_, _alert_id, _status, destination, dtype, rule, also, dedup, alert_json, test, state,
-     _attempt, run_at, first, created, reason, hint, details, history, _asset, _batch, _max,
-     digest) = row
-    alert = known.get(id_) if known else None
-    d = Delivery(
-        alert=alert or Alert.model_validate_json(alert_json, context={"event_types": None}),
-        destination=destination, destination_type=dtype, rule=rule,
-        dedup_key=dedup, also_matched=tuple(json.loads(also)), id=id_, state=State(state),
-        next_attempt_at=_time(run_at), first_attempt_at=None if first is None else _time(first),
-        reason=reason, hint=hint, details=json.loads(details), test=bool(test),
-        created_at=_time(created),
-    )
-    if not isinstance(d.details, dict):
-        raise ValueError("its details are not a JSON object")
-    d.attempts = [Attempt(int(a["number"]), _time(a["started_at"]),
-                          min(_time(a["duration"]), MAX_TIME), str(a["status"]), str(a["reason"]))
-                  for a in json.loads(history)]
-    d.digest = tuple(Alert.model_validate_json(a, context={"event_types": None})
-                     for a in json.loads(digest))
-    return d
-
-
-def _readable(row: Sequence[Any]) -> Delivery | None:
-    try:
-        return _from_row(row)
-    except Exception:  # unreadable: the caller goes on without it
-        return None
-
-
-def _shown(row: Sequence[Any], known: Mapping[str, Alert]) -> Delivery:
-    """The stored delivery, or, when it cannot be read back, a stand-in shown ``dead`` with the
-    reason (the next claim marks it so in the file), so ``outbox list/show`` never fail."""
-    try:
-        return _from_row(row, known)
-    except Exception as exc:
-        why = _why_unreadable(exc)
-    id_, alert_id, status, destination, dtype, rule = (str(x) for x in row[:6])
-    try:
-        title = str(json.loads(row[8]).get("title") or "")[:200]
-    except Exception:  # a title is only a courtesy
-        title = ""
-    alert = Alert.model_construct(id=alert_id, event_type="unknown", title=title or "(unreadable)",
-                                  asset=Asset.model_construct(id=str(row[19]), name="?"))
-    if status in ("acknowledged", "resolved"):
-        alert = alert.model_copy(update={"status": status})
-    d = Delivery(alert=alert, destination=destination, destination_type=dtype, rule=rule,
-                 dedup_key=str(row[7]), id=id_, state=State.dead, reason=why)
-    d.created_at = min(max(_real(row[14]), 0.0), MAX_TIME)
-    return d
-
-
-def _why_unreadable(exc: BaseException) -> str:
-    """``the stored delivery cannot be read: …`` with the first problem, on one line."""
-    if isinstance(exc, ValidationError) and exc.errors():
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
-        detail = f"{where}: {first['msg']}" if where else first["msg"]
-    else:
-        detail = str(exc) or type(exc).__name__
-    detail = " ".join(detail.split())
-    return f"{UNREADABLE}: {detail[:300]}"
-
-
-def _bury(db: sqlite3.Connection, seq: int, reason: str, now: float) -> None:
-    """Mark an unreadable delivery dead, with the reason, so the queue goes on without it."""
-    db.execute("UPDATE deliveries SET state='dead', finalized_at=?, lease_owner=NULL, reason=?, "
-               "hint=? WHERE seq=?",
-               (now, reason, "it was damaged in the state file, or written by a version that "
-                             "accepted what this one refuses; send the alert again if needed",
-                seq))
-
-
-def _real(value: Any) -> float:
-    """A stored number as a float (NULL or text: 0)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return 0.0 if math.isnan(number) else number
-
-
-def _time(value: Any) -> float:
-    """A stored time, kept between 1970 and the year 3000 (so every formatter can show it);
-    raises for what is not a number at all."""
-    number = float(value)
-    if math.isnan(number):
-        raise ValueError("a stored time is not a number")
-    return min(max(number, 0.0), MAX_TIME)
+    def rate_key(self, key: str) -> Row | None:
+        return self.one("SELECT tat, hold FROM rate_state WHERE key=?", (key,))

@@ -21,6 +21,10 @@ processes and machines:
 Times are ``double precision`` seconds, as the protocol passes them (``now``): the callers'
 clocks, not the server's, exactly as with SQLite.
 
+The algorithms (intake, claims, digests, rate keys, the row codec) are the ones SQLite runs,
+from :mod:`armor_notify.outbox_core`, through :class:`_Db`; what is PostgreSQL's own is here:
+the locks above, ``NOTIFY``, the schema and its migrations, connecting and the error messages.
+
 The tables live in their own PostgreSQL schema, ``armor_notify`` (so they never meet a user's
 tables in a shared database), created on first use under an advisory lock so that two workers
 starting at once do not race. Its version is in ``armor_notify.meta``; a newer one than this
@@ -31,7 +35,6 @@ its password removed.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import re
 import threading
@@ -39,30 +42,11 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from . import outbox_core as core
 from .alert import Alert
-from .delivery import Attempt, Delivery, State
-from .digests import make_digest
+from .delivery import Delivery, State
 from .noise import History
-from .outbox import (
-    _COLUMNS,
-    MAX_TIME,
-    NOTIFYING,
-    ClaimRules,
-    IntakePolicy,
-    OutboxError,
-    RulesFor,
-    _apply,
-    _details,
-    _from_row,
-    _history,
-    _RateKeys,
-    _readable,
-    _real,
-    _shown,
-    _take,
-    _to_row,
-    _why_unreadable,
-)
+from .outbox_core import MAX_TIME, IntakePolicy, OutboxError, Row, RulesFor
 from .secrets import ELLIPSIS
 
 if TYPE_CHECKING:
@@ -144,8 +128,6 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2}
 """Schema version → the statements that bring the version before it there (1: from nothing).
 Applied in order, in one transaction, under the schema lock."""
 
-Row = tuple[Any, ...]
-
 
 def shown_url(url: str) -> str:
     """The URL as messages show it: scheme, user, host, port and database, never a password (nor
@@ -199,23 +181,48 @@ def _storable(value: Any) -> Any:
 
 
 class _Db:
-    """One transaction's statements: ``%s`` placeholders, text made storable."""
+    """One transaction's statements (:class:`~armor_notify.outbox_core.Db`): ``?`` placeholders
+    become psycopg's ``%s`` (a statement written with ``%s`` passes as it is), text is made
+    storable, a list is one array parameter, and claims lock the rows they take."""
+
+    store = "the database"
+    # The order rule as "d is the oldest unfinished delivery of its key", an index probe
+    # (deliveries_pending_order, see _V2), rather than NOT EXISTS: PostgreSQL's planner turned
+    # that anti-join into comparing each due row with every pending one.
+    first_of_its_key = ("d.seq = (SELECT min(o.seq) FROM deliveries o WHERE "
+                        "o.destination=d.destination AND o.dedup_key=d.dedup_key AND "
+                        "o.state IN ('queued','in_flight'))")
+    claim_lock = " FOR UPDATE SKIP LOCKED"  # see PostgresOutbox.claim
 
     def __init__(self, cursor: psycopg.Cursor[Row]) -> None:
         self.cursor = cursor
 
     def execute(self, query: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; how many rows it changed."""
-        self.cursor.execute(query, [_storable(p) for p in params])
+        self.cursor.execute(query.replace("?", "%s"), [_storable(p) for p in params])
         return self.cursor.rowcount
 
     def one(self, query: str, params: Sequence[Any] = ()) -> Row | None:
-        self.cursor.execute(query, [_storable(p) for p in params])
+        self.cursor.execute(query.replace("?", "%s"), [_storable(p) for p in params])
         return self.cursor.fetchone()
 
     def all(self, query: str, params: Sequence[Any] = ()) -> list[Row]:
-        self.cursor.execute(query, [_storable(p) for p in params])
+        self.cursor.execute(query.replace("?", "%s"), [_storable(p) for p in params])
         return self.cursor.fetchall()
+
+    def among(self, column: str, values: Collection[Any]) -> tuple[str, tuple[Any, ...]]:
+        return f"{column} = ANY(?)", (list(values),)
+
+    def rate_key(self, key: str) -> Row | None:
+        """The key's row, locked (``FOR UPDATE``) so two transactions never book one key from
+        the same stale state; a missing row is created first, so that there is one to lock."""
+        query = "SELECT tat, hold FROM rate_state WHERE key=? FOR UPDATE"
+        row = self.one(query, (key,))
+        if row is None:
+            self.execute("INSERT INTO rate_state(key, tat, hold) VALUES (?, 0, 0) "
+                         "ON CONFLICT (key) DO NOTHING", (key,))
+            row = self.one(query, (key,))
+        return row
 
 
 class PostgresOutbox:
@@ -298,7 +305,7 @@ class PostgresOutbox:
         not race; refuse a schema newer than this code."""
 
         def version(db: _Db) -> str | None:
-            found = db.one("SELECT to_regclass(%s)", (f"{SCHEMA}.meta",))
+            found = db.one("SELECT to_regclass(?)", (f"{SCHEMA}.meta",))
             if found is None or found[0] is None:
                 return None
             row = db.one("SELECT value FROM meta WHERE key='schema'")
@@ -308,7 +315,7 @@ class PostgresOutbox:
             db = _Db(conn.cursor())
             stored = _number(version(db))
             if stored < SCHEMA_VERSION:
-                db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_SCHEMA_LOCK,))
+                db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (_SCHEMA_LOCK,))
                 stored = _number(version(db))  # whoever held the lock may have just done it
             if stored == 0:
                 (encoding,) = db.one("SHOW server_encoding") or ("?",)
@@ -319,7 +326,7 @@ class PostgresOutbox:
                 for step in range(stored + 1, SCHEMA_VERSION + 1):
                     for statement in MIGRATIONS[step]:
                         db.execute(statement)
-                db.execute("INSERT INTO meta VALUES ('schema', %s) ON CONFLICT (key) DO UPDATE "
+                db.execute("INSERT INTO meta VALUES ('schema', ?) ON CONFLICT (key) DO UPDATE "
                            "SET value = EXCLUDED.value", (str(SCHEMA_VERSION),))
                 stored = SCHEMA_VERSION
         if stored > SCHEMA_VERSION:
@@ -383,36 +390,10 @@ class PostgresOutbox:
         ``repeat_window`` returned as stored, ``policy`` decided against the outbox's history,
         ``lease_to`` leasing what is due to the sender. Intake transactions run one at a time
         (an advisory lock), so each sees every earlier one."""
-        out: list[tuple[Delivery, bool]] = []
         with self._tx("enqueue") as db:
-            db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (_INTAKE_LOCK,))
-            history = _History(db.one)
-            keys = _LockedRateKeys(db, now)
-            if lease_to is not None:
-                keys.lock(_keys_of(lease_to[1], {d.destination for d in deliveries}))
-            for d in deliveries:
-                row = db.one(
-                    f"SELECT {_COLUMNS} FROM deliveries WHERE alert_id=%s AND alert_status=%s "
-                    "AND destination=%s AND created_at>=%s AND test=0 ORDER BY seq DESC LIMIT 1",
-                    (d.alert.id, d.alert.status, d.destination, now - repeat_window))
-                stored = _readable(row) if row is not None and not d.test else None
-                if stored is not None:  # (an unreadable one is not sent: take this one)
-                    out.append((stored, False))
-                    continue
-                d.created_at = now
-                if d.state is State.queued and not d.next_attempt_at:
-                    d.next_attempt_at = now
-                batch: tuple[str, int] | None = None
-                if policy is not None:
-                    batch = _apply(d, policy.decide(d, now, history))
-                owner = None
-                if (lease_to is not None and d.state is State.queued
-                        and d.next_attempt_at <= now and not _waits_for_older(db, d)
-                        and _take(d, lease_to[1](d.destination), now, keys)):
-                    owner = lease_to[0]  # written in flight: no claim needed
-                _insert(db, d, now, batch, owner)
-                out.append((d, True))
-            keys.save()
+            db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (_INTAKE_LOCK,))
+            out = core.enqueue(db, deliveries, repeat_window=repeat_window, now=now,
+                               policy=policy, lease_to=lease_to)
             if any(new and d.state is State.queued for d, new in out):
                 _notify(db)
         self._alerts.update((d.id, d.alert) for d, new in out if new and not d.state.final)
@@ -420,7 +401,7 @@ class PostgresOutbox:
 
     def history(self) -> History:
         """Read-only access to what was notified when (for ``route --at``)."""
-        return _History(self._one)
+        return core.TableHistory(self._one)
 
     def _one(self, query: str, params: Sequence[Any] = ()) -> Row | None:
         with self._tx("read") as db:
@@ -445,132 +426,24 @@ class PostgresOutbox:
         The rate keys of the destinations with deliveries waiting are locked first, one at a
         time in one order, so claims sharing a key take turns (the key's state is read and
         written inside the lock) and never deadlock.
+
+        Digests whose window closed are turned into deliveries by one claim at a time (a
+        try-lock: the others go on without waiting), so no alert goes into two digests.
         """
-        claimed: list[Delivery] = []
         with self._tx("claim", durable=False) as db:
             if ids is None:
-                self._close_due_digests(db, now)
-            keys = _LockedRateKeys(db, now)
-            known: dict[str, ClaimRules | None] = {}
-
-            def rules(destination: str) -> ClaimRules | None:
-                if destination not in known:
-                    known[destination] = rules_for(destination)
-                return known[destination]
-
-            waiting = {name: first for name, first in _earliest(db, ids).items()
-                       if name not in busy}
-            keys.lock(_keys_of(rules, waiting))
-            due = [name for name, first in waiting.items()
-                   if first <= now and keys.opens(rules(name)) <= now]
-            where, params = _id_filter(ids)
-            tried: set[int] = set()
-            while due and len(claimed) < limit:
-                room = limit - len(claimed)
-                rows: list[tuple[float, int, str]] = []
-                more: set[str] = set()  # destinations that may have more due than fetched
-                for destination, state in itertools.product(due, ("queued", "in_flight")):
-                    size = min(room, keys.room(rules(destination)))
-                    found = db.all(
-                        "SELECT run_at, seq FROM deliveries d WHERE state=%s AND destination=%s "
-                        f"AND run_at<=%s {where} AND d.seq = (SELECT min(o.seq) FROM "
-                        "deliveries o WHERE o.destination=d.destination AND "
-                        "o.dedup_key=d.dedup_key AND o.state IN ('queued','in_flight')) "
-                        "ORDER BY run_at, seq LIMIT %s FOR UPDATE SKIP LOCKED",
-                        (state, destination, now, *params, size))
-                    if len(found) == size:
-                        more.add(destination)
-                    rows += [(_real(r[0]), int(r[1]), destination) for r in found]
-                rows.sort()
-                fresh: set[str] = set()  # destinations with a delivery tried just now
-                for _, seq, destination in rows:
-                    if len(claimed) >= limit:
-                        break
-                    limits = rules(destination)
-                    if seq in tried or keys.opens(limits) > now:  # its key ran out
-                        continue
-                    tried.add(seq)
-                    fresh.add(destination)
-                    d = self._read(db, seq, now)
-                    if d is None:
-                        continue
-                    if d.state is State.in_flight:  # the lease ran out: its worker died
-                        d.attempts.append(Attempt(d.attempt_count + 1, d.next_attempt_at, 0.0,
-                                                  "lost", "no answer was recorded before the "
-                                                  "worker's lease expired (it may have died)"))
-                        d.state = State.queued
-                    if _take(d, limits, now, keys):
-                        _save(db, d, now, attempt=d.attempt_count + 1, owner=owner)
-                        claimed.append(d)
-                    else:
-                        _save(db, d, now)
-                due = [x for x in due if x in more and x in fresh
-                       and keys.opens(rules(x)) <= now]
-            for name in waiting:  # for next_due: when each closed key opens
-                opens = keys.opens(rules(name))
-                if opens > now:
-                    self._opens[name] = opens
-                else:
-                    self._opens.pop(name, None)
-            keys.save()
-        return claimed
-
-    def _read(self, db: _Db, seq: int, now: float) -> Delivery | None:
-        """The delivery stored at ``seq``; one that cannot be read is marked dead (None)."""
-        row = db.one(f"SELECT {_COLUMNS} FROM deliveries WHERE seq=%s", (seq,))
-        if row is None:
-            return None
-        try:
-            return _from_row(row, self._alerts)
-        except Exception as exc:  # whatever is wrong with one row must not stop the queue
-            _bury(db, seq, _why_unreadable(exc), now)
-            self._alerts.pop(str(row[0]), None)
-            return None
-
-    def _close_due_digests(self, db: _Db, now: float) -> None:
-        """Turn every digest whose window closed (or filled) into queued digest deliveries of at
-        most ``max_items`` alerts each, oldest first. One claim at a time does it (a try-lock:
-        the others go on without waiting), so no alert goes into two digests."""
-        (mine,) = db.one("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))",
-                         (_DIGEST_LOCK,)) or (False,)
-        if not mine:
-            return
-        due = db.all(
-            "SELECT batch_key, max(batch_max), min(run_at)<=%s FROM deliveries WHERE "
-            "state='batched' GROUP BY batch_key HAVING min(run_at)<=%s OR "
-            "count(*)>=max(batch_max)", (now, now))
-        for key, size, closed in due:
-            while True:
-                rows = db.all(f"SELECT {_COLUMNS} FROM deliveries WHERE batch_key=%s AND "
-                              "state='batched' ORDER BY seq LIMIT %s", (key, size))
-                if not rows or (len(rows) < size and not closed):
-                    break  # what is left waits for its window to close or fill
-                members = []
-                for row in rows:
-                    try:
-                        members.append(_from_row(row, self._alerts))
-                    except Exception as exc:  # one unreadable alert must not stop its digest
-                        db.execute("UPDATE deliveries SET state='dead', finalized_at=%s, "
-                                   "reason=%s WHERE id=%s", (now, _why_unreadable(exc), row[0]))
-                if members:
-                    digest = make_digest(members, now)
-                    _insert(db, digest, now)
-                    db.execute("UPDATE deliveries SET state='digested', finalized_at=%s, "
-                               "digest_id=%s, reason=%s WHERE id = ANY(%s)",
-                               (now, digest.id, f"sent in digest {digest.id[:12]}",
-                                [m.id for m in members]))
+                (mine,) = db.one("SELECT pg_try_advisory_xact_lock(hashtextextended(?, 0))",
+                                 (_DIGEST_LOCK,)) or (False,)
+                if mine:
+                    core.close_due_digests(db, now, self._alerts)
+            return core.claim(db, owner, now, limit, rules_for, ids, busy,
+                              known=self._alerts, opens=self._opens)
 
     def complete(self, deliveries: Sequence[Delivery], owner: str, now: float) -> list[bool]:
         """Store the outcomes of attempts ``owner`` holds, in one transaction; for each, ``False``
         if its lease was lost (another worker took it over: its answer is the one kept)."""
         with self._tx("complete", durable=False) as db:
-            done = [db.execute(
-                "UPDATE deliveries SET state=%s, run_at=%s, lease_owner=NULL, reason=%s, hint=%s, "
-                "details=%s, history=%s, finalized_at=%s, first_attempt_at=%s WHERE id=%s AND "
-                "lease_owner=%s AND attempt=%s AND state='in_flight'",
-                (d.state.value, d.next_attempt_at, d.reason, d.hint, _details(d), _history(d),
-                 now if d.state.final else None, d.first_attempt_at, d.id, owner,
-                 d.attempt_count)) == 1 for d in deliveries]
+            done = core.complete(db, deliveries, owner, now)
         for d in deliveries:
             if d.state.final:
                 self._alerts.pop(d.id, None)
@@ -579,16 +452,9 @@ class PostgresOutbox:
     def release(self, deliveries: Sequence[Delivery], owner: str, now: float) -> list[bool]:
         """Give back leases ``owner`` holds on deliveries whose attempt never started: each is
         queued again, due ``now``, without spending an attempt (``False``: the lease was lost)."""
-        for d in deliveries:
-            d.state, d.next_attempt_at = State.queued, now
-            if not d.attempts:
-                d.first_attempt_at = None
+        core.requeue(deliveries, now)
         with self._tx("release", durable=False) as db:
-            given_back = [db.execute(
-                "UPDATE deliveries SET state='queued', run_at=%s, lease_owner=NULL, attempt=%s, "
-                "first_attempt_at=%s WHERE id=%s AND lease_owner=%s AND attempt=%s AND "
-                "state='in_flight'", (now, d.attempt_count, d.first_attempt_at, d.id, owner,
-                                      d.attempt_count + 1)) == 1 for d in deliveries]
+            given_back = core.release(db, deliveries, owner, now)
             if any(given_back):
                 _notify(db)
             return given_back
@@ -600,7 +466,7 @@ class PostgresOutbox:
             return
         until = min(until, MAX_TIME)
         with self._tx("rate limit", durable=False) as db:
-            db.execute("INSERT INTO rate_state(key, tat, hold) VALUES (%s, 0, %s) ON CONFLICT "
+            db.execute("INSERT INTO rate_state(key, tat, hold) VALUES (?, 0, ?) ON CONFLICT "
                        "(key) DO UPDATE SET hold=GREATEST(rate_state.hold, excluded.hold)",
                        (key, until))
 
@@ -610,9 +476,7 @@ class PostgresOutbox:
         As :meth:`SqliteOutbox.next_due` (a closed rate key counts from when it opens; open
         digest windows are not waited for)."""
         with self._tx("read") as db:
-            earliest = _earliest(db, ids)
-        times = [max(first, self._opens.get(name, first)) for name, first in earliest.items()]
-        return min(times, default=None)
+            return core.next_due(db, ids, self._opens)
 
     def older_pending(self, ids: Collection[str]) -> list[str]:
         """Unfinished deliveries that must go before these (same destination and dedup key,
@@ -620,52 +484,26 @@ class PostgresOutbox:
         if not ids:
             return []
         with self._tx("read") as db:
-            rows = db.all(
-                "SELECT o.id FROM deliveries d JOIN deliveries o ON o.destination=d.destination "
-                "AND o.dedup_key=d.dedup_key AND o.seq<d.seq WHERE d.id = ANY(%s) AND "
-                "o.state IN ('queued','in_flight') GROUP BY o.id ORDER BY min(o.seq)",
-                (list(ids),))
-        return [str(r[0]) for r in rows]
+            return core.older_pending(db, ids)
 
     def get(self, delivery_id: str) -> Delivery | None:
         """One delivery by id (a unique prefix of at least 6 characters is enough)."""
-        # A prefix is a range of the id index ("C" collation: byte order), never a LIKE pattern.
-        prefix = delivery_id if len(delivery_id) >= 6 else None
         with self._tx("read") as db:
-            rows = db.all(f"SELECT {_COLUMNS} FROM deliveries WHERE id=%s OR (id>=%s AND id<%s) "
-                          "LIMIT 2", (delivery_id, prefix, prefix and prefix + "\U0010ffff"))
-        exact = [r for r in rows if r[0] == delivery_id]
-        if exact or len(rows) == 1:
-            return _shown((exact or rows)[0], self._alerts)
-        return None
+            return core.get(db, delivery_id, self._alerts)
 
     def find(self, states: Iterable[str] = (), limit: int = 100,
              ids: Collection[str] | None = None) -> list[Delivery]:
         """Deliveries, newest first, optionally only in ``states`` or with these ``ids``."""
-        states = list(states)
-        where, params = _id_filter(ids)
-        if states:
-            where += " AND state = ANY(%s)"
-            params = (*params, states)
         with self._tx("read") as db:
-            rows = db.all(f"SELECT {_COLUMNS} FROM deliveries WHERE true {where} "
-                          "ORDER BY seq DESC LIMIT %s", (*params, limit))
-        return [_shown(r, self._alerts) for r in rows]
+            return core.find(db, states, limit, ids, self._alerts)
 
     # -- acting -----------------------------------------------------------------------------------
     def retry(self, ids: Collection[str] = (), *, include_failed: bool = False,
               now: float) -> int:
         """Make queued deliveries (all, or ``ids``) due now; with ``include_failed`` also requeue
         failed and dead ones with a fresh retry budget. Returns how many changed."""
-        states = ["queued"] + (["failed", "dead"] if include_failed else [])
-        where, params = _id_filter(ids or None)
         with self._tx("retry") as db:
-            changed = db.execute(
-                "UPDATE deliveries SET run_at=%s, state='queued', finalized_at=NULL, "
-                "first_attempt_at=CASE WHEN state='queued' THEN first_attempt_at ELSE NULL END, "
-                "history=CASE WHEN state='queued' THEN history ELSE '[]' END, "
-                "attempt=CASE WHEN state='queued' THEN attempt ELSE 0 END "
-                f"WHERE state = ANY(%s) {where}", (now, states, *params))
+            changed = core.retry(db, ids, include_failed=include_failed, now=now)
             if changed:
                 _notify(db)
             return changed
@@ -673,8 +511,7 @@ class PostgresOutbox:
     def purge(self, *, older_than: float, now: float) -> int:
         """Delete finished deliveries finalized more than ``older_than`` seconds ago."""
         with self._tx("purge", durable=False) as db:
-            return db.execute("DELETE FROM deliveries WHERE finalized_at IS NOT NULL AND "
-                              "finalized_at<=%s", (now - older_than,))
+            return core.purge(db, older_than=older_than, now=now)
 
     def close(self) -> None:
         with self._lock:
@@ -707,7 +544,7 @@ CHANNEL = "armor_notify_work"
 def _notify(db: _Db) -> None:
     """Tell every listening worker, when this transaction commits, that work was queued (one
     notification per transaction: PostgreSQL folds identical ones)."""
-    db.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+    db.execute("SELECT pg_notify(?, '')", (CHANNEL,))
 
 
 class _Listener:
@@ -755,149 +592,3 @@ class _Listener:
                 first = False
                 self.stopped.wait(delay)
                 delay = min(delay * 2, self.RECONNECT_MAX)
-
-
-class _LockedRateKeys(_RateKeys):
-    """The GCRA of :class:`~armor_notify.outbox._RateKeys` (inherited: ``opens``, ``room``,
-    ``book``, the clock-step bound), with each key's row locked (``FOR UPDATE``) when it is read,
-    so two transactions never book one key from the same stale state.
-
-    :meth:`lock` takes the keys a transaction needs up front, one at a time in sorted order
-    (creating a missing row first): every transaction locks in that one order, so none waits
-    for another that waits for it."""
-
-    def __init__(self, db: _Db, now: float) -> None:  # the base reads through sqlite3
-        self.pg = db
-        self.now = now
-        self._state: dict[str, list[float]] = {}
-        self._changed: set[str] = set()
-
-    def lock(self, keys: Iterable[str]) -> None:
-        for key in sorted(set(keys) - self._state.keys()):
-            query = "SELECT tat, hold FROM rate_state WHERE key=%s FOR UPDATE"
-            row = self.pg.one(query, (key,))
-            if row is None:
-                self.pg.execute("INSERT INTO rate_state(key, tat, hold) VALUES (%s, 0, 0) "
-                                "ON CONFLICT (key) DO NOTHING", (key,))
-                row = self.pg.one(query, (key,))
-            self._state[key] = [_real(row[0]), _real(row[1])] if row else [0.0, 0.0]
-
-    def _key(self, rules: ClaimRules) -> tuple[str, Any, list[float]] | None:
-        if rules.rate_limit is not None and rules.rate_key:
-            self.lock([rules.rate_key])  # already locked up front, unless a caller forgot
-        return super()._key(rules)
-
-    def save(self) -> None:
-        for key in sorted(self._changed):
-            tat, hold = self._state[key]
-            self.pg.execute("UPDATE rate_state SET tat=%s, hold=%s WHERE key=%s", (tat, hold, key))
-        self._changed.clear()
-
-
-def _keys_of(rules_for: Callable[[str], ClaimRules | None], destinations: Iterable[str]) -> set[str]:
-    """The rate keys of these destinations' rules."""
-    keys = set()
-    for name in destinations:
-        rules = rules_for(name)
-        if rules is not None and rules.rate_limit is not None and rules.rate_key:
-            keys.add(rules.rate_key)
-    return keys
-
-
-class _History:
-    """Answers the noise gate's questions from the deliveries table (as SQLite's ``_History``)."""
-
-    def __init__(self, one: Callable[[str, Sequence[Any]], Row | None]) -> None:
-        self.one = one
-
-    def last_notified(self, rule: str, asset_id: str, destination: str,
-                      since: float) -> float | None:
-        row = self.one(
-            "SELECT max(created_at) FROM deliveries WHERE rule=%s AND asset_id=%s AND "
-            f"destination=%s AND created_at>=%s AND (state IN {NOTIFYING} OR "
-            "state IN ('batched','digested'))", (rule, asset_id, destination, since))
-        return None if row is None or row[0] is None else float(row[0])
-
-    def count_notified(self, since: float, *, rule: str | None = None,
-                       destination: str | None = None) -> int:
-        where = ""
-        params: tuple[str, ...] = ()
-        if rule is not None:
-            where, params = " AND rule=%s", (rule,)
-        if destination is not None:
-            where, params = where + " AND destination=%s", (*params, destination)
-        row = self.one(
-            f"SELECT count(*) FROM deliveries WHERE created_at>=%s AND state IN {NOTIFYING} "
-            f"AND test=0 {where}", (since, *params))
-        return int(row[0]) if row else 0
-
-    def digest_closes(self, key: str) -> float | None:
-        row = self.one("SELECT min(run_at) FROM deliveries WHERE batch_key=%s AND "
-                       "state='batched'", (key,))
-        return None if row is None or row[0] is None else float(row[0])
-
-
-def _earliest(db: _Db, ids: Collection[str] | None) -> dict[str, float]:
-    """Each destination with unfinished deliveries (among ``ids``, if given) → the earliest time
-    one of them falls due. Without ``ids`` this walks the index destination by destination (a
-    loose index scan, as in SQLite), so its cost does not grow with the deliveries waiting."""
-    if ids is not None:
-        rows = db.all("SELECT destination, min(run_at) FROM deliveries WHERE state IN "
-                      "('queued','in_flight') AND id = ANY(%s) GROUP BY destination", (list(ids),))
-    else:
-        rows = db.all(
-            "WITH RECURSIVE s(state) AS (VALUES ('queued'), ('in_flight')), "
-            "d(state, name) AS (SELECT state, (SELECT destination FROM deliveries WHERE "
-            "state=s.state ORDER BY destination LIMIT 1) FROM s UNION ALL SELECT d.state, "
-            "(SELECT destination FROM deliveries WHERE state=d.state AND destination>d.name "
-            "ORDER BY destination LIMIT 1) FROM d WHERE d.name IS NOT NULL) "
-            "SELECT name, (SELECT min(run_at) FROM deliveries WHERE state=d.state AND "
-            "destination=d.name) FROM d WHERE name IS NOT NULL")
-    earliest: dict[str, float] = {}
-    for name, first in rows:
-        at = min(_real(first), MAX_TIME)
-        earliest[name] = min(at, earliest.get(name, at))
-    return earliest
-
-
-def _waits_for_older(db: _Db, d: Delivery) -> bool:
-    """An older unfinished delivery for the same destination and dedup key goes first."""
-    return db.one(
-        "SELECT 1 FROM deliveries WHERE destination=%s AND dedup_key=%s AND id<>%s AND "
-        "state IN ('queued','in_flight') LIMIT 1", (d.destination, d.dedup_key, d.id),
-    ) is not None
-
-
-def _id_filter(ids: Collection[str] | None) -> tuple[str, tuple[Any, ...]]:
-    if ids is None:
-        return "", ()
-    return " AND id = ANY(%s)", (list(ids),)
-
-
-def _insert(db: _Db, d: Delivery, now: float, batch: tuple[str, int] | None = None,
-            owner: str | None = None) -> None:
-    """Write a new delivery; with ``owner``, leased to it for its next attempt."""
-    row = _to_row(d, batch)
-    if owner is not None:
-        row = (*row[:11], d.attempt_count + 1, *row[12:])
-    marks = ", ".join(["%s"] * (len(row) + 2))
-    db.execute(f"INSERT INTO deliveries ({_COLUMNS}, lease_owner, finalized_at) VALUES ({marks})",
-               (*row, owner, now if d.state.final else None))
-
-
-def _save(db: _Db, d: Delivery, now: float, *, attempt: int | None = None,
-          owner: str | None = None) -> None:
-    db.execute(
-        "UPDATE deliveries SET state=%s, run_at=%s, lease_owner=%s, attempt=%s, "
-        "first_attempt_at=%s, reason=%s, hint=%s, history=%s, finalized_at=%s WHERE id=%s",
-        (d.state.value, d.next_attempt_at, owner, d.attempt_count if attempt is None else attempt,
-         d.first_attempt_at, d.reason, d.hint, _history(d), now if d.state.final else None, d.id))
-
-
-def _bury(db: _Db, seq: int, reason: str, now: float) -> None:
-    """Mark an unreadable delivery dead, with the reason, so the queue goes on without it."""
-    db.execute("UPDATE deliveries SET state='dead', finalized_at=%s, lease_owner=NULL, "
-               "reason=%s, hint=%s WHERE seq=%s",
-               (now, reason, "it was damaged in the database, or written by a version that "
-                             "accepted what this one refuses; send the alert again if needed",
-                seq))

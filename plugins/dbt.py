@@ -71,7 +71,7 @@ class Artifacts:
         path = str(self.files[name])
         if not isinstance(data, dict) or not isinstance(data.get("results"), list):
             raise SourceError([self.given.problem(f"not a dbt {name} (no results)", "", path)])
-        metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+        metadata = _mapping(data.get("metadata"))
         return data["results"], metadata, path
 
     def asset(self, unique_id: str, environment: str | None) -> dict[str, Any] | None:
@@ -82,7 +82,7 @@ class Artifacts:
         relation = node.get("identifier") if unique_id.startswith("source.") else (
             node.get("alias") or node.get("name"))
         parts = [str(p) for p in (node.get("database"), node.get("schema"), relation) if p]
-        config = node.get("config") if isinstance(node.get("config"), dict) else {}
+        config = _mapping(node.get("config"))
         owner = next((m["owner"] for m in (node.get("meta"), config.get("meta"),
                                            node.get("source_meta"), self._group(node))
                       if isinstance(m, dict) and isinstance(m.get("owner"), (str, dict))), None)
@@ -172,14 +172,14 @@ def _run_result(artifacts: Artifacts, result: Any, environment: str | None,
     if uid.startswith("test."):
         if status not in TEST_FAILED and status != "pass":
             return None  # skipped: an upstream failure, reported on its own
-        node = artifacts.nodes.get(uid) if isinstance(artifacts.nodes.get(uid), dict) else {}
+        node = _mapping(artifacts.nodes.get(uid))
         target = node.get("attached_node") or next(
-            (n for n in (node.get("depends_on") or {}).get("nodes", [])
+            (n for n in _mapping(node.get("depends_on")).get("nodes", [])
              if not n.startswith("test.")), None)
         asset = artifacts.asset(str(target), environment) if target else None
         if asset is None:
             return None
-        kind = (node.get("test_metadata") or {}).get("name") or node.get("name") or uid
+        kind = _mapping(node.get("test_metadata")).get("name") or node.get("name") or uid
         column = node.get("column_name")
         on = f"{asset['name']}.{column}" if column else asset["name"]
         rows = result.get("failures")
@@ -243,7 +243,7 @@ def _freshness(artifacts: Artifacts, result: Any,
         return None
     ago = result.get("max_loaded_at_time_ago_in_s")
     delay = ago / 3600 if isinstance(ago, (int, float)) and ago >= 0 else None
-    criteria = result.get("criteria") if isinstance(result.get("criteria"), dict) else {}
+    criteria = _mapping(result.get("criteria"))
     threshold = _hours(criteria.get("error_after" if status == "error" else "warn_after"))
     alert: dict[str, Any] = {
         **base,
@@ -260,6 +260,11 @@ def _freshness(artifacts: Artifacts, result: Any,
         if isinstance(result.get("max_loaded_at"), str):
             alert["freshness"]["last_updated_at"] = result["max_loaded_at"]
     return alert, status == "pass"
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (artifacts of other versions)."""
+    return value if isinstance(value, dict) else {}
 
 
 def _hours(after: Any) -> float | None:

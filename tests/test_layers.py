@@ -55,7 +55,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = tuple((name, frozenset(modules)
     ("models", {"alert", "rules", "destinations", "delivery", "noise"}),
     ("services on the models", {"matching", "retry", "intake", "message", "digests", "http",
                                 "hookspecs", "registry"}),
-    ("storage", {"outbox", "outbox_postgres"}),
+    ("storage", {"outbox_core", "outbox", "outbox_postgres"}),
     ("loading", {"plugins", "config"}),
     ("applying a config", {"gate", "dispatcher"}),
     ("the Python API", {"api", INIT}),

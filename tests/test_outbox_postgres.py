@@ -103,7 +103,7 @@ elif job["do"] == "rate":  # claim one at a time, as fast as possible, under one
         now = time.time()
         out["at"] += [now] * len(box.claim(job["name"], now, 1, lambda name: rules))
 elif job["do"] == "die":  # claim, then die inside a transaction that holds the rate key
-    from armor_notify.outbox_postgres import _LockedRateKeys
+    from armor_notify.outbox_core import RateKeys as _LockedRateKeys
     rules = ClaimRules(lease=job["lease"], max_attempts=3, rate_key="k",
                        rate_limit=RateLimit(100, 1.0))
     out["taken"] = [d.id for d in box.claim("doomed", job["now"], 10, lambda name: rules)]

@@ -32,11 +32,7 @@ class Registry:
                 f"plugin '{owner}' registered {type(dtype).__name__!s}, not a DestinationType"
             )
         if dtype.name in self.destination_types:
-            raise PluginError(
-                f"destination type '{dtype.name}' is registered by both plugin "
-                f"'{self._type_owner[dtype.name]}' and plugin '{owner}'; uninstall one of them "
-                f"or exclude it with {LOAD_ENV}"
-            )
+            raise _both("destination type", dtype.name, self._type_owner[dtype.name], owner)
         fallback = next((t for t in self.destination_types.values() if t.url_fallback), None)
         if dtype.url_fallback and fallback is not None:
             raise PluginError(
@@ -54,11 +50,7 @@ class Registry:
             raise PluginError(f"plugin '{owner}' registered source {source.name!r}: use a "
                               "lower-case identifier")
         if source.name in self.sources:
-            raise PluginError(
-                f"source '{source.name}' is registered by both plugin "
-                f"'{self._source_owner[source.name]}' and plugin '{owner}'; uninstall one of "
-                f"them or exclude it with {LOAD_ENV}"
-            )
+            raise _both("source", source.name, self._source_owner[source.name], owner)
         self.sources[source.name] = source
         self._source_owner[source.name] = owner
 
@@ -87,3 +79,9 @@ class Registry:
         """The first type a bare ``scheme://`` URL is offered to (see :meth:`types_for_scheme`)."""
         types = self.types_for_scheme(scheme)
         return types[0] if types else None
+
+
+def _both(kind: str, name: str, first: str, second: str) -> PluginError:
+    """Two plugins registered the same name: the error that names both and the way out."""
+    return PluginError(f"{kind} '{name}' is registered by both plugin '{first}' and plugin "
+                       f"'{second}'; uninstall one of them or exclude it with {LOAD_ENV}")

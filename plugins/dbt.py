@@ -184,42 +184,36 @@ def _run_result(artifacts: Artifacts, result: Any, environment: str | None,
         on = f"{asset['name']}.{column}" if column else asset["name"]
         rows = result.get("failures")
         verb = {"warn": "warned", "error": "errored"}.get(status, "failed")
-        alert = {
-            "id": f"dbt:{uid}",
+        counted = f" ({rows} row{'s' * (rows != 1)})" if isinstance(rows, int) and rows else ""
+        return _result_alert(artifacts, uid, asset, message, when, {
             "event_type": "validity_failure",
             "status": "resolved" if status == "pass" else "triggered",
             "severity": TEST_FAILED.get(status, "info"),
-            "title": f"dbt test {kind} {verb} on {on}"
-                     + (f" ({rows} row{'s' * (rows != 1)})" if isinstance(rows, int) and rows
-                        else ""),
-            "asset": asset,
-            "dedup_key": f"dbt-{uid}",
-            **artifacts.link(uid),
-        }
-        if message:
-            alert["description"] = message
-        if isinstance(when, str):
-            alert["occurred_at"] = when
-        return alert, status == "pass"
+            "title": f"dbt test {kind} {verb} on {on}{counted}",
+        }), status == "pass"
     if uid.startswith(BUILD_KINDS) and status == "error":
         asset = artifacts.asset(uid, environment)
         if asset is None:
             return None
-        alert = {
-            "id": f"dbt:{uid}",
+        return _result_alert(artifacts, uid, asset, message, when, {
             "event_type": PIPELINE_ERROR,
             "severity": "critical",
             "title": f"dbt {asset['kind']} {asset['name']} failed to build",
-            "asset": asset,
-            "dedup_key": f"dbt-{uid}",
-            **artifacts.link(uid),
-        }
-        if message:
-            alert["description"] = message
-        if isinstance(when, str):
-            alert["occurred_at"] = when
-        return alert, False
+        }), False
     return None
+
+
+def _result_alert(artifacts: Artifacts, uid: str, asset: dict[str, Any], message: str,
+                  when: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    """The alert for one result of ``run_results.json``: its own ``fields``, and what every
+    such alert carries (id, asset, dedup key, link, dbt's message, the run's time)."""
+    alert = {"id": f"dbt:{uid}", "asset": asset, "dedup_key": f"dbt-{uid}",
+             **artifacts.link(uid), **fields}
+    if message:
+        alert["description"] = message
+    if isinstance(when, str):
+        alert["occurred_at"] = when
+    return alert
 
 
 def _freshness(artifacts: Artifacts, result: Any,

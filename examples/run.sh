@@ -31,5 +31,7 @@ for alert in examples/alerts/*.json; do
 done
 echo "== armor-notify route --source alertmanager (an Alertmanager webhook payload)"
 $cli route examples/sources/alertmanager_webhook.json --source alertmanager --config "$config"
+echo "== armor-notify route --source great_expectations (a GX checkpoint result)"
+$cli route examples/sources/great_expectations/checkpoint_result.json --source great_expectations --config "$config"
 echo "== armor-notify send --dry-run examples/alerts/batch.json"
 $cli send examples/alerts/batch.json --config "$config" --dry-run

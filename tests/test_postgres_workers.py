@@ -159,6 +159,11 @@ def test_two_workers_woken_at_once_deliver_a_producers_alerts_exactly_once(
             assert sent.returncode == 3, sent.stderr  # accepted and queued, not sent
             assert wait_for(lambda: len(pd.events) >= 40, 20), len(pd.events)
             took = time.monotonic() - began
+            # Stopped only once every outcome is recorded (a worker stopped between PagerDuty's
+            # answer and its record would rightly send that one again later).
+            assert wait_for(lambda: admin(database.url, "SELECT count(*) FROM "
+                                                        "armor_notify.deliveries WHERE state = "
+                                                        "'delivered'")[0][0] == 40, 10)
         finally:
             outputs = [stop(w) for w in workers]
     assert took < 15  # far from the 60 s poll

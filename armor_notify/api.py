@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -294,7 +295,8 @@ class Notifier:
     def drain(self, *, wait: float | None = None, ids: Collection[str] | None = None,
               on_final: Callable[[Delivery], None] | None = None, stop_when_idle: bool = True,
               poll: float = 1.0, retention: float | None = None,
-              on_outbox_error: Callable[[Exception, float], None] | None = None) -> None:
+              on_outbox_error: Callable[[Exception, float], None] | None = None,
+              stop: threading.Event | None = None) -> None:
         """Deliver what is queued in the outbox (only ``ids``, if given) until nothing is left
         or ``wait`` seconds have passed. A worker passes ``stop_when_idle=False``: it then runs
         until interrupted, looking for new deliveries every ``poll`` seconds.
@@ -304,7 +306,8 @@ class Notifier:
         when the outbox fails (a database that went away): it is called with the error and the
         seconds until the next try, and the drain starts again then (at most 30 s apart); what
         was accepted stays in the outbox, and attempts that were running are taken up again
-        when their leases expire. Without it the error is raised."""
+        when their leases expire. Without it the error is raised. ``stop`` ends it from another
+        thread (set it, then :meth:`wake`): attempts running finish, the rest stays queued."""
         from .dispatcher import Chore
         from .outbox import OutboxError
 
@@ -319,7 +322,7 @@ class Notifier:
             try:
                 self.dispatcher.deliver(self.outbox, ids=ids, wait_seconds=wait,
                                         on_final=on_final, stop_when_idle=stop_when_idle,
-                                        poll=poll, chores=chores)
+                                        poll=poll, chores=chores, stop=stop)
                 return
             except OutboxError as exc:
                 if on_outbox_error is None:
@@ -327,10 +330,18 @@ class Notifier:
                 if time.monotonic() - began > 60:  # it had been working: start over gently
                     backoff = 1.0
                 on_outbox_error(exc, backoff)
-                time.sleep(backoff)
+                if stop is not None and stop.wait(backoff):
+                    return
+                if stop is None:
+                    time.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 for chore in chores:
                     chore.due = 0.0
+
+    def wake(self) -> None:
+        """Wake this notifier's running drain: work was queued by another thread (``serve``)."""
+        if "dispatcher" in vars(self):
+            self.dispatcher.wake()
 
     def inspect(self, states: Iterable[str | State] = (), limit: int = 100) -> list[Delivery]:
         """Deliveries in the outbox, newest first, optionally only in these states."""

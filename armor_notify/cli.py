@@ -626,6 +626,10 @@ def _outbox_trouble(exc: Exception, retry_in: float) -> None:
          "stays in the outbox)", err=True)
 
 
+def _stopped_already(signum: int, frame: Any) -> None:
+    """The signal uvicorn raises again after its graceful shutdown: nothing more to do."""
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -749,6 +753,84 @@ def outbox_purge(ctx: click.Context, older_than: float, config: str | None, as_j
         _emit({"purged": count})
     else:
         echo(f"purged {count} finished deliver{'y' if count == 1 else 'ies'}")
+
+
+# -- serve ------------------------------------------------------------------------------------------
+@cli.command()
+@config_option
+@click.option("--listen", default="127.0.0.1:8686", show_default=True, metavar="HOST:PORT",
+              help="Where to take requests. Anywhere but loopback needs an API token.")
+@click.option("--workers", type=click.IntRange(min=1, max=1024), default=32, show_default=True,
+              help="Deliveries the in-process workers run at once.")
+@click.option("--no-worker", is_flag=True,
+              help="Only take alerts; separate `armor-notify worker` processes deliver them.")
+@click.option("--grace", callback=_duration(), default="30s", show_default=True,
+              metavar="DURATION", help="On SIGTERM, how long attempts running may finish.")
+@click.option("--poll", type=str, callback=_duration(minimum=0.05), default="1s",
+              show_default=True, metavar="DURATION",
+              help="How often the workers look for work that others queued (what this service "
+                   "accepts wakes them at once).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Log lines as text, or one JSON object a line.")
+@click.option("-v", "--verbose", count=True, help="More log lines (-vv: debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@state_option
+@state_dir_option
+def serve(config: str | None, listen: str, workers: int, no_worker: bool, grace: float,
+          poll: float, log_format: str, verbose: int, quiet: bool, state: str | None,
+          state_dir: str | None) -> None:
+    """Take alerts over HTTP and deliver them: intake, workers, /metrics and a status page.
+
+    POST /v1/alerts (native JSON) or /v1/sources/NAME (an installed source, e.g. an
+    Alertmanager webhook) with Authorization: Bearer TOKEN; tokens come from
+    $ARMOR_NOTIFY_API_TOKENS or the config's serve.tokens. SIGTERM stops taking requests,
+    lets running attempts finish and leaves the rest queued.
+    """
+    import logging
+
+    try:
+        import uvicorn
+
+        from .server import Service, api_tokens, create_app, log_setup
+    except ImportError as exc:
+        raise ArmorNotifyError(f"armor-notify serve needs its extra ({exc.name} is missing): "
+                               "pip install 'armor-notify[serve]'") from None
+    from .api import Notifier
+    from .config import load_config
+
+    host, sep, port_text = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536 or not host:
+        raise click.BadParameter("expected HOST:PORT, e.g. 127.0.0.1:8686", param_hint="--listen")
+    pm = _plugins()
+    cfg = load_config(config, pm.registry)
+    tokens = api_tokens([t.get_secret_value() for t in cfg.serve.tokens])
+    from .destinations import is_loopback_host
+
+    if not tokens and not is_loopback_host(host):
+        raise ArmorNotifyError(f"no API token: serving on {host} would take alerts from anyone. "
+                               "Set $ARMOR_NOTIFY_API_TOKENS (or serve.tokens in the config), or "
+                               "listen on loopback (127.0.0.1)")
+    log_setup(log_format, logging.WARNING if quiet else
+              (logging.DEBUG if verbose > 1 else logging.INFO))
+    outbox = _open_outbox(state, state_dir, cfg.state)
+    notifier = Notifier(cfg, pm, outbox=outbox, max_workers=workers)
+    service = Service(notifier, tokens, workers=None if no_worker else workers, grace=grace,
+                      poll=poll)
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(service), host=host, port=int(port_text), log_config=None,
+        timeout_graceful_shutdown=int(grace) + 1, server_header=False))
+    # uvicorn handles SIGTERM and SIGINT itself (stop taking requests, finish, shut down), then
+    # raises the signal again once done; a no-op handler makes that the end of a clean exit 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stopped_already)
+    try:
+        server.run()
+    finally:
+        notifier.close()
+    if not server.started:
+        raise ArmorNotifyError(f"could not listen on {listen} (in use, or not this machine's "
+                               "address)")
 
 
 # -- db ---------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from .matching import Router, Rule
 from .noise import Blackout, check_blackouts, valid_zone
 from .registry import Registry
 from .rules import RuleModel
-from .secrets import SecretUrl, redact
+from .secrets import Secret, SecretUrl, redact
 from .validation import Loc, StrictModel, format_loc, suggest
 
 CONFIG_ENV = "ARMOR_NOTIFY_CONFIG"
@@ -90,6 +90,33 @@ class StateSettings(StrictModel):
     """Finished deliveries older than this are removed by ``armor-notify worker``."""
 
 
+MAX_BODY = 16 * 1024 * 1024
+
+
+class SignatureSettings(StrictModel):
+    """How ``serve`` checks that a source's producer signed the body (HMAC-SHA256)."""
+
+    secret: Annotated[Secret, Field(min_length=16)]
+    """The shared secret (``${VAR}``); at least 16 characters."""
+    header: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9-]+$")] = (
+        "X-Armor-Signature-256")
+    """The header holding the signature: the body's HMAC-SHA256 in hex, ``sha256=`` allowed."""
+
+
+class ServeSettings(StrictModel):
+    """``serve:``: the HTTP intake service's tokens and limits."""
+
+    tokens: list[Annotated[Secret, Field(min_length=16)]] = Field(default_factory=list)
+    """Bearer tokens that may post alerts and use the status page (``${VAR}``), besides those in
+    ``$ARMOR_NOTIFY_API_TOKENS``."""
+    max_body: Annotated[int, Field(ge=1024, le=1024**3)] = MAX_BODY
+    """The largest request body, in bytes (413 above it)."""
+    max_backlog: Annotated[int, Field(ge=1)] = 100_000
+    """Queued deliveries above which intake answers 429 (Retry-After) instead of accepting."""
+    signatures: dict[str, SignatureSettings] = Field(default_factory=dict)
+    """Per source name: the signature ``POST /v1/sources/{name}`` must carry."""
+
+
 class ConfigFile(StrictModel):
     """The file's top level; destinations are validated by their own types afterwards."""
 
@@ -101,6 +128,7 @@ class ConfigFile(StrictModel):
     rules: list[RuleModel] = Field(default_factory=list)
     blackouts: list[Blackout] = Field(default_factory=list)
     state: StateSettings = StateSettings()
+    serve: ServeSettings = ServeSettings()
 
 
 @dataclass(frozen=True)
@@ -138,6 +166,7 @@ class Config:
     router: Router
     blackouts: tuple[Blackout, ...] = ()
     state: StateSettings = field(default_factory=StateSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)
@@ -603,7 +632,7 @@ class _Validator:
             raise ConfigError(self.problems)
         compiled = tuple(Rule.compile(i, r) for i, r in enumerate(top.rules))
         return Config(self.source, top.defaults, destinations, compiled, Router(compiled),
-                      tuple(top.blackouts), top.state)
+                      tuple(top.blackouts), top.state, top.serve)
 
     def check_retention(self, top: ConfigFile) -> None:
         """Finished deliveries are the memory of noise control and of the repeat window: they

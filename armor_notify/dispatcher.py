@@ -15,6 +15,7 @@ import os
 import queue
 import random
 import socket
+import threading
 import time
 import uuid
 from collections import Counter, deque
@@ -92,6 +93,8 @@ class Dispatcher:
     """Attempts given up on whose thread is still busy: their destination, and until when
     (monotonic) they count against its share of the pool."""
     _secrets: dict[str, list[str]] = field(default_factory=dict, init=False)
+    _wakers: set[Callable[[], None]] = field(default_factory=set, init=False)
+    """How to wake each pass that is running (``wake``)."""
 
     # -- planning ---------------------------------------------------------------------------------
     def plan(self, alerts: Iterable[Alert]) -> list[Delivery]:
@@ -130,6 +133,7 @@ class Dispatcher:
         poll: float = 1.0,
         leased: Sequence[Delivery] = (),
         chores: Sequence[Chore] = (),
+        stop: threading.Event | None = None,
     ) -> None:
         """Claim and deliver due deliveries from ``outbox`` (only ``ids``, if given).
 
@@ -139,10 +143,18 @@ class Dispatcher:
         deliveries already leased to this dispatcher (at intake): they start as soon as the
         pool has room for them. Attempts that have not started when this returns (or is
         interrupted) never start: their deliveries go back on the queue, no attempt spent.
-        ``chores`` run between deliveries as they fall due.
+        ``chores`` run between deliveries as they fall due. Setting ``stop`` (then
+        :meth:`wake`) ends the pass as running out of time does: nothing new starts, what has
+        not started goes back on the queue, and the attempts running are waited for.
         """
-        _Pass(self, outbox, ids, on_final, chores).run(leased, wait_seconds, stop_when_idle,
-                                                       poll)
+        _Pass(self, outbox, ids, on_final, chores, stop).run(leased, wait_seconds,
+                                                             stop_when_idle, poll)
+
+    def wake(self) -> None:
+        """Wake every running pass at once: new work was queued in this process (a worker in
+        ``armor-notify serve`` learns of an HTTP intake this way, not at its next poll)."""
+        for wake in list(self._wakers):
+            wake()
 
     def _io_pool(self) -> IOPool:
         # One pool for the dispatcher's life, so its threads are reused (a pool per call started
@@ -341,12 +353,13 @@ class _Pass:
 
     def __init__(self, dispatcher: Dispatcher, outbox: Outbox, ids: Collection[str] | None,
                  on_final: Callable[[Delivery], None] | None,
-                 chores: Sequence[Chore] = ()) -> None:
+                 chores: Sequence[Chore] = (), stop: threading.Event | None = None) -> None:
         self.d = dispatcher
         self.outbox = outbox
         self.ids = ids
         self.on_final = on_final
         self.chores = chores
+        self.stop = stop
         self.pool = dispatcher._io_pool()
         self.finished: queue.SimpleQueue[Job[Outcome]] = queue.SimpleQueue()
         self.running: dict[Job[Outcome], _Running] = {}
@@ -376,8 +389,11 @@ class _Pass:
         end = begin + wait_seconds if wait_seconds is not None else None
         # Another process's intake wakes a long pass at once (a backend that can tell, such as
         # PostgreSQL's NOTIFY); the token is not a job, so settling it records nothing.
-        stop_listening = self.outbox.listen(lambda: self.finished.put(_WAKE)) if (
-            not stop_when_idle) else None
+        def wake() -> None:
+            self.finished.put(_WAKE)
+
+        stop_listening = self.outbox.listen(wake) if not stop_when_idle else None
+        self.d._wakers.add(wake)
         try:
             self._hold(leased)
             done: set[Job[Outcome]] = set()
@@ -387,7 +403,8 @@ class _Pass:
                     if mono >= chore.due:
                         chore.due = mono + chore.every
                         chore.run(now)
-                out_of_time = end is not None and mono >= end
+                out_of_time = (end is not None and mono >= end) or (
+                    self.stop is not None and self.stop.is_set())
                 if done or self.running or self.late:
                     self._settle(done, mono, now, out_of_time)
                     self._flush(now)
@@ -445,6 +462,7 @@ class _Pass:
                 self._flush(now)
             raise
         finally:
+            self.d._wakers.discard(wake)
             if stop_listening is not None:
                 stop_listening()
 

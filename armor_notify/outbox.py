@@ -377,6 +377,12 @@ class SqliteOutbox:
                                                                      self._alerts))
         return found
 
+    def summary(self, now: float) -> core.Summary:
+        """Deliveries by state, in all and in the last hour, and the oldest waiting one."""
+        with self._lock:
+            result: core.Summary = self._run("read", lambda: core.summary(self._sql, now))
+        return result
+
     # -- acting -----------------------------------------------------------------------------------
     def retry(self, ids: Collection[str] = (), *, include_failed: bool = False,
               now: float) -> int:

@@ -114,6 +114,8 @@ class Outbox(Protocol):
     @property
     def schema_version(self) -> int:
         """The version of the store's schema (what ``armor-notify db upgrade`` reports)."""
+    def summary(self, now: float) -> Summary:
+        """Deliveries by state, in all and in the last hour, and the oldest waiting one."""
     def listen(self, wake: Callable[[], None]) -> Callable[[], None]:
         """Call ``wake`` (from any thread) when another process may have queued work, until the
         returned function is called. A store that cannot tell returns at once and never calls
@@ -615,6 +617,29 @@ def find(db: Db, states: Iterable[str], limit: int, ids: Collection[str] | None,
     rows = db.all(f"SELECT {_COLUMNS} FROM deliveries WHERE 1=1 {where} ORDER BY seq DESC "
                   "LIMIT ?", (*params, limit))
     return [_shown(r, known) for r in rows]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """How many deliveries are in each state, and since when the oldest unfinished one waits."""
+
+    counts: Mapping[str, int]
+    oldest_waiting_since: float | None
+    """``created_at`` of the oldest queued or in-flight delivery (``None``: none)."""
+    last_hour: Mapping[str, int]
+    """Deliveries accepted in the hour before ``now``, by state."""
+
+
+def summary(db: Db, now: float) -> Summary:
+    """What the status page and the metrics show of the queue (one pass over an index each)."""
+    counts = {str(state): int(n) for state, n in db.all(
+        "SELECT state, count(*) FROM deliveries GROUP BY state")}
+    recent = {str(state): int(n) for state, n in db.all(
+        "SELECT state, count(*) FROM deliveries WHERE created_at >= ? GROUP BY state",
+        (now - 3600,))}
+    oldest = db.one("SELECT min(created_at) FROM deliveries WHERE state IN ('queued','in_flight')")
+    first = oldest[0] if oldest else None
+    return Summary(counts, None if first is None else _time(first), recent)
 
 
 # -- acting ---------------------------------------------------------------------------------------

@@ -497,6 +497,11 @@ class PostgresOutbox:
         with self._tx("read") as db:
             return core.find(db, states, limit, ids, self._alerts)
 
+    def summary(self, now: float) -> core.Summary:
+        """Deliveries by state, in all and in the last hour, and the oldest waiting one."""
+        with self._tx("read") as db:
+            return core.summary(db, now)
+
     # -- acting -----------------------------------------------------------------------------------
     def retry(self, ids: Collection[str] = (), *, include_failed: bool = False,
               now: float) -> int:

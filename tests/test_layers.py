@@ -59,7 +59,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = tuple((name, frozenset(modules)
     ("loading", {"plugins", "config"}),
     ("applying a config", {"gate", "dispatcher"}),
     ("the Python API", {"api", INIT}),
-    ("front ends", {"cli", "testing", "pytest_plugin"}),
+    ("front ends", {"cli", "testing", "pytest_plugin", "server", "status_page", "metrics"}),
 ))
 
 

@@ -1,0 +1,339 @@
+"""``armor-notify serve`` over real HTTP: started as a process on a free loopback port, fed by
+many clients, stopped with SIGTERM mid-delivery, scraped (issue 17)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from conftest import EXAMPLES, SITE
+from fake_pagerduty import FakePagerDuty
+
+pytestmark = pytest.mark.slow  # a server process
+
+TOKEN = "tok-serve-0123456789abcdef"
+PD_KEY = "0123456789abcdef0123456789abcdef"
+SIGNING = "signing-secret-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def alert(i: int, **fields: Any) -> dict[str, Any]:
+    return {"id": f"alert_{i:04d}", "event_type": "schema_change", "severity": "critical",
+            "title": f"Column removed {i:04d}",
+            "asset": {"id": f"asset_{i:04d}", "name": f"db.public.t{i:04d}"}, **fields}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
+        self.proc, self.url = proc, url
+
+    def post(self, path: str, body: Any = None, *, data: bytes | None = None,
+             headers: dict[str, str] | None = None, auth: bool = True) -> requests.Response:
+        sent = {"Content-Type": "application/json", **(AUTH if auth else {}), **(headers or {})}
+        return requests.post(self.url + path, data=data if data is not None else
+                             json.dumps(body).encode(), headers=sent, timeout=30)
+
+    def stop(self) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=60)
+        return self.proc.returncode, err
+
+
+def write_config(tmp_path: Path, pd_url: str, **serve: Any) -> Path:
+    config = {"version": 1,
+              "destinations": {"pd": {"type": "pagerduty", "integration_key": PD_KEY,
+                                      "url": pd_url, "rate_limit": "none", "timeout": 5,
+                                      "retry_backoff": 0.2}},
+              "rules": [{"name": "All", "event": ["schema_change", "freshness_violation",
+                                                  "metric_anomaly"], "destinations": ["pd"]}],
+              "serve": serve}
+    path = tmp_path / "armor-notify.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@contextmanager
+def serving(config: Path, state: Path, *args: str,
+            env: dict[str, str] | None = None) -> Iterator[Server]:
+    port = free_port()
+    full = {k: v for k, v in os.environ.items() if not k.startswith("ARMOR_NOTIFY_")}
+    full.update({"ARMOR_NOTIFY_API_TOKENS": TOKEN, "PYTHONPATH": str(SITE)}, **(env or {}))
+    exe = Path(sys.executable).with_name("armor-notify")
+    proc = subprocess.Popen([str(exe), "serve", "-c", str(config), "--state-dir", str(state),
+                             "--listen", f"127.0.0.1:{port}", "--poll", "0.2s", *args], env=full,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = Server(proc, f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(server.url + "/healthz", timeout=1).ok:
+                break
+        except requests.ConnectionError:
+            if proc.poll() is not None:
+                raise AssertionError(f"serve exited: {proc.communicate()[1][-2000:]}") from None
+            time.sleep(0.05)
+    try:
+        yield server
+    finally:
+        if proc.poll() is None:
+            server.stop()
+
+
+def wait_for(condition: Any, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return bool(condition())
+
+
+@pytest.fixture
+def pd() -> Iterator[FakePagerDuty]:
+    with FakePagerDuty() as fake:
+        yield fake
+
+
+# -- intake -----------------------------------------------------------------------------------------
+
+
+def test_alerts_are_accepted_durably_then_delivered_and_repeats_are_marked(
+        pd: FakePagerDuty, tmp_path: Path) -> None:
+    with serving(write_config(tmp_path, pd.url), tmp_path / "state") as server:
+        first = server.post("/v1/alerts", [alert(1), alert(2)])
+        assert first.status_code == 202, first.text
+        accepted = first.json()["accepted"]
+        assert [a["alert_id"] for a in accepted] == ["alert_0001", "alert_0002"]
+        assert all(not d["repeat"] for a in accepted for d in a["deliveries"])
+        again = server.post("/v1/alerts", alert(1))
+        assert again.status_code == 202
+        assert again.json()["accepted"][0]["deliveries"][0]["repeat"] is True
+        lines = server.post("/v1/alerts", data=(json.dumps(alert(3)) + "\n" +
+                                                json.dumps(alert(4)) + "\n").encode(),
+                            headers={"Content-Type": "application/x-ndjson"})
+        assert lines.status_code == 202
+        assert wait_for(lambda: len(pd.events) == 4)
+    assert sorted(e["payload"]["summary"] for e in pd.events)[0].startswith("Column removed 0001")
+
+
+def test_every_refusal_has_its_status_and_says_why(pd: FakePagerDuty, tmp_path: Path) -> None:
+    config = write_config(tmp_path, pd.url, max_body=4096)
+    with serving(config, tmp_path / "state") as server:
+        assert server.post("/v1/alerts", alert(1), auth=False).status_code == 401
+        wrong = server.post("/v1/alerts", alert(1), headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and TOKEN not in wrong.text
+        assert wrong.headers["WWW-Authenticate"].startswith("Bearer")
+        bad = server.post("/v1/alerts", [alert(1), {**alert(2), "severity": "loud"}])
+        assert bad.status_code == 400
+        problems = [p["text"] for p in bad.json()["problems"]]
+        assert problems == ["request body: [1].severity: Input should be 'info', 'warning' or "
+                            "'critical'"], problems
+        assert server.post("/v1/alerts", data=b"x" * 5000).status_code == 413
+        typed = server.post("/v1/alerts", alert(1), headers={"Content-Type": "text/html"})
+        assert typed.status_code == 415 and "send JSON" in typed.json()["error"]
+        unknown = server.post("/v1/sources/nagioss", {})
+        assert unknown.status_code == 404 and "alertmanager" in unknown.json()["error"]
+        assert server.post("/v1/alerts", data=b"\xff\xfe").status_code == 400
+        assert pd.events == []  # nothing refused was sent
+
+
+def test_an_alertmanager_webhook_posted_straight_to_its_source(pd: FakePagerDuty,
+                                                                tmp_path: Path) -> None:
+    payload = (EXAMPLES / "sources" / "alertmanager_webhook.json").read_bytes()
+    config = write_config(tmp_path, pd.url, signatures={
+        "alertmanager": {"secret": SIGNING, "header": "X-Signature"}})
+    with serving(config, tmp_path / "state") as server:
+        unsigned = server.post("/v1/sources/alertmanager", data=payload)
+        assert unsigned.status_code == 401 and "signature" in unsigned.json()["error"]
+        signature = hmac.new(SIGNING.encode(), payload, hashlib.sha256).hexdigest()
+        signed = server.post("/v1/sources/alertmanager", data=payload,
+                             headers={"X-Signature": f"sha256={signature}"})
+        assert signed.status_code == 202, signed.text
+        assert wait_for(lambda: len(pd.events) == 2)
+    assert {e["dedup_key"] for e in pd.events} == {"alertmanager-8d6a1c0c2f1e9b3a",
+                                                   "alertmanager-3f2b9c1d7a6e5b4c"}
+
+
+def test_many_clients_at_once_lose_and_duplicate_nothing(pd: FakePagerDuty, tmp_path: Path) -> None:
+    with serving(write_config(tmp_path, pd.url), tmp_path / "state") as server:
+        answers: list[int] = []
+
+        def client(k: int) -> None:
+            for i in range(10):
+                answers.append(server.post("/v1/alerts", alert(k * 100 + i)).status_code)
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert answers == [202] * 160
+        assert wait_for(lambda: len(pd.events) >= 160, 60)
+        time.sleep(0.5)
+    keys = [e["dedup_key"] for e in pd.events]
+    assert len(keys) == 160 == len(set(keys))
+
+
+def test_over_the_backlog_limit_intake_answers_429(pd: FakePagerDuty, tmp_path: Path) -> None:
+    config = write_config(tmp_path, pd.url, max_backlog=2)
+    with serving(config, tmp_path / "state", "--no-worker") as server:
+        assert server.post("/v1/alerts", [alert(1), alert(2)]).status_code == 202
+        full = server.post("/v1/alerts", alert(3))
+        assert full.status_code == 429 and full.headers["Retry-After"] == "30"
+        ready = requests.get(server.url + "/readyz", timeout=5).json()
+        assert ready["workers"] == "off" and ready["ready"]
+
+
+def test_without_a_token_it_listens_on_loopback_only(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "https://events.pagerduty.com")
+    exe = Path(sys.executable).with_name("armor-notify")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARMOR_NOTIFY_")}
+    done = subprocess.run([str(exe), "serve", "-c", str(config), "--listen", "0.0.0.0:1"],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "no API token: serving on 0.0.0.0 would take alerts from anyone" in done.stderr
+
+
+# -- stopping ---------------------------------------------------------------------------------------
+
+
+def test_sigterm_mid_delivery_finishes_it_and_loses_nothing(tmp_path: Path) -> None:
+    with FakePagerDuty(latency=1.5) as slow:
+        config = write_config(tmp_path, slow.url)
+        with serving(config, tmp_path / "state") as server:
+            assert server.post("/v1/alerts", [alert(1), alert(2)]).status_code == 202
+            assert wait_for(lambda: len(slow.requests) >= 1, 10)  # an attempt is running
+            began = time.monotonic()
+            code, err = server.stop()
+        assert code == 0, err
+        assert time.monotonic() - began < 10
+        assert "stopping: no new requests" in err
+        delivered = {e["dedup_key"] for e in slow.events}
+        # What was not delivered before the stop is still queued: a new serve delivers it.
+        with serving(config, tmp_path / "state"):
+            assert wait_for(lambda: len({e["dedup_key"] for e in slow.events}) == 2, 20)
+        assert delivered <= {e["dedup_key"] for e in slow.events}
+
+
+# -- metrics, health and the status page ------------------------------------------------------------
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    pattern = rf"^{re.escape(name)}(?:\{{{re.escape(wanted)}\}})? (\S+)$" if labels else \
+        rf"^{re.escape(name)} (\S+)$"
+    found = re.search(pattern, text, re.MULTILINE)
+    assert found, f"no {name}{labels} in the metrics"
+    return float(found.group(1))
+
+
+def test_metrics_after_a_known_workload(pd: FakePagerDuty, tmp_path: Path) -> None:
+    from fake_pagerduty import FakeResponse
+
+    pd.script(FakeResponse(500, {"status": "error", "message": "try again"}))
+    with serving(write_config(tmp_path, pd.url), tmp_path / "state") as server:
+        assert server.post("/v1/alerts", [alert(1), alert(2), alert(3)]).status_code == 202
+        assert server.post("/v1/alerts", alert(1)).status_code == 202  # a repeat
+        assert wait_for(lambda: len([r for r in pd.requests if r.status == 202]) == 3, 20)
+        time.sleep(0.3)
+        text = requests.get(server.url + "/metrics", timeout=5).text
+    assert metric(text, "armor_notify_alerts_accepted_total", source="native") == 4
+    assert metric(text, "armor_notify_alerts_repeated_total", source="native") == 1
+    assert metric(text, "armor_notify_deliveries_total", destination="pd", state="delivered",
+                  type="pagerduty") == 3
+    assert metric(text, "armor_notify_attempts_total", destination="pd", type="pagerduty") == 4
+    assert metric(text, "armor_notify_retries_total", destination="pd", type="pagerduty") == 1
+    assert metric(text, "armor_notify_delivery_latency_seconds_count", destination="pd") == 3
+    assert metric(text, "armor_notify_queue_depth", state="delivered") == 3
+    assert metric(text, "armor_notify_oldest_waiting_seconds") == 0
+    assert PD_KEY not in text
+
+
+def test_the_status_page_shows_failures_escaped_and_retries_them(tmp_path: Path) -> None:
+    with FakePagerDuty() as pd:
+        pd.revoked_keys.add(PD_KEY)  # PagerDuty refuses: the delivery fails for good
+        with serving(write_config(tmp_path, pd.url), tmp_path / "state") as server:
+            evil = alert(1, title="<script>document.title='owned'</script> orders")
+            assert server.post("/v1/alerts", evil).status_code == 202
+            assert wait_for(lambda: len(pd.requests) == 1)
+            time.sleep(0.3)
+            page = requests.get(server.url + "/", timeout=5)
+            assert "API token" in page.text and "Column" not in page.text  # sign in first
+            browser = requests.Session()
+            refused = browser.post(server.url + "/login", data={"token": "wrong"}, timeout=5)
+            assert refused.status_code == 401
+            signed = browser.post(server.url + "/login", data={"token": TOKEN}, timeout=5)
+            assert signed.status_code == 200 and "Failed and dead deliveries" in signed.text
+            html = signed.text
+            assert "&lt;script&gt;document.title=" in html and "<script>" not in html
+            assert PD_KEY not in html
+            row = re.search(r"data-id='([0-9a-f]+)'.*?class=reason>([^<]*)", html, re.S)
+            assert row and "failed" in html
+            forged = browser.post(f"{server.url}/deliveries/{row.group(1)}/retry",
+                                  data={"csrf": "0" * 64}, timeout=5)
+            assert forged.status_code == 403
+            csrf = re.search(r"name=csrf value='([0-9a-f]+)'", html)
+            assert csrf
+            pd.revoked_keys.clear()
+            retried = browser.post(f"{server.url}/deliveries/{row.group(1)}/retry",
+                                   data={"csrf": csrf.group(1)}, timeout=5)
+            assert retried.status_code == 200 and "Queued again" in retried.text
+            assert wait_for(lambda: any(r.status == 202 for r in pd.requests))
+
+
+def test_a_person_sees_the_failure_in_a_browser_and_retries_it(tmp_path: Path) -> None:
+    from browser import chrome, screenshot
+    from selenium.webdriver.common.by import By
+
+    with FakePagerDuty() as pd:
+        pd.revoked_keys.add(PD_KEY)  # PagerDuty refuses the key: the delivery fails for good
+        with serving(write_config(tmp_path, pd.url), tmp_path / "state") as server:
+            title = "<img src=x onerror=\"document.title='owned'\"> orders lost a column"
+            assert server.post("/v1/alerts", alert(7, title=title)).status_code == 202
+            assert wait_for(lambda: len(pd.requests) == 1)
+            time.sleep(0.3)
+            with chrome(failures=tmp_path) as driver:
+                driver.get(server.url + "/")
+                driver.find_element(By.NAME, "token").send_keys(TOKEN)
+                driver.find_element(By.CSS_SELECTOR, "form button").click()
+                row = driver.find_element(By.CSS_SELECTOR, "#problems tr.delivery")
+                assert title in row.text  # shown as text, not run as markup
+                assert driver.title == "armor-notify status"
+                reason = row.find_element(By.CSS_SELECTOR, ".reason").text
+                assert "PagerDuty" in reason or "integration key" in reason.lower(), reason
+                assert row.find_element(By.CSS_SELECTOR, ".failed").text == "failed"
+                pd.revoked_keys.clear()  # the key is fixed: retry it
+                row.find_element(By.CSS_SELECTOR, "button").click()
+                flash = driver.find_element(By.CSS_SELECTOR, ".flash").text
+                assert "Queued again" in flash
+                assert wait_for(lambda: any(r.status == 202 for r in pd.requests))
+                time.sleep(0.5)
+                driver.get(server.url + "/")
+                assert "No failed or dead deliveries." in driver.find_element(
+                    By.ID, "problems").text
+                delivered = driver.find_element(By.CSS_SELECTOR, ".counts td.delivered").text
+                assert delivered == "1"
+                screenshot(driver, tmp_path / "status.png")

@@ -197,14 +197,37 @@ def test_many_clients_at_once_lose_and_duplicate_nothing(pd: FakePagerDuty, tmp_
     assert len(keys) == 160 == len(set(keys))
 
 
-def test_over_the_backlog_limit_intake_answers_429(pd: FakePagerDuty, tmp_path: Path) -> None:
+def test_over_the_backlog_limit_intake_answers_429_and_logs_are_json(
+        pd: FakePagerDuty, tmp_path: Path) -> None:
     config = write_config(tmp_path, pd.url, max_backlog=2)
-    with serving(config, tmp_path / "state", "--no-worker") as server:
+    with serving(config, tmp_path / "state", "--no-worker", "--log-format", "json") as server:
         assert server.post("/v1/alerts", [alert(1), alert(2)]).status_code == 202
         full = server.post("/v1/alerts", alert(3))
         assert full.status_code == 429 and full.headers["Retry-After"] == "30"
         ready = requests.get(server.url + "/readyz", timeout=5).json()
         assert ready["workers"] == "off" and ready["ready"]
+        code, err = server.stop()
+    assert code == 0
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]
+    assert lines and all({"time", "level", "logger", "message"} <= set(entry) for entry in lines)
+    assert any("accepted 2 alert(s) from native" in entry["message"] for entry in lines)
+    assert TOKEN not in err
+
+
+def test_the_deployment_examples_use_real_options() -> None:
+    from armor_notify.cli import cli
+
+    serve = cli.commands["serve"]  # type: ignore[attr-defined]
+    known = {opt for param in serve.params for opt in getattr(param, "opts", [])}
+    deploy = EXAMPLES / "deploy"
+    unit = (deploy / "armor-notify.service").read_text()
+    (command,) = re.findall(r"^ExecStart=\S+ serve (.*)$", unit, re.MULTILINE)
+    entry = json.loads(re.search(r"^ENTRYPOINT (.*)$", (deploy / "Containerfile").read_text(),
+                                 re.MULTILINE).group(1))  # type: ignore[union-attr]
+    assert entry[:2] == ["armor-notify", "serve"]
+    for used in [*command.split(), *entry[2:]]:
+        if used.startswith("-"):
+            assert used in known, f"the deployment examples use {used}, which serve lacks"
 
 
 def test_without_a_token_it_listens_on_loopback_only(tmp_path: Path) -> None:

@@ -63,6 +63,60 @@ def api_tokens(configured: Sequence[str]) -> list[str]:
     return [*from_env, *configured]
 
 
+class _Committer:
+    """Group commit: requests that arrive while an intake is being written wait, and are then
+    written together, in one durable transaction (one sync for many requests). The first request
+    to find no write running writes everything pending; each request gets its own deliveries,
+    or the error of the write it was part of."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+        self.ready = threading.Condition()
+        self.pending: list[_Intake] = []
+        self.writing = False
+
+    def enqueue(self, alerts: list[Any]) -> list[Delivery]:
+        item = _Intake(alerts)
+        with self.ready:
+            self.pending.append(item)
+            while not item.done:
+                if self.writing:
+                    self.ready.wait()
+                    continue
+                self.writing, batch, self.pending = True, self.pending, []
+                self.ready.release()
+                try:
+                    self._write(batch)
+                finally:
+                    self.ready.acquire()
+                    self.writing = False
+                    self.ready.notify_all()
+        if item.error is not None:
+            raise item.error
+        return item.deliveries
+
+    def _write(self, batch: list[_Intake]) -> None:
+        sizes = [len(self.notifier.plan(item.alerts)) for item in batch]
+        try:
+            written = self.notifier.enqueue([a for item in batch for a in item.alerts])
+        except Exception as exc:  # every request of this write gets the error
+            for item in batch:
+                item.error, item.done = exc, True
+            return
+        start = 0
+        for item, size in zip(batch, sizes, strict=True):
+            item.deliveries, item.done = written[start:start + size], True
+            start += size
+
+
+@dataclass
+class _Intake:
+    alerts: list[Any]
+    deliveries: list[Delivery] = field(default_factory=list)
+    error: Exception | None = None
+    done: bool = False
+
+
 @dataclass
 class Service:
     """One running service: the notifier, its workers, its metrics and its sessions."""
@@ -78,9 +132,12 @@ class Service:
     _worker: threading.Thread | None = field(default=None, init=False)
     _secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), init=False)
     _sessions: set[str] = field(default_factory=set, init=False)
+    _queued: int = field(default=0, init=False)
+    _counted_at: float = field(default=-1e9, init=False)
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.notifier.outbox.summary)
+        self._committer = _Committer(self.notifier)
 
     # -- the workers ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -148,13 +205,14 @@ class Service:
                                               "deliveries): try again later"}, 429,
                                     headers={"Retry-After": "30"})
             alerts = read()
-            deliveries = self.notifier.enqueue(alerts, _lease=False) if alerts else []
+            deliveries = self._committer.enqueue(alerts) if alerts else []
         except AlertError as exc:
             return JSONResponse(_problems(exc), 400)
         except OutboxError as exc:
             log.error("intake: %s", exc)
             return JSONResponse({"error": str(exc)}, 503, headers={"Retry-After": "10"})
         fresh = sum(1 for d in deliveries if not d.repeat)
+        self._queued += fresh  # until the next count (backlogged)
         self.metrics.accepted_alerts(source, len(alerts), sum(1 for d in deliveries if d.repeat))
         if fresh:
             self.notifier.wake()
@@ -163,8 +221,14 @@ class Service:
         return JSONResponse({"accepted": _accepted(alerts, deliveries)}, 202)
 
     def backlogged(self) -> bool:
-        queued = self.notifier.outbox.summary(time.time()).counts.get(State.queued.value, 0)
-        return queued >= self.notifier.config.serve.max_backlog
+        """Whether the queue is over ``serve.max_backlog``, counted at most once a second (a
+        count for every request would cost more than the intake it guards)."""
+        now = time.monotonic()
+        if now - self._counted_at >= 1.0:
+            summary = self.notifier.outbox.summary(time.time())
+            self._queued = summary.counts.get(State.queued.value, 0)
+            self._counted_at = now
+        return self._queued >= self.notifier.config.serve.max_backlog
 
     def signature_ok(self, source: str, body: bytes, request: Request) -> bool:
         wanted = self.notifier.config.serve.signatures.get(source)

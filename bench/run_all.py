@@ -25,6 +25,7 @@ SCENARIOS = [
     ("outbox", "bench_outbox.py", [], ["--alerts", "150", "--rounds", "2"]),
     ("send", "bench_send.py", [], ["--rounds", "2", "--large", "2000"]),
     ("postgres", "bench_postgres.py", [], ["--quick"]),
+    ("serve", "bench_serve.py", [], ["--alerts", "400", "--rounds", "1"]),
 ]
 
 

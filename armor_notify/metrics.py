@@ -9,11 +9,11 @@ or a separate ``armor-notify worker``) delivers.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -27,7 +27,8 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 class Metrics:
     """One registry per service (never the global one: tests and embedders run several)."""
 
-    def __init__(self, summary: Callable[[float], Summary]) -> None:
+    def __init__(self, summary: Callable[[float], Summary],
+                 waits: Callable[[], Mapping[str, int]] = dict) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.accepted = Counter("armor_notify_alerts_accepted", "Alerts accepted over HTTP.",
                                 ["source"], registry=self.registry)
@@ -45,7 +46,7 @@ class Metrics:
         self.latency = Histogram("armor_notify_delivery_latency_seconds",
                                  "From acceptance to the final outcome.", ["destination"],
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.registry.register(_Queue(summary))
+        self.registry.register(_Queue(summary, waits))
 
     def accepted_alerts(self, source: str, fresh: int, repeated: int) -> None:
         self.accepted.labels(source).inc(fresh)
@@ -71,10 +72,12 @@ class Metrics:
 class _Queue(Collector):
     """The outbox's depth by state and its oldest waiting delivery, read at each scrape."""
 
-    def __init__(self, summary: Callable[[float], Summary]) -> None:
+    def __init__(self, summary: Callable[[float], Summary],
+                 waits: Callable[[], Mapping[str, int]]) -> None:
         self.summary = summary
+        self.waits = waits
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         now = time.time()
         found = self.summary(now)
         depth = GaugeMetricFamily("armor_notify_queue_depth", "Deliveries in the outbox by state.",
@@ -87,3 +90,10 @@ class _Queue(Collector):
         oldest.add_metric([], max(0.0, now - found.oldest_waiting_since)
                           if found.oldest_waiting_since is not None else 0.0)
         yield oldest
+        waits = CounterMetricFamily("armor_notify_rate_limit_waits",
+                                    "Times this process found a destination's rate limit "
+                                    "reached and left its deliveries waiting.",
+                                    labels=["destination"])
+        for destination, count in sorted(self.waits().items()):
+            waits.add_metric([destination], count)
+        yield waits

@@ -20,7 +20,7 @@ import math
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,7 @@ class SqliteOutbox:
         # Destination → when its rate key opens, as the last claim found it blocked (for
         # next_due: its deliveries are not rewritten while they wait).
         self._opens: dict[str, float] = {}
+        self._waits: dict[str, int] = {}  # rate_waits
         try:
             self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000,
                                        isolation_level=None, check_same_thread=False)
@@ -288,7 +289,7 @@ class SqliteOutbox:
                 if ids is None:
                     core.close_due_digests(db, now, self._alerts)
                 return core.claim(db, owner, now, limit, rules_for, ids, busy,
-                                  known=self._alerts, opens=self._opens)
+                                  known=self._alerts, opens=self._opens, waits=self._waits)
 
         result: list[Delivery] = self._run("claim", run)
         return result
@@ -376,6 +377,10 @@ class SqliteOutbox:
         found: list[Delivery] = self._run("read", lambda: core.find(self._sql, states, limit, ids,
                                                                      self._alerts))
         return found
+
+    @property
+    def rate_waits(self) -> Mapping[str, int]:
+        return dict(self._waits)
 
     def summary(self, now: float) -> core.Summary:
         """Deliveries by state, in all and in the last hour, and the oldest waiting one."""

@@ -116,6 +116,10 @@ class Outbox(Protocol):
         """The version of the store's schema (what ``armor-notify db upgrade`` reports)."""
     def summary(self, now: float) -> Summary:
         """Deliveries by state, in all and in the last hour, and the oldest waiting one."""
+    @property
+    def rate_waits(self) -> Mapping[str, int]:
+        """By destination: how often this process's claims found its rate key closed, and
+        left its deliveries waiting for it to open (``armor-notify serve``'s metrics)."""
     def listen(self, wake: Callable[[], None]) -> Callable[[], None]:
         """Call ``wake`` (from any thread) when another process may have queued work, until the
         returned function is called. A store that cannot tell returns at once and never calls
@@ -259,7 +263,7 @@ class TableHistory:
 
 def claim(db: Db, owner: str, now: float, limit: int, rules_for: RulesFor,
           ids: Collection[str] | None, busy: Collection[str], *, known: dict[str, Alert],
-          opens: dict[str, float]) -> list[Delivery]:
+          opens: dict[str, float], waits: dict[str, int] | None = None) -> list[Delivery]:
     """:meth:`Outbox.claim` inside the backend's claim transaction (after
     :func:`close_due_digests`, when the claim is not limited to ``ids``).
 
@@ -332,6 +336,8 @@ def claim(db: Db, owner: str, now: float, limit: int, rules_for: RulesFor,
     for name in waiting:  # for next_due: when each closed key opens
         at = keys.opens(rules(name))
         if at > now:
+            if waits is not None and name not in opens:  # a wait begins (metrics)
+                waits[name] = waits.get(name, 0) + 1
             opens[name] = at
         else:
             opens.pop(name, None)

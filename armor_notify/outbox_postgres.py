@@ -38,7 +38,7 @@ import contextlib
 import math
 import re
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -239,6 +239,7 @@ class PostgresOutbox:
         # and when each destination's closed rate key opens, as the last claim found it.
         self._alerts: dict[str, Alert] = {}
         self._opens: dict[str, float] = {}
+        self._waits: dict[str, int] = {}  # rate_waits
         self._conn: psycopg.Connection[Row] | None = None
         self._closed = False
         with self._lock:
@@ -437,7 +438,7 @@ class PostgresOutbox:
                 if mine:
                     core.close_due_digests(db, now, self._alerts)
             return core.claim(db, owner, now, limit, rules_for, ids, busy,
-                              known=self._alerts, opens=self._opens)
+                              known=self._alerts, opens=self._opens, waits=self._waits)
 
     def complete(self, deliveries: Sequence[Delivery], owner: str, now: float) -> list[bool]:
         """Store the outcomes of attempts ``owner`` holds, in one transaction; for each, ``False``
@@ -496,6 +497,10 @@ class PostgresOutbox:
         """Deliveries, newest first, optionally only in ``states`` or with these ``ids``."""
         with self._tx("read") as db:
             return core.find(db, states, limit, ids, self._alerts)
+
+    @property
+    def rate_waits(self) -> Mapping[str, int]:
+        return dict(self._waits)
 
     def summary(self, now: float) -> core.Summary:
         """Deliveries by state, in all and in the last hour, and the oldest waiting one."""

@@ -136,7 +136,8 @@ class Service:
     _counted_at: float = field(default=-1e9, init=False)
 
     def __post_init__(self) -> None:
-        self.metrics = Metrics(self.notifier.outbox.summary)
+        outbox = self.notifier.outbox
+        self.metrics = Metrics(outbox.summary, lambda: outbox.rate_waits)
         self._committer = _Committer(self.notifier)
 
     # -- the workers ------------------------------------------------------------------------------

@@ -62,10 +62,10 @@ class Server:
         return self.proc.returncode, err
 
 
-def write_config(tmp_path: Path, pd_url: str, **serve: Any) -> Path:
+def write_config(tmp_path: Path, pd_url: str, rate_limit: str = "none", **serve: Any) -> Path:
     config = {"version": 1,
               "destinations": {"pd": {"type": "pagerduty", "integration_key": PD_KEY,
-                                      "url": pd_url, "rate_limit": "none", "timeout": 5,
+                                      "url": pd_url, "rate_limit": rate_limit, "timeout": 5,
                                       "retry_backoff": 0.2}},
               "rules": [{"name": "All", "event": ["schema_change", "freshness_violation",
                                                   "metric_anomaly"], "destinations": ["pd"]}],
@@ -295,6 +295,25 @@ def test_metrics_after_a_known_workload(pd: FakePagerDuty, tmp_path: Path) -> No
     assert PD_KEY not in text
 
 
+def test_rate_limit_waits_are_counted(pd: FakePagerDuty, tmp_path: Path) -> None:
+    config = write_config(tmp_path, pd.url, rate_limit="1/minute")
+    with serving(config, tmp_path / "state") as server:
+        assert server.post("/v1/alerts", [alert(1), alert(2), alert(3)]).status_code == 202
+        assert wait_for(lambda: len(pd.events) >= 1)
+
+        def waits() -> float:
+            text = requests.get(server.url + "/metrics", timeout=5).text
+            found = re.search(r'^armor_notify_rate_limit_waits_total\{destination="pd"\} (\S+)$',
+                              text, re.MULTILINE)
+            return float(found.group(1)) if found else 0.0
+
+        assert wait_for(lambda: waits() >= 1)
+        assert len(pd.events) == 1  # the others wait for the key, not sent early
+        depth = requests.get(server.url + "/metrics", timeout=5).text
+        assert metric(depth, "armor_notify_queue_depth", state="queued") == 2
+        assert metric(depth, "armor_notify_oldest_waiting_seconds") > 0
+
+
 def test_the_status_page_shows_failures_escaped_and_retries_them(tmp_path: Path) -> None:
     with FakePagerDuty() as pd:
         pd.revoked_keys.add(PD_KEY)  # PagerDuty refuses: the delivery fails for good
@@ -360,3 +379,20 @@ def test_a_person_sees_the_failure_in_a_browser_and_retries_it(tmp_path: Path) -
                 delivered = driver.find_element(By.CSS_SELECTOR, ".counts td.delivered").text
                 assert delivered == "1"
                 screenshot(driver, tmp_path / "status.png")
+
+
+def test_a_separate_worker_on_the_same_state_delivers_what_serve_accepts(
+        pd: FakePagerDuty, tmp_path: Path) -> None:
+    config = write_config(tmp_path, pd.url)
+    state = tmp_path / "state"
+    with serving(config, state, "--no-worker") as server:
+        assert server.post("/v1/alerts", [alert(1), alert(2)]).status_code == 202
+        time.sleep(0.3)
+        assert pd.events == []  # serve only took them
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ARMOR_NOTIFY_")}
+        exe = Path(sys.executable).with_name("armor-notify")
+        worker = subprocess.run([str(exe), "worker", "--once", "-c", str(config), "--state-dir",
+                                 str(state)], env=env, capture_output=True, text=True, timeout=60)
+        assert worker.returncode == 0, worker.stderr
+    assert sorted(e["payload"]["summary"][:19] for e in pd.events) == [
+        "Column removed 0001", "Column removed 0002"]

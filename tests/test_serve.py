@@ -76,13 +76,16 @@ def write_config(tmp_path: Path, pd_url: str, rate_limit: str = "none", **serve:
 
 
 @contextmanager
-def serving(config: Path, state: Path, *args: str,
+def serving(config: Path, state: Path | str, *args: str,
             env: dict[str, str] | None = None) -> Iterator[Server]:
+    """``serve`` on a free port with the outbox in ``state``: a SQLite directory, or a
+    ``postgresql://`` URL."""
     port = free_port()
     full = {k: v for k, v in os.environ.items() if not k.startswith("ARMOR_NOTIFY_")}
     full.update({"ARMOR_NOTIFY_API_TOKENS": TOKEN, "PYTHONPATH": str(SITE)}, **(env or {}))
     exe = Path(sys.executable).with_name("armor-notify")
-    proc = subprocess.Popen([str(exe), "serve", "-c", str(config), "--state-dir", str(state),
+    where = ["--state", state] if isinstance(state, str) else ["--state-dir", str(state)]
+    proc = subprocess.Popen([str(exe), "serve", "-c", str(config), *where,
                              "--listen", f"127.0.0.1:{port}", "--poll", "0.2s", *args], env=full,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     server = Server(proc, f"http://127.0.0.1:{port}")
@@ -396,3 +399,37 @@ def test_a_separate_worker_on_the_same_state_delivers_what_serve_accepts(
         assert worker.returncode == 0, worker.stderr
     assert sorted(e["payload"]["summary"][:19] for e in pd.events) == [
         "Column removed 0001", "Column removed 0002"]
+
+
+def test_while_the_database_is_away_intake_answers_503_then_resumes(
+        pd: FakePagerDuty, tmp_path: Path) -> None:
+    import postgres
+
+    database = postgres.fresh_database()
+    try:
+        config = write_config(tmp_path, pd.url)
+        with serving(config, database.url) as server:
+            assert server.post("/v1/alerts", alert(1)).status_code == 202
+            assert wait_for(lambda: len(pd.events) == 1)
+            restart = threading.Thread(target=postgres.server().restart, args=(3.0,))
+            restart.start()
+            time.sleep(1.0)  # the database is down now
+            away = server.post("/v1/alerts", alert(2))
+            assert away.status_code == 503, away.text
+            assert away.headers["Retry-After"] == "10"
+            assert urlsplit_password(database.url) not in away.text
+            restart.join()
+            assert wait_for(lambda: server.post("/v1/alerts", alert(3)).status_code == 202, 20)
+            assert wait_for(lambda: len(pd.events) == 2, 20)
+            assert requests.get(server.url + "/readyz", timeout=5).json()["ready"]
+            code, err = server.stop()
+        assert code == 0
+        assert "Traceback" not in err and urlsplit_password(database.url) not in err
+    finally:
+        database.drop()
+
+
+def urlsplit_password(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).password or "?"

@@ -330,10 +330,10 @@ class Notifier:
                 if time.monotonic() - began > 60:  # it had been working: start over gently
                     backoff = 1.0
                 on_outbox_error(exc, backoff)
-                if stop is not None and stop.wait(backoff):
-                    return
                 if stop is None:
                     time.sleep(backoff)
+                elif stop.wait(backoff):  # stopped while waiting to try again
+                    return
                 backoff = min(backoff * 2, 30.0)
                 for chore in chores:
                     chore.due = 0.0

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from .durations import bounded_moment
+from .durations import Duration, bounded_moment
 from .validation import StrictModel, suggest
 
 BUILTIN_EVENT_TYPES: tuple[str, ...] = (
@@ -32,6 +32,7 @@ BUILTIN_EVENT_TYPES: tuple[str, ...] = (
     "discovery_failed",
     "asset_removed",
     "asset_discovered",
+    "check_missing",
 )
 
 
@@ -170,6 +171,30 @@ class Freshness(_Strict):
     last_updated_at: Annotated[datetime, AfterValidator(_utc)] | None = None
 
 
+CheckStatus = Literal["pass", "fail", "error"]
+
+
+class Check(_Strict):
+    """A check's result (a dbt test, an expectation suite, a freshness check): what the check-state
+    ledger keeps, so that a failing check pages once and its first pass resolves the page."""
+
+    id: Annotated[Identifier, Field(min_length=1, max_length=512)]
+    """The check's name, stable across runs; with the source and the asset id, the ledger key."""
+    status: CheckStatus
+    run_id: Annotated[Identifier, Field(min_length=1, max_length=255)] | None = None
+    """The run that produced this result: a result of the run already recorded is not counted
+    again (a producer that posts twice)."""
+    expect_every: Duration | None = None
+    """How often the check runs (``1h``): no result for twice this long raises ``check_missing``."""
+    source: Annotated[Identifier, Field(min_length=1, max_length=100)] | None = None
+    """Where the result came from (set by ``--source``: ``dbt``, ``great_expectations``); checks
+    of different sources never share a ledger entry."""
+
+    @property
+    def failing(self) -> bool:
+        return self.status != "pass"
+
+
 class Alert(_Strict):
     """One alert (SPEC §1). Unknown fields are rejected."""
 
@@ -191,6 +216,9 @@ class Alert(_Strict):
     occurred_at: Annotated[datetime, AfterValidator(_utc)] = Field(
         default_factory=lambda: datetime.now(timezone.utc)
     )
+    check: Check | None = None
+    """A check result: the ledger decides what is sent (a page when the check starts failing,
+    a resolve when it passes again, nothing while it stays as it was)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -200,6 +228,19 @@ class Alert(_Strict):
             if derived is not None:
                 data = {**data, "id": derived}
         return data
+
+    @model_validator(mode="after")
+    def _status_agrees_with_check(self) -> Alert:
+        if self.check is None:
+            return self
+        wanted = "resolved" if self.check.status == "pass" else "triggered"
+        if "status" not in self.model_fields_set:
+            object.__setattr__(self, "status", wanted)  # a pass is the check's resolve
+        elif self.status != wanted:
+            raise ValueError(f"status '{self.status}' contradicts check.status "
+                             f"'{self.check.status}': a check result's status is '{wanted}' "
+                             "(or leave status out)")
+        return self
 
     @field_validator("event_type")
     @classmethod

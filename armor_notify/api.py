@@ -8,15 +8,24 @@ import random
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .alert import Alert, Asset, Severity
 from .config import Config, StateSettings, config_from_dict, load_config, parse_config
 from .delivery import Delivery, State
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_QUEUED, AlertError, ConfigError, Problem
+from .errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_QUEUED,
+    AlertError,
+    ArmorNotifyError,
+    ConfigError,
+    Problem,
+)
 from .gate import Gate
+from .history import NO_HISTORY, History
 from .intake import (
     AlertInput,
     SourceAlerts,
@@ -26,19 +35,23 @@ from .intake import (
     source_input,
 )
 from .matching import Route
-from .noise import NO_HISTORY, History
 from .plugins import PluginManager, load_plugins
 from .sources import Source, SourceInput
+from .times import readable
 from .validation import suggest
 
 if TYPE_CHECKING:
     from .dispatcher import Dispatcher
+    from .ledger import CheckState
+    from .mutes import Mute
     from .outbox import Outbox
 
 
 STATE_URL_ENV = "ARMOR_NOTIFY_STATE"
 RETENTION_EVERY = 600.0
 """How often a worker removes finished deliveries past their retention (seconds)."""
+MISSING_EVERY = 5.0
+"""How often a worker looks for checks that stopped reporting (at most; seconds)."""
 STATE_DIR_ENV = "ARMOR_NOTIFY_STATE_DIR"
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 
@@ -97,6 +110,9 @@ class SendReport:
 
     alerts: Sequence[Alert]
     deliveries: Sequence[Delivery]
+    notes: Mapping[str, str] = field(default_factory=dict)
+    """Alert id → what the check ledger did with it (a check result: paged, still failing,
+    resolved, passing)."""
 
     def count(self, state: State) -> int:
         return sum(1 for d in self.deliveries if d.state is state)
@@ -113,7 +129,9 @@ class SendReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "alerts": [{"id": a.id, "event_type": a.event_type, "title": a.title,
-                        "status": a.status} for a in self.alerts],
+                        "status": a.status, **({"check": self.notes[a.id]}
+                                               if a.id in self.notes else {})}
+                       for a in self.alerts],
             "deliveries": [d.as_dict() for d in self.deliveries],
             "summary": {s.value: self.count(s) for s in State},
             "exit_code": self.exit_code,
@@ -233,23 +251,91 @@ class Notifier:
     def matching_rules(self, alert: Alert) -> list[str]:
         return [r.name for r in self.config.router.matching_rules(alert)]
 
-    def enqueue(self, alerts: Alert | Iterable[Alert], *, _lease: bool = False) -> list[Delivery]:
+    def enqueue(self, alerts: Alert | Iterable[Alert]) -> list[Delivery]:
         """Route alerts and write their deliveries to the outbox; send nothing yet.
 
         A delivery of an alert already accepted within ``defaults.repeat_window`` (same alert
         id and status, same destination) is not written again: the stored one is returned with
-        ``repeat`` set.
+        ``repeat`` set. Check results (alerts with a ``check``) are judged by the check ledger
+        first: what they write is its decision (a page, a resolve, or nothing).
         """
-        alerts = [alerts] if isinstance(alerts, Alert) else list(alerts)
+        return self._intake([alerts] if isinstance(alerts, Alert) else list(alerts))[0]
+
+    def _intake(self, alerts: list[Alert], *, lease: bool = False,
+                sweep: bool = False) -> tuple[list[Delivery], dict[str, str]]:
+        """Write ``alerts``' deliveries (leased to this process when ``lease``; with ``sweep``
+        also ``check_missing`` for overdue checks); the deliveries and the ledger's notes."""
         planned = self.config.plan(alerts)
+        checks = None
+        if sweep or any(a.check is not None for a in alerts):
+            from .check_intake import CheckRules
+
+            checks = CheckRules(self.config, alerts, sweep=sweep)
         out = []
-        lease_to = (self.dispatcher.owner, self.dispatcher.rules_for) if _lease else None
+        lease_to = (self.dispatcher.owner, self.dispatcher.rules_for) if lease else None
         for delivery, new in self.outbox.enqueue(
                 planned, repeat_window=self.config.defaults.repeat_window,
-                now=self.dispatcher.clock(), policy=self.gate, lease_to=lease_to):
+                now=self.dispatcher.clock(), policy=self.gate, lease_to=lease_to, checks=checks):
             delivery.repeat = not new
             out.append(delivery)
-        return out
+        return out, checks.notes if checks is not None else {}
+
+    # -- checks and mutes --------------------------------------------------------------------------
+    def notice_missing(self, now: float | None = None) -> list[Delivery]:
+        """Raise ``check_missing`` for every check with no result for twice its
+        ``expect_every`` (once per check, until it reports again); what a worker does every few
+        seconds. Returns the deliveries written."""
+        moment = self.dispatcher.clock() if now is None else now
+        due = self.outbox.next_overdue()
+        if due is None or due > moment:
+            return []
+        return self._intake([], sweep=True)[0]
+
+    def checks(self, *, failing: bool = False) -> list[CheckState]:
+        """The check-state ledger: every check seen, failing ones first."""
+        return self.outbox.checks(failing=failing)
+
+    def mute(self, *, assets: Sequence[str] = (), tags: Sequence[str] = (),
+             rules: Sequence[str] = (), reason: str, seconds: float,
+             author: str | None = None) -> Mute:
+        """Hold the triggers of these assets (glob patterns), tags or rules for ``seconds``
+        (at most 30 days): they are delivered when the mute ends if still failing."""
+        from .mutes import MAX_MUTE, MuteScope
+
+        scope = MuteScope(tuple(assets), tuple(tags), tuple(rules))
+        problems = []
+        if not scope:
+            problems.append(Problem("mute", "", "say what to mute: --asset, --tag or --rule "
+                                                "(each may be repeated)"))
+        unknown = [r for r in rules if self.config.rule(r) is None]
+        problems += [Problem("--rule", "", f"no rule named '{r}'"
+                             f"{suggest(r, [x.name for x in self.config.rules])}")
+                     for r in unknown]
+        if not reason.strip():
+            problems.append(Problem("--reason", "", "say why (it is shown with every alert "
+                                                    "the mute holds)"))
+        if not 0 < seconds <= MAX_MUTE:
+            problems.append(Problem("--for", "", "a mute lasts more than 0 s and at most 30 "
+                                                 "days (it must end)"))
+        if problems:
+            raise ConfigError(problems)
+        now = self.dispatcher.clock()
+        return self.outbox.add_mute(scope, " ".join(reason.split()), author or _user(), now=now,
+                                    until=now + seconds)
+
+    def unmute(self, mute_id: int) -> tuple[Mute, list[str]]:
+        """End a mute now: what it held is due at once (unless another mute covers it).
+        Returns the mute and the ids of the deliveries released."""
+        mute, released = self.outbox.lift_mute(mute_id, self.dispatcher.clock(),
+                                               self.config.defaults.timezone)
+        if mute is None:
+            raise ArmorNotifyError(f"no mute #{mute_id} in the outbox (see `armor-notify mute "
+                                   "list --all`)")
+        return mute, released
+
+    def mutes(self, *, ended: bool = False) -> list[Mute]:
+        """Mutes in force (``ended``: also those lifted or expired), newest first."""
+        return self.outbox.mutes(self.dispatcher.clock(), ended=ended)
 
     def plan(self, alerts: Alert | Iterable[Alert]) -> list[Delivery]:
         """The deliveries ``send`` would write for ``alerts`` (already final ones marked:
@@ -261,8 +347,9 @@ class Notifier:
                 history: History = NO_HISTORY) -> dict[str, Any]:
         """What ``route`` shows for ``alert``, as data: the matching rules, and for each routed
         destination its rule, dedup key and whether it would be sent at ``at`` (default: now),
-        judged by the noise controls against ``history`` (an outbox's ``history()``; none by
-        default). Sends and writes nothing."""
+        judged by the noise controls and mutes against ``history`` (an outbox's ``history()``;
+        none by default), and for a check result by the check ledger. Sends and writes
+        nothing."""
         moment = time.time() if at is None else at
         verdicts: dict[str, tuple[str, str]] = {}
         for d in self.plan(alert):
@@ -271,6 +358,10 @@ class Notifier:
             else:
                 decision = self.gate.decide(d, moment, history)
                 verdicts[d.destination] = (_VERDICTS[decision.action], decision.reason)
+        routes = [(r.destination, r.rule, r.also_matched, r.dedup_key) for r in self.route(alert)]
+        check = None
+        if alert.check is not None:
+            check, routes = self._explain_check(alert, moment, history, routes, verdicts)
         destinations = self.config.destinations
         return {
             "alert_id": alert.id,
@@ -279,18 +370,58 @@ class Notifier:
             "title": alert.title,
             "asset": alert.asset.name,
             "matching_rules": self.matching_rules(alert),
+            **({"check": check} if check is not None else {}),
             "routes": [{
-                "destination": r.destination,
-                "type": destinations[r.destination].type.name,
-                "target": destinations[r.destination].describe(),
-                "rule": r.rule,
-                "also_matched": list(r.also_matched),
-                "dedup_key": r.dedup_key,
-                "sent": verdicts[r.destination][0] == "send",
-                "outcome": verdicts[r.destination][0],
-                "not_sent_because": verdicts[r.destination][1] or None,
-            } for r in self.route(alert)],
+                "destination": name,
+                "type": destinations[name].type.name if name in destinations else "?",
+                "target": destinations[name].describe() if name in destinations else "?",
+                "rule": rule,
+                "also_matched": list(also),
+                "dedup_key": dedup,
+                "sent": verdicts[name][0] == "send",
+                "outcome": verdicts[name][0],
+                "not_sent_because": verdicts[name][1] or None,
+            } for name, rule, also, dedup in routes],
         }
+
+    def _explain_check(self, alert: Alert, at: float, history: History,
+                       routes: list[tuple[str, str, tuple[str, ...], str]],
+                       verdicts: dict[str, tuple[str, str]],
+                       ) -> tuple[dict[str, Any], list[tuple[str, str, tuple[str, ...], str]]]:
+        """The check ledger's part of :meth:`explain`: its entry and decision, and the routes
+        and verdicts it makes (a resolve goes where the trigger went)."""
+        from . import ledger
+
+        assert alert.check is not None
+        row = history.check_state(ledger.key_of(alert))
+        zone = self.config.defaults.timezone
+        verdict = ledger.judge(row, alert.check, errors=self.config.checks.errors, zone=zone)
+        check = {"id": alert.check.id, "status": alert.check.status,
+                 "state": row.state if row is not None else "new",
+                 "since": row.since if row is not None else None,
+                 "decision": verdict.action, "note": verdict.note}
+        if verdict.action == "resolve" and row is not None and row.incident is not None:
+            routes = [(r.destination, r.rule, (), r.dedup_key) for r in row.incident.routes]
+            for r in row.incident.routes:
+                dest = self.config.destinations.get(r.destination)
+                verdicts[r.destination] = ("send", verdict.note) if dest is None or \
+                    dest.send_resolved else ("suppressed", "send_resolved is off")
+        elif verdict.action == "hold" and row is not None:
+            last = max(row.since, row.reminded_at or 0.0)
+            for name, rule_name, _, _ in routes:
+                rule = self.config.rule(rule_name)
+                every = rule.model.remind_every if rule is not None else None
+                if verdicts[name][0] != "send":
+                    continue
+                if every is not None and at - last >= every:
+                    verdicts[name] = ("send", f"reminder: still failing since "
+                                              f"{readable(row.since, zone)}")
+                else:
+                    verdicts[name] = ("suppressed", verdict.note)
+        elif verdict.action != "page":
+            for name, *_ in routes:
+                verdicts[name] = ("suppressed", verdict.note)
+        return check, routes
 
     def drain(self, *, wait: float | None = None, ids: Collection[str] | None = None,
               on_final: Callable[[Delivery], None] | None = None, stop_when_idle: bool = True,
@@ -315,7 +446,12 @@ class Notifier:
             assert retention is not None
             self.outbox.purge(older_than=retention, now=now)
 
+        def notice_missing(now: float) -> None:
+            self.notice_missing(now)
+
         chores = [] if retention is None else [Chore(RETENTION_EVERY, remove_old)]
+        if not stop_when_idle:  # a worker: checks that stopped reporting
+            chores.append(Chore(min(MISSING_EVERY, 5 * poll), notice_missing))
         backoff = 1.0
         while True:
             began = time.monotonic()
@@ -362,16 +498,17 @@ class Notifier:
             return SendReport(alerts, self._skip_all(alerts, on_final))
         # Deliveries due now are leased to this process as they are written, so sending them
         # needs no separate claim.
-        deliveries = self.enqueue(alerts, _lease=wait is None or wait > 0)
+        deliveries, notes = self._intake(alerts, lease=wait is None or wait > 0)
         if on_final is not None:
             for d in deliveries:
                 if not d.repeat and d.state.final:
                     on_final(d)
+        # Held ones (a mute, a schedule with hold: true) wait in the outbox for a worker.
         fresh = [d.id for d in deliveries if not d.repeat and d.state is not State.batched
-                 and not d.state.final]
+                 and not d.state.final and not d.held]
         if fresh:
             deliveries = self._deliver_fresh(deliveries, fresh, wait, on_final)
-        return SendReport(alerts, deliveries)
+        return SendReport(alerts, deliveries, notes)
 
     def _skip_all(self, alerts: Sequence[Alert],
                   on_final: Callable[[Delivery], None] | None) -> list[Delivery]:
@@ -447,6 +584,16 @@ class Notifier:
             return results
         finally:
             scratch.close()
+
+
+def _user() -> str:
+    """Who sets a mute: ``$USER``, else the login name."""
+    import getpass
+
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def test_alert(dedup_key: str, source: str) -> Alert:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .alert import Alert
     from .api import Notifier, SendReport
     from .config import StateSettings
-    from .noise import History
+    from .history import History
     from .outbox import Outbox
     from .plugins import PluginManager
 
@@ -303,10 +303,14 @@ def _print_report(report: SendReport) -> None:
         echo(f"Alert {clean(alert.id)}: {clean(alert.event_type)} {clean(alert.status)} — "
              f"{clean(alert.title)} ({clean(alert.asset.name)})")
         items = by_alert[alert.id]
+        note = report.notes.get(alert.id)
+        if note:
+            echo(f"  {clean(note)}")
         if not items:
-            echo("  no rule matched: nothing to send\n")
+            echo("" if note else "  no rule matched: nothing to send\n")
             continue
-        rows = [[d.destination, d.destination_type, d.rule, _state_text(d.state),
+        rows = [[d.destination, d.destination_type, d.rule,
+                 _state_text(d.state, _is_held(d)),
                  str(d.attempt_count), _detail(d)] for d in items]
         echo(_indent(table(["DESTINATION", "TYPE", "RULE", "STATE", "ATTEMPTS", "DETAIL"],
                            rows, max_width=90)))
@@ -364,7 +368,14 @@ def _print_summary(report: SendReport) -> None:
     _print_counts(report)
 
 
-def _state_text(state: State) -> str:
+def _is_held(d: Delivery) -> bool:
+    """Written to wait for a mute or a schedule, not yet attempted."""
+    return d.state is State.queued and not d.attempts and d.next_attempt_at > d.created_at + 1
+
+
+def _state_text(state: State, held: bool = False) -> str:
+    if held:
+        return "held"
     return {State.queued: "queued (retrying)", State.in_flight: "in flight",
             State.batched: "digest"}.get(state, state.value)
 
@@ -372,6 +383,8 @@ def _state_text(state: State) -> str:
 def _detail(d: Delivery) -> str:
     if d.repeat:
         return f"already accepted at {readable(d.created_at, seconds=True)}: not sent again"
+    if _is_held(d):
+        return d.reason  # by a mute or a schedule: until when and why
     if d.state is State.queued:
         return f"next attempt {readable(d.next_attempt_at, seconds=True)}; last: {d.reason}"
     if d.state is State.delivered and d.details.get("dedup_key"):
@@ -430,7 +443,7 @@ class _NoOutbox:
 
     @staticmethod
     def history() -> History:
-        from .noise import NO_HISTORY
+        from .history import NO_HISTORY
 
         return NO_HISTORY
 
@@ -441,10 +454,17 @@ class _NoOutbox:
 def _print_route(res: dict[str, Any]) -> None:
     echo(f"Alert {clean(res['alert_id'])}: {clean(res['event_type'])} {clean(res['status'])} — "
          f"{clean(res['title'])} ({clean(res['asset'])})")
+    if not res["routes"] and res.get("check"):
+        echo(f"  check {clean(res['check']['id'])} ({res['check']['status']}): "
+             f"{clean(res['check']['note'])}\n")
+        return
     if not res["routes"]:
         echo("  no rule matched: nothing would be sent\n")
         return
     echo(f"  matching rules: {', '.join(clean(r) for r in res['matching_rules'])}")
+    if res.get("check"):
+        echo(f"  check {clean(res['check']['id'])} ({res['check']['status']}): "
+             f"{clean(res['check']['note'])}")
     rows = [[r["destination"], r["type"], r["target"], r["rule"],
              ", ".join(r["also_matched"]) or "-", r["dedup_key"],
              "yes" if r["sent"] else f"{_OUTCOME_WORDS[r['outcome']]}: {r['not_sent_because']}"]
@@ -669,7 +689,8 @@ def outbox_list(ctx: click.Context, states: tuple[str, ...], limit: int, config:
     echo(table(["ID", "ACCEPTED", "ALERT", "STATUS", "DESTINATION", "STATE", "ATTEMPTS",
                 "DETAIL"],
                [[d.id[:12], readable(d.created_at, seconds=True), d.alert.id, d.alert.status, d.destination,
-                 _state_text(d.state), str(d.attempt_count), _detail(d)] for d in found],
+                 _state_text(d.state, _is_held(d)), str(d.attempt_count), _detail(d)]
+                for d in found],
                max_width=70))
 
 
@@ -870,6 +891,213 @@ def db_upgrade(ctx: click.Context, config: str | None, as_json: bool, state: str
         _emit({"outbox": shown, "schema_version": version})
     else:
         echo(f"{clean(shown)}: schema version {version}, up to date")
+
+
+# -- checks and mutes ------------------------------------------------------------------------------
+def _ledger_notifier(config: str | None, state: str | None, state_dir: str | None) -> Notifier:
+    """A notifier on the outbox the options name (for ``checks``, ``mute``, ``run``)."""
+    from .api import Notifier
+    from .config import load_config
+
+    pm = _plugins()
+    cfg = load_config(config, pm.registry)
+    return Notifier(cfg, pm, outbox=_open_outbox(state, state_dir, cfg.state))
+
+
+@cli.command("checks")
+@click.option("--failing", is_flag=True, help="Only checks failing or missing now.")
+@config_option
+@json_option
+@state_option
+@state_dir_option
+@click.pass_context
+def checks_command(ctx: click.Context, failing: bool, config: str | None, as_json: bool,
+                   state: str | None, state_dir: str | None) -> None:
+    """List the check-state ledger: every check seen, its state and since when, its last run
+    and its incident's dedup key (failing and missing checks first)."""
+    _json_flag(ctx, as_json)
+    with _ledger_notifier(config, state, state_dir) as notifier:
+        found = notifier.checks(failing=failing)
+        zone_name = notifier.config.defaults.timezone
+    if as_json:
+        _emit({"checks": [c.as_dict() for c in found]})
+        return
+    if not found:
+        echo("no failing checks" if failing else "no check results recorded yet")
+        return
+    rows = []
+    for c in found:
+        shown = c.state if c.missing_since is None else f"{c.state}, missing"
+        since = c.since if c.missing_since is None else c.missing_since
+        rows.append([f"{c.source}:{c.check_id}", c.alert.asset.name if c.alert else c.asset_id,
+                     shown, readable(since, zone_name),
+                     f"{c.last_status} {readable(c.last_run_at, zone_name)}",
+                     ", ".join(c.dedup_keys) or "-"])
+    echo(table(["CHECK", "ASSET", "STATE", "SINCE", "LAST RUN", "INCIDENT"], rows, max_width=60))
+
+
+@cli.group("mute", invoke_without_command=True)
+@click.option("--asset", "assets", multiple=True, metavar="GLOB",
+              help="Assets to mute: a glob on the qualified name when it has a dot "
+                   "('analytics.marts.*'), else on the table's name. Repeatable.")
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Assets with this tag. "
+              "Repeatable (any of them).")
+@click.option("--rule", "rules", multiple=True, metavar="NAME", help="Alerts of this rule. "
+              "Repeatable.")
+@click.option("--for", "length", callback=_duration(minimum=1), metavar="DURATION",
+              help="How long (2h, 30m; at most 30d): every mute ends.")
+@click.option("--reason", metavar="TEXT", help="Why (shown with every alert it holds).")
+@config_option
+@json_option
+@state_option
+@state_dir_option
+@click.pass_context
+def mute(ctx: click.Context, assets: tuple[str, ...], tags: tuple[str, ...],
+         rules: tuple[str, ...], length: float | None, reason: str | None, config: str | None,
+         as_json: bool, state: str | None, state_dir: str | None) -> None:
+    """Hold alerts about these assets (tags, rules) while work is under way: they wait in the
+    outbox, and those still failing when the mute ends are delivered. Resolves and
+    acknowledgements always go through. `mute list` shows mutes, `unmute ID` ends one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    _json_flag(ctx, as_json)
+    if length is None:
+        raise click.UsageError("say how long: --for DURATION (e.g. 2h); every mute ends", ctx)
+    if reason is None:
+        raise click.UsageError("say why: --reason TEXT", ctx)
+    with _ledger_notifier(config, state, state_dir) as notifier:
+        made = notifier.mute(assets=assets, tags=tags, rules=rules, reason=reason,
+                             seconds=length)
+        zone_name = notifier.config.defaults.timezone
+    if as_json:
+        _emit(made.as_dict(time.time()))
+        return
+    echo(f"mute #{made.id}: {clean(made.scope.describe())} until "
+         f"{readable(made.expires_at, zone_name)} ({clean(made.reason)}); "
+         f"`armor-notify unmute {made.id}` ends it sooner")
+
+
+@mute.command("list")
+@click.option("--all", "everything", is_flag=True, help="Also mutes that ended.")
+@config_option
+@json_option
+@state_option
+@state_dir_option
+@click.pass_context
+def mute_list(ctx: click.Context, everything: bool, config: str | None, as_json: bool,
+              state: str | None, state_dir: str | None) -> None:
+    """List mutes in force (--all: also those lifted or expired), newest first."""
+    _json_flag(ctx, as_json)
+    with _ledger_notifier(config, state, state_dir) as notifier:
+        found = notifier.mutes(ended=everything)
+        zone_name = notifier.config.defaults.timezone
+    now = time.time()
+    if as_json:
+        _emit({"mutes": [m.as_dict(now) for m in found]})
+        return
+    if not found:
+        echo("no mutes in force" if not everything else "no mutes")
+        return
+    echo(table(["ID", "SCOPE", "STATE", "UNTIL", "HELD", "BY", "REASON"],
+               [[f"#{m.id}", m.scope.describe(), m.state(now), readable(m.ends_at, zone_name),
+                 str(m.held), m.author, m.reason] for m in found], max_width=60))
+
+
+@cli.command()
+@click.argument("mute_id", metavar="ID", type=str)
+@config_option
+@json_option
+@state_option
+@state_dir_option
+@click.pass_context
+def unmute(ctx: click.Context, mute_id: str, config: str | None, as_json: bool,
+           state: str | None, state_dir: str | None) -> None:
+    """End mute ID now: what it held is due at once (a worker delivers it)."""
+    _json_flag(ctx, as_json)
+    number = mute_id.removeprefix("#")
+    if not number.isdigit():
+        raise click.BadParameter(f"'{mute_id}' is not a mute id (a number, as `armor-notify "
+                                 "mute list` shows)", param_hint="ID")
+    with _ledger_notifier(config, state, state_dir) as notifier:
+        lifted, released = notifier.unmute(int(number))
+    if as_json:
+        _emit({"mute": lifted.as_dict(time.time()), "released": released})
+        return
+    echo(f"mute #{lifted.id} ended; {len(released)} held deliver"
+         f"{'y is' if len(released) == 1 else 'ies are'} due now"
+         + (": `armor-notify worker` delivers them" if released else ""))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--mute", "assets", multiple=True, metavar="GLOB", required=True,
+              help="Assets to mute while CMD runs (as `mute --asset`). Repeatable.")
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Also assets with this tag.")
+@click.option("--reason", metavar="TEXT", help="Why (default: the command line).")
+@click.option("--max", "longest", callback=_duration(minimum=1), default="12h",
+              show_default=True, metavar="DURATION",
+              help="The mute ends by then even if CMD is still running (or this process was "
+                   "killed).")
+@click.option("--wait", "wait", callback=_duration(), default=DEFAULT_WAIT, show_default=True,
+              metavar="DURATION", help="After CMD: how long to deliver what the mute held.")
+@config_option
+@state_option
+@state_dir_option
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD...")
+@click.pass_context
+def run(ctx: click.Context, assets: tuple[str, ...], tags: tuple[str, ...], reason: str | None,
+        longest: float, wait: float, config: str | None, state: str | None,
+        state_dir: str | None, command: tuple[str, ...]) -> None:
+    """Run CMD with these assets muted: the mute ends when CMD exits (also on Ctrl-C or a
+    crash of CMD), what it held that still fails is delivered, and the exit code is CMD's.
+
+    armor-notify run --mute 'analytics.*' --reason backfill -- dbt build --full-refresh
+    """
+    import shlex
+    import subprocess
+
+    notifier = _ledger_notifier(config, state, state_dir)
+    with notifier:
+        made = notifier.mute(assets=assets, tags=tags, seconds=longest,
+                             reason=reason or shlex.join(command))
+        echo(f"armor-notify run: mute #{made.id} on {clean(made.scope.describe())} while "
+             f"{clean(shlex.join(command))} runs", err=True)
+        code = EXIT_INTERNAL
+        try:
+            code = _run_child(command, subprocess)
+        finally:
+            _, released = notifier.unmute(made.id)
+            if released and wait > 0:
+                echo(f"armor-notify run: mute #{made.id} ended; delivering {len(released)} "
+                     "held deliver" + ("y" if len(released) == 1 else "ies"), err=True)
+                notifier.drain(ids=released, wait=wait)
+            else:
+                echo(f"armor-notify run: mute #{made.id} ended; {len(released)} held", err=True)
+    ctx.exit(code)
+
+
+def _run_child(command: Sequence[str], subprocess: Any) -> int:
+    """Run ``command``; its exit code (a signal: 128 + its number, as shells say). SIGTERM and
+    SIGINT sent to this process are passed on to it, and its end is waited for."""
+    try:
+        child = subprocess.Popen(list(command))
+    except FileNotFoundError:
+        echo(f"armor-notify run: command not found: {clean(command[0])}", err=True)
+        return 127
+    except PermissionError:
+        echo(f"armor-notify run: cannot run {clean(command[0])}: permission denied", err=True)
+        return 126
+
+    def forward(signum: int, frame: Any) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = int(child.wait())
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code
 
 
 # -- plugins ----------------------------------------------------------------------------------------

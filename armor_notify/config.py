@@ -117,6 +117,15 @@ class ServeSettings(StrictModel):
     """Per source name: the signature ``POST /v1/sources/{name}`` must carry."""
 
 
+class CheckSettings(StrictModel):
+    """``checks:``: how check results (alerts with a ``check``) are judged."""
+
+    resolve_after: Annotated[int, Field(ge=1, le=100)] = 1
+    """Consecutive passes before a failing check's incident resolves (a rule may ask more)."""
+    errors: Literal["fail", "ignore"] = "fail"
+    """A check that could not run (``error``): a failure, or recorded as a run and nothing else."""
+
+
 class ConfigFile(StrictModel):
     """The file's top level; destinations are validated by their own types afterwards."""
 
@@ -129,6 +138,7 @@ class ConfigFile(StrictModel):
     blackouts: list[Blackout] = Field(default_factory=list)
     state: StateSettings = StateSettings()
     serve: ServeSettings = ServeSettings()
+    checks: CheckSettings = CheckSettings()
 
 
 @dataclass(frozen=True)
@@ -167,6 +177,7 @@ class Config:
     blackouts: tuple[Blackout, ...] = ()
     state: StateSettings = field(default_factory=StateSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
+    checks: CheckSettings = field(default_factory=CheckSettings)
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)
@@ -632,7 +643,7 @@ class _Validator:
             raise ConfigError(self.problems)
         compiled = tuple(Rule.compile(i, r) for i, r in enumerate(top.rules))
         return Config(self.source, top.defaults, destinations, compiled, Router(compiled),
-                      tuple(top.blackouts), top.state, top.serve)
+                      tuple(top.blackouts), top.state, top.serve, top.checks)
 
     def check_retention(self, top: ConfigFile) -> None:
         """Finished deliveries are the memory of noise control and of the repeat window: they

@@ -89,6 +89,14 @@ class Delivery:
     """True when this alert was already accepted within the repeat window: not sent again."""
     digest: tuple[Alert, ...] = ()
     """For a digest delivery: the alerts it summarises."""
+    mute_id: int | None = None
+    """The mute holding it (``armor-notify mute``), until the mute ends."""
+    held: bool = False
+    """Written to wait (a mute, a schedule's hold) rather than to be sent now (set at intake;
+    not stored)."""
+    checked: bool = False
+    """Decided by the check ledger, which recognises repeats itself: the repeat window does not
+    apply (a check may fail, pass and fail again within it)."""
 
     @property
     def attempt_count(self) -> int:
@@ -120,6 +128,7 @@ class Delivery:
             "repeat": self.repeat,
             "history": [a.as_dict() for a in self.attempts],
             "digest_items": [a.id for a in self.digest],
+            "muted_by": self.mute_id,
         }
 
 

@@ -1,4 +1,5 @@
-"""The noise gate: a config's noise controls, applied to each delivery as the outbox writes it.
+"""The noise gate: a config's noise controls (and the outbox's mutes), applied to each delivery
+as the outbox writes it.
 
 The gate reads the config (rules, destinations, blackouts, the company time zone), so it sits
 above it. The outbox does not import it: :class:`armor_notify.api.Notifier` hands it to
@@ -15,7 +16,8 @@ from datetime import datetime, timezone
 from .config import Config, Destination
 from .delivery import Delivery
 from .durations import format_duration
-from .noise import SEND, Decision, History, batch_key, start_of_day
+from .history import History
+from .noise import SEND, Decision, batch_key, start_of_day
 from .rules import RuleModel
 from .times import readable
 
@@ -36,13 +38,26 @@ class Gate:
             return SEND
         rule = compiled.model
         at = datetime.fromtimestamp(now, timezone.utc)
-        closed = self._closed(rule, at)
-        if closed is not None:
-            return closed
-        cooling = self._cooling_down(rule, delivery, dest, now, history)
-        if cooling is not None:
-            return cooling
-        return self._counted(rule, delivery, dest, at, now, history)
+        decision = self._closed(rule, at) or self._cooling_down(rule, delivery, dest, now,
+                                                                history)
+        if decision is None:
+            decision = self._counted(rule, delivery, dest, at, now, history)
+        if decision.action == "suppress" or delivery.alert.status != "triggered":
+            return decision
+        return self._muted(delivery, decision, now, history) or decision
+
+    def _muted(self, delivery: Delivery, decision: Decision, now: float,
+               history: History) -> Decision | None:
+        """5. mutes (``armor-notify mute``): a trigger a mute covers is held until the last
+        covering mute ends (not digested), so what still fails then is delivered. Resolves and
+        acknowledgements are never held."""
+        covering = [m for m in history.mutes(now) if m.scope.covers(delivery)]
+        if not covering:
+            return None
+        last = max(covering, key=lambda m: m.expires_at)
+        until = max(last.expires_at, decision.until or 0.0) if decision.action == "hold" \
+            else last.expires_at
+        return Decision("hold", last.holding(self._zone), until, mute=last.id)
 
     @property
     def _zone(self) -> str:

@@ -68,6 +68,7 @@ _EVENT_WORDS: dict[str, tuple[str, str, str]] = {
     "discovery_failed": ("Discovery failed", "discovery failure", "discovery failures"),
     "asset_removed": ("Asset removed", "removed asset", "removed assets"),
     "asset_discovered": ("New asset discovered", "new asset", "new assets"),
+    "check_missing": ("Check missing", "missing check", "missing checks"),
 }
 
 

@@ -8,11 +8,12 @@ destinations collect alerts and send one summary when the window closes or fills
 
 This module holds what noise control is made of, and nothing that reads a config: the models
 the config file is validated with (:class:`Window`, :class:`Schedule`, :class:`Blackout`,
-:class:`Digest`), the vocabulary of an intake decision (:class:`Decision`, the :class:`History`
-the outbox answers from). It imports only the leaves (durations, validation), and the config,
-the destinations, the rules and the outbox all import it. The gate that applies a config's noise controls is
-:class:`armor_notify.gate.Gate`; the outbox calls it inside its intake transaction, with its own
-history, so the decisions hold across processes.
+:class:`Digest`) and the vocabulary of an intake decision (:class:`Decision`; what the outbox
+answers a decision from is :class:`armor_notify.history.History`). It imports only the leaves
+(durations, validation), and the config, the destinations, the rules and the outbox all import
+it. The gate that applies a config's noise controls is :class:`armor_notify.gate.Gate`; the
+outbox calls it inside its intake transaction, with its own history, so the decisions hold
+across processes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BeforeValidator, Field, model_validator
@@ -260,37 +261,11 @@ class Decision:
     until: float | None = None
     """For ``hold``: when to send; for ``digest``: when the digest window closes."""
     digest: Digest | None = None
-
-
-class History(Protocol):
-    """What the outbox knows, asked inside its intake transaction (each backend answers it)."""
-
-    def last_notified(self, rule: str, asset_id: str, destination: str,
-                      since: float) -> float | None: ...
-    def count_notified(self, since: float, *, rule: str | None = None,
-                       destination: str | None = None) -> int: ...
-    def digest_closes(self, batch_key: str) -> float | None: ...
+    mute: int | None = None
+    """For ``hold``: the mute holding it (``armor-notify mute``), if it is one."""
 
 
 SEND = Decision("send")
-
-
-class _NoHistory:
-    """An outbox with nothing in it (``route`` before anything was ever sent)."""
-
-    def last_notified(self, rule: str, asset_id: str, destination: str,
-                      since: float) -> float | None:
-        return None
-
-    def count_notified(self, since: float, *, rule: str | None = None,
-                       destination: str | None = None) -> int:
-        return 0
-
-    def digest_closes(self, batch_key: str) -> float | None:
-        return None
-
-
-NO_HISTORY: History = _NoHistory()
 
 
 def start_of_day(at: datetime, zone_name: str) -> float:

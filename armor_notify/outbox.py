@@ -24,10 +24,13 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import ledger, mutes
 from . import outbox_core as core
 from .alert import Alert
 from .delivery import Delivery
-from .noise import History
+from .history import History
+from .ledger import CheckState
+from .mutes import Mute, MuteScope
 from .outbox_core import (
     CLOCK_SLACK,
     FINAL,
@@ -35,6 +38,7 @@ from .outbox_core import (
     NOTIFYING,
     TICK,
     UNREADABLE,
+    CheckIntake,
     ClaimRules,
     IntakePolicy,
     Outbox,
@@ -51,7 +55,7 @@ __all__ = [
 
 STATE_ENV = "ARMOR_NOTIFY_STATE_DIR"
 FILE_NAME = "outbox.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
 
 
@@ -96,6 +100,27 @@ CREATE INDEX IF NOT EXISTS deliveries_destination ON deliveries(state, destinati
 CREATE TABLE IF NOT EXISTS rate_state (key TEXT PRIMARY KEY, tat REAL NOT NULL,
                                        hold REAL NOT NULL DEFAULT 0);
 """
+# Schema 2: the check-state ledger (armor_notify.ledger), mutes (armor_notify.mutes) and the
+# mute holding a delivery.
+_V2 = (
+    """CREATE TABLE IF NOT EXISTS checks (
+        source TEXT NOT NULL, check_id TEXT NOT NULL, asset_id TEXT NOT NULL,
+        state TEXT NOT NULL, since REAL NOT NULL, last_status TEXT NOT NULL,
+        last_run_at REAL NOT NULL, last_run_id TEXT, passes INTEGER NOT NULL DEFAULT 0,
+        resolve_after INTEGER NOT NULL DEFAULT 1, expect_every REAL, missing_since REAL,
+        reminded_at REAL, alert TEXT, incident TEXT, missing_incident TEXT, overdue_at REAL,
+        PRIMARY KEY (source, check_id, asset_id))""",
+    "CREATE INDEX IF NOT EXISTS checks_overdue ON checks(overdue_at) WHERE overdue_at IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS mutes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, scope TEXT NOT NULL, reason TEXT NOT NULL,
+        author TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL,
+        lifted_at REAL)""",
+    "ALTER TABLE deliveries ADD COLUMN mute_id INTEGER",
+    "CREATE INDEX IF NOT EXISTS deliveries_mute ON deliveries(mute_id) WHERE mute_id IS NOT NULL",
+)
+MIGRATIONS: dict[int, tuple[str, ...]] = {2: _V2}
+"""Schema version → the statements that bring the version before it there (applied in order,
+in the transaction that opens the file; version 1 is ``_SCHEMA``)."""
 
 
 def default_state_dir() -> Path:
@@ -162,14 +187,25 @@ class SqliteOutbox:
                 # kept apart from the GCRA time gain the column (older versions ignore it).
                 if "hold" not in {r[1] for r in db.all("PRAGMA table_info(rate_state)")}:
                     db.execute("ALTER TABLE rate_state ADD COLUMN hold REAL NOT NULL DEFAULT 0")
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
-                                 (str(SCHEMA_VERSION),))
-            version = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', '1')")
+                row = db.one("SELECT value FROM meta WHERE key='schema'")
+                version = str(row[0]) if row else "?"
+                if version.isdigit() and int(version) < SCHEMA_VERSION:
+                    for step in range(int(version) + 1, SCHEMA_VERSION + 1):
+                        for statement in MIGRATIONS[step]:
+                            db.execute(statement)
+                    db.execute("UPDATE meta SET value=? WHERE key='schema'",
+                               (str(SCHEMA_VERSION),))
+                    version = str(SCHEMA_VERSION)
         except sqlite3.Error as exc:
             raise _explain(exc, path) from None
-        if int(version) != SCHEMA_VERSION:
-            raise OutboxError(f"{path}: written by another armor-notify version (schema "
-                              f"{version}, this one reads {SCHEMA_VERSION})")
+        if version != str(SCHEMA_VERSION):
+            newer = version.isdigit() and int(version) > SCHEMA_VERSION
+            raise OutboxError(f"{path}: written by " + (
+                f"a newer armor-notify (schema {version}; this version knows up to "
+                f"{SCHEMA_VERSION}): upgrade armor-notify on this machine" if newer else
+                f"another armor-notify version (schema {version}, this one reads "
+                f"{SCHEMA_VERSION})"))
 
     @classmethod
     def open(cls, state_dir: str | os.PathLike[str] | None = None) -> SqliteOutbox:
@@ -236,7 +272,8 @@ class SqliteOutbox:
     # -- intake -----------------------------------------------------------------------------------
     def enqueue(self, deliveries: Sequence[Delivery], *, repeat_window: float,
                 now: float, policy: IntakePolicy | None = None,
-                lease_to: tuple[str, RulesFor] | None = None) -> list[tuple[Delivery, bool]]:
+                lease_to: tuple[str, RulesFor] | None = None,
+                checks: CheckIntake | None = None) -> list[tuple[Delivery, bool]]:
         """Write deliveries in one transaction. A delivery of the same alert id, status and
         destination accepted within ``repeat_window`` seconds is not written again: the stored
         one is returned with ``False``. ``policy`` (:class:`IntakePolicy`: the noise gate's
@@ -244,12 +281,13 @@ class SqliteOutbox:
         delivery against the outbox's history in the same transaction, so concurrent processes
         see each other's decisions. With ``lease_to`` (owner, rules),
         deliveries due now are leased to that owner in the same transaction, as a claim would
-        (they come back ``in_flight``): the caller is about to send them itself."""
+        (they come back ``in_flight``): the caller is about to send them itself. ``checks``
+        (the check ledger) decides first what check results send."""
 
         def run() -> list[tuple[Delivery, bool]]:
             with self._write(durable=True) as db:
                 out = core.enqueue(db, deliveries, repeat_window=repeat_window, now=now,
-                                   policy=policy, lease_to=lease_to)
+                                   policy=policy, lease_to=lease_to, checks=checks)
             self._alerts.update((d.id, d.alert) for d, new in out if new and not d.state.final)
             return out
 
@@ -257,8 +295,46 @@ class SqliteOutbox:
         return result
 
     def history(self) -> History:
-        """Read-only access to what was notified when (for ``route --at``)."""
-        return core.TableHistory(self._sql.one)
+        """Read-only access to what was notified when, the mutes and the check ledger (for
+        ``route --at``)."""
+        return core.TableHistory(self._sql)
+
+    # -- checks and mutes -------------------------------------------------------------------------
+    def checks(self, *, failing: bool = False) -> list[CheckState]:
+        """The check-state ledger, failing checks first."""
+        with self._lock:
+            found: list[CheckState] = self._run("read", lambda: ledger.listing(
+                self._sql, failing=failing))
+        return found
+
+    def next_overdue(self) -> float | None:
+        with self._lock:
+            due: float | None = self._run("read", lambda: ledger.next_overdue(self._sql))
+        return due
+
+    def add_mute(self, scope: MuteScope, reason: str, author: str, *, now: float,
+                 until: float) -> Mute:
+        def run() -> Mute:
+            with self._write(durable=True) as db:
+                return mutes.add(db, scope, reason, author, now, until)
+
+        made: Mute = self._run("mute", run)
+        return made
+
+    def mutes(self, now: float, *, ended: bool = False) -> list[Mute]:
+        with self._lock:
+            found: list[Mute] = self._run("read", lambda: mutes.listing(self._sql, now,
+                                                                        ended=ended))
+        return found
+
+    def lift_mute(self, mute_id: int, now: float, zone: str = "UTC") -> tuple[Mute | None,
+                                                                             list[str]]:
+        def run() -> tuple[Mute | None, list[str]]:
+            with self._write(durable=True) as db:
+                return mutes.lift(db, mute_id, now, zone)
+
+        lifted: tuple[Mute | None, list[str]] = self._run("unmute", run)
+        return lifted
 
     # -- claiming ---------------------------------------------------------------------------------
     def claim(self, owner: str, now: float, limit: int, rules_for: RulesFor,

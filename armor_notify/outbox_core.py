@@ -21,7 +21,7 @@ import json
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
@@ -30,8 +30,16 @@ from .delivery import Attempt, Delivery, State
 from .destinations import RateLimit
 from .digests import make_digest
 from .errors import ArmorNotifyError
-from .noise import Decision, History, batch_key
+from .history import History
+from .noise import Decision, batch_key
+
+if TYPE_CHECKING:
+    from .ledger import CheckState
+    from .mutes import Mute, MuteScope
 from .outcome import MAX_RETRY_AFTER
+from .sql import Db, Reads, Row
+
+__all__ = ["Db", "Reads", "Row"]  # the seam, for the backends
 
 # Times read back from the store are kept within what every date formatter can show (a damaged
 # row, or one written before delays were bounded, may hold 1e15 or inf).
@@ -86,6 +94,20 @@ class IntakePolicy(Protocol):
         ...
 
 
+class CheckIntake(Protocol):
+    """The check-state ledger's part of an intake (``Outbox.enqueue``'s ``checks``:
+    :class:`armor_notify.ledger.Ledger`), run inside the intake transaction."""
+
+    def before(self, db: Db, deliveries: Sequence[Delivery], now: float) -> list[Delivery]:
+        """The deliveries to write in place of the planned ones (a check result's page, its
+        resolve, or nothing), the ledger updated."""
+        ...
+
+    def after(self, db: Db, written: Sequence[Delivery]) -> None:
+        """Remember where the triggers written went."""
+        ...
+
+
 class Outbox(Protocol):
     """What the dispatcher, the API and the command line need from a store (SQLite, PostgreSQL).
     Opening one is the backend's own business (``SqliteOutbox.open``); everything after that
@@ -93,7 +115,8 @@ class Outbox(Protocol):
 
     def enqueue(self, deliveries: Sequence[Delivery], *, repeat_window: float,
                 now: float, policy: IntakePolicy | None = None,
-                lease_to: tuple[str, RulesFor] | None = None) -> list[tuple[Delivery, bool]]: ...
+                lease_to: tuple[str, RulesFor] | None = None,
+                checks: CheckIntake | None = None) -> list[tuple[Delivery, bool]]: ...
     def claim(self, owner: str, now: float, limit: int, rules_for: RulesFor,
               ids: Collection[str] | None = None, *,
               busy: Collection[str] = ()) -> list[Delivery]: ...
@@ -111,6 +134,19 @@ class Outbox(Protocol):
               now: float) -> int: ...
     def purge(self, *, older_than: float, now: float) -> int: ...
     def history(self) -> History: ...
+    def checks(self, *, failing: bool = False) -> list[CheckState]:
+        """The check-state ledger (``armor-notify checks``)."""
+    def next_overdue(self) -> float | None:
+        """When the next check that keeps reporting would become missing (``None``: none)."""
+    def add_mute(self, scope: MuteScope, reason: str, author: str, *, now: float,
+                 until: float) -> Mute:
+        """Store a mute in force from ``now`` to ``until``."""
+    def mutes(self, now: float, *, ended: bool = False) -> list[Mute]:
+        """Mutes in force (``ended``: all), newest first, with what each holds."""
+    def lift_mute(self, mute_id: int, now: float, zone: str = "UTC") -> tuple[Mute | None,
+                                                                             list[str]]:
+        """End a mute now; what it held is due at once. The mute (``None``: none with that
+        id) and the ids of the deliveries released."""
     @property
     def schema_version(self) -> int:
         """The version of the store's schema (what ``armor-notify db upgrade`` reports)."""
@@ -129,37 +165,6 @@ class Outbox(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-# -- the database seam --------------------------------------------------------------------------
-
-Row = tuple[Any, ...]
-
-
-class Db(Protocol):
-    """The statements of one transaction, in a backend's dialect. SQL given to it is written
-    with ``?`` placeholders, over the ``deliveries`` and ``rate_state`` tables every backend
-    has; the adaptor translates what its driver needs."""
-
-    store: str
-    """What messages call the store: "the state file", "the database"."""
-    first_of_its_key: str
-    """A condition on the claim's due row ``d`` (``o`` is free for a subquery): no older
-    unfinished delivery has its destination and dedup key, so a retried trigger never overtakes
-    its resolve."""
-    claim_lock: str
-    """Ends the claim's query for due rows: how it locks the rows it takes ("" where the
-    transaction holds the whole store)."""
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run a statement; how many rows it changed."""
-    def among(self, column: str, values: Collection[Any]) -> tuple[str, tuple[Any, ...]]:
-        """The condition "``column`` is one of ``values``", and its parameters."""
-    def rate_key(self, key: str) -> Row | None:
-        """Rate key ``key``'s ``(tat, hold)`` (``None``: no row), locked until the transaction
-        ends where the backend locks rows (it creates a missing row to lock it)."""
-
-
 def _id_filter(db: Db, ids: Collection[str] | None) -> tuple[str, tuple[Any, ...]]:
     """`` AND id`` among ``ids`` (nothing for ``None``: every id), and its parameters."""
     if ids is None:
@@ -173,21 +178,27 @@ def _id_filter(db: Db, ids: Collection[str] | None) -> tuple[str, tuple[Any, ...
 
 def enqueue(db: Db, deliveries: Sequence[Delivery], *, repeat_window: float, now: float,
             policy: IntakePolicy | None, lease_to: tuple[str, RulesFor] | None,
-            ) -> list[tuple[Delivery, bool]]:
-    """:meth:`Outbox.enqueue` inside the backend's intake transaction: for each delivery, the
-    one stored within the repeat window (``False``), else the policy's decision applied,
-    leased at intake when ``lease_to`` asks and nothing stops it, and written (``True``)."""
+            checks: CheckIntake | None = None) -> list[tuple[Delivery, bool]]:
+    """:meth:`Outbox.enqueue` inside the backend's intake transaction: the check ledger's
+    decisions first (``checks``), then for each delivery, the one stored within the repeat
+    window (``False``), else the policy's decision applied (mutes too), a held trigger settled
+    by its resolve, leased at intake when ``lease_to`` asks and nothing stops it, and written
+    (``True``)."""
+    from . import mutes
+
     out: list[tuple[Delivery, bool]] = []
-    history = TableHistory(db.one)
+    history = TableHistory(db)
+    if checks is not None:
+        deliveries = checks.before(db, deliveries, now)
     keys = RateKeys(db, now)
     if lease_to is not None:
         keys.lock(_keys_of(lease_to[1], {d.destination for d in deliveries}))
     for d in deliveries:
-        row = db.one(
+        row = None if d.checked or d.test else db.one(
             f"SELECT {_COLUMNS} FROM deliveries WHERE alert_id=? AND alert_status=? "
             "AND destination=? AND created_at>=? AND test=0 ORDER BY seq DESC LIMIT 1",
             (d.alert.id, d.alert.status, d.destination, now - repeat_window))
-        stored = _readable(row) if row is not None and not d.test else None
+        stored = _readable(row) if row is not None else None
         if stored is not None:  # (an unreadable one is not sent: take this one)
             out.append((stored, False))
             continue
@@ -197,6 +208,7 @@ def enqueue(db: Db, deliveries: Sequence[Delivery], *, repeat_window: float, now
         batch: tuple[str, int] | None = None
         if policy is not None:
             batch = _apply(d, policy.decide(d, now, history))
+        mutes.settle_held(db, d, now)
         owner = None
         if (lease_to is not None and d.state is State.queued
                 and d.next_attempt_at <= now and not _waits_for_older(db, d)
@@ -205,6 +217,8 @@ def enqueue(db: Db, deliveries: Sequence[Delivery], *, repeat_window: float, now
         _insert(db, d, now, batch, owner)
         out.append((d, True))
     keys.save()
+    if checks is not None:
+        checks.after(db, [d for d, new in out if new])
     return out
 
 
@@ -215,6 +229,8 @@ def _apply(d: Delivery, decision: Decision) -> tuple[str, int] | None:
     elif decision.action == "hold":
         d.next_attempt_at = decision.until or d.next_attempt_at
         d.reason = decision.reason
+        d.mute_id = decision.mute
+        d.held = True
     elif decision.action == "digest" and decision.digest is not None:
         d.state = State.batched
         d.reason = decision.reason
@@ -224,12 +240,26 @@ def _apply(d: Delivery, decision: Decision) -> tuple[str, int] | None:
 
 
 class TableHistory:
-    """Answers the noise gate's questions from the deliveries table, one query each through
-    ``one`` (a transaction's :meth:`Db.one`, or one that runs each in a transaction of its
-    own)."""
+    """Answers the noise gate's questions from the outbox's tables, one query each through
+    ``db`` (a transaction's :class:`Db`, or :class:`Reads` that run each query in a
+    transaction of its own)."""
 
-    def __init__(self, one: Callable[[str, Sequence[Any]], Row | None]) -> None:
-        self.one = one
+    def __init__(self, db: Reads) -> None:
+        self.db = db
+        self.one = db.one
+        self._mutes: tuple[float, list[Mute]] | None = None
+
+    def mutes(self, at: float) -> list[Mute]:
+        from . import mutes
+
+        if self._mutes is None or self._mutes[0] != at:  # once per intake
+            self._mutes = (at, mutes.active(self.db, at))
+        return self._mutes[1]
+
+    def check_state(self, key: tuple[str, str, str]) -> CheckState | None:
+        from . import ledger
+
+        return ledger.read(self.db, key)
 
     def last_notified(self, rule: str, asset_id: str, destination: str,
                       since: float) -> float | None:
@@ -666,16 +696,22 @@ def retry(db: Db, ids: Collection[str], *, include_failed: bool, now: float) -> 
 
 
 def purge(db: Db, *, older_than: float, now: float) -> int:
-    """Delete finished deliveries finalized more than ``older_than`` seconds ago."""
+    """Delete finished deliveries finalized more than ``older_than`` seconds ago (and with them
+    mutes that ended, and passing checks last heard of, that long ago: a failing or missing
+    check is kept while it is open). Returns how many deliveries went."""
+    cutoff = now - older_than
+    db.execute("DELETE FROM mutes WHERE expires_at<=? OR lifted_at<=?", (cutoff, cutoff))
+    db.execute("DELETE FROM checks WHERE state='passing' AND missing_since IS NULL AND "
+               "last_run_at<=?", (cutoff,))
     return db.execute("DELETE FROM deliveries WHERE finalized_at IS NOT NULL AND "
-                      "finalized_at<=?", (now - older_than,))
+                      "finalized_at<=?", (cutoff,))
 
 
 # -- rows -----------------------------------------------------------------------------------------
 
 _COLUMNS = ("id, alert_id, alert_status, destination, destination_type, rule, also_matched, "
             "dedup_key, alert, test, state, attempt, run_at, first_attempt_at, created_at, reason, "
-            "hint, details, history, asset_id, batch_key, batch_max, digest")
+            "hint, details, history, asset_id, batch_key, batch_max, digest, mute_id")
 
 
 def _insert(db: Db, d: Delivery, now: float, batch: tuple[str, int] | None = None,
@@ -725,14 +761,15 @@ def _to_row(d: Delivery, batch: tuple[str, int] | None = None) -> tuple[Any, ...
             d.next_attempt_at, d.first_attempt_at, d.created_at, d.reason, d.hint, _details(d),
             _history(d), d.alert.asset.id, batch[0] if batch else None,
             batch[1] if batch else None,
-            json.dumps([a.model_dump_json(by_alias=True) for a in d.digest]) if d.digest else "[]")
+            json.dumps([a.model_dump_json(by_alias=True) for a in d.digest]) if d.digest else "[]",
+            d.mute_id)
 
 
 def _from_row(row: Sequence[Any], known: Mapping[str, Alert] | None = None) -> Delivery:
     """The stored delivery; raises when the row cannot be read back (see :func:`_shown`)."""
     (id_, _alert_id, _status, destination, dtype, rule, also, dedup, alert_json, test, state,
      _attempt, run_at, first, created, reason, hint, details, history, _asset, _batch, _max,
-     digest) = row
+     digest, mute_id) = row
     alert = known.get(id_) if known else None
     d = Delivery(
         alert=alert or Alert.model_validate_json(alert_json, context={"event_types": None}),
@@ -740,7 +777,7 @@ def _from_row(row: Sequence[Any], known: Mapping[str, Alert] | None = None) -> D
         dedup_key=dedup, also_matched=tuple(json.loads(also)), id=id_, state=State(state),
         next_attempt_at=_time(run_at), first_attempt_at=None if first is None else _time(first),
         reason=reason, hint=hint, details=json.loads(details), test=bool(test),
-        created_at=_time(created),
+        created_at=_time(created), mute_id=None if mute_id is None else int(mute_id),
     )
     if not isinstance(d.details, dict):
         raise ValueError("its details are not a JSON object")

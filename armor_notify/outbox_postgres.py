@@ -42,17 +42,20 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from . import ledger, mutes
 from . import outbox_core as core
 from .alert import Alert
 from .delivery import Delivery, State
-from .noise import History
-from .outbox_core import MAX_TIME, IntakePolicy, OutboxError, Row, RulesFor
+from .history import History
+from .ledger import CheckState
+from .mutes import Mute, MuteScope
+from .outbox_core import MAX_TIME, CheckIntake, IntakePolicy, OutboxError, Row, RulesFor
 from .secrets import ELLIPSIS
 
 if TYPE_CHECKING:
     import psycopg
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = "armor_notify"
 """The PostgreSQL schema (namespace) that holds the outbox's tables."""
 EXTRA = "pip install 'armor-notify[postgresql]'"
@@ -124,7 +127,26 @@ _V2 = (
     "CREATE INDEX IF NOT EXISTS deliveries_pending_order ON deliveries(destination, dedup_key, seq) "
     "WHERE state IN ('queued', 'in_flight')",
 )
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2}
+# The check-state ledger (armor_notify.ledger), mutes (armor_notify.mutes) and the mute holding a
+# delivery: SQLite's schema 2, with PostgreSQL's types.
+_V3 = (
+    """CREATE TABLE IF NOT EXISTS checks (
+        source TEXT NOT NULL, check_id TEXT NOT NULL, asset_id TEXT NOT NULL,
+        state TEXT NOT NULL, since DOUBLE PRECISION NOT NULL, last_status TEXT NOT NULL,
+        last_run_at DOUBLE PRECISION NOT NULL, last_run_id TEXT,
+        passes INTEGER NOT NULL DEFAULT 0, resolve_after INTEGER NOT NULL DEFAULT 1,
+        expect_every DOUBLE PRECISION, missing_since DOUBLE PRECISION,
+        reminded_at DOUBLE PRECISION, alert TEXT, incident TEXT, missing_incident TEXT,
+        overdue_at DOUBLE PRECISION, PRIMARY KEY (source, check_id, asset_id))""",
+    "CREATE INDEX IF NOT EXISTS checks_overdue ON checks(overdue_at) WHERE overdue_at IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS mutes (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, scope TEXT NOT NULL,
+        reason TEXT NOT NULL, author TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL, lifted_at DOUBLE PRECISION)""",
+    "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS mute_id BIGINT",
+    "CREATE INDEX IF NOT EXISTS deliveries_mute ON deliveries(mute_id) WHERE mute_id IS NOT NULL",
+)
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3}
 """Schema version → the statements that bring the version before it there (1: from nothing).
 Applied in order, in one transaction, under the schema lock."""
 
@@ -386,27 +408,66 @@ class PostgresOutbox:
     # -- intake ---------------------------------------------------------------------------------------
     def enqueue(self, deliveries: Sequence[Delivery], *, repeat_window: float,
                 now: float, policy: IntakePolicy | None = None,
-                lease_to: tuple[str, RulesFor] | None = None) -> list[tuple[Delivery, bool]]:
-        """As :meth:`SqliteOutbox.enqueue`: all of a batch or nothing, repeats within
-        ``repeat_window`` returned as stored, ``policy`` decided against the outbox's history,
-        ``lease_to`` leasing what is due to the sender. Intake transactions run one at a time
-        (an advisory lock), so each sees every earlier one."""
+                lease_to: tuple[str, RulesFor] | None = None,
+                checks: CheckIntake | None = None) -> list[tuple[Delivery, bool]]:
+        """As :meth:`SqliteOutbox.enqueue`: all of a batch or nothing, the check ledger's
+        decisions first, repeats within ``repeat_window`` returned as stored, ``policy``
+        decided against the outbox's history, ``lease_to`` leasing what is due to the sender.
+        Intake transactions run one at a time (an advisory lock), so each sees every earlier
+        one: the ledger and the mutes too."""
         with self._tx("enqueue") as db:
             db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (_INTAKE_LOCK,))
             out = core.enqueue(db, deliveries, repeat_window=repeat_window, now=now,
-                               policy=policy, lease_to=lease_to)
+                               policy=policy, lease_to=lease_to, checks=checks)
             if any(new and d.state is State.queued for d, new in out):
                 _notify(db)
         self._alerts.update((d.id, d.alert) for d, new in out if new and not d.state.final)
         return out
 
     def history(self) -> History:
-        """Read-only access to what was notified when (for ``route --at``)."""
-        return core.TableHistory(self._one)
+        """Read-only access to what was notified when, the mutes and the check ledger (for
+        ``route --at``)."""
+        return core.TableHistory(self)
 
-    def _one(self, query: str, params: Sequence[Any] = ()) -> Row | None:
+    def one(self, query: str, params: Sequence[Any] = ()) -> Row | None:
+        """One query in a read transaction of its own (:class:`~armor_notify.outbox_core.Reads`)."""
         with self._tx("read") as db:
             return db.one(query, params)
+
+    def all(self, query: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self._tx("read") as db:
+            return db.all(query, params)
+
+    # -- checks and mutes -------------------------------------------------------------------------
+    def checks(self, *, failing: bool = False) -> list[CheckState]:
+        """The check-state ledger, failing checks first."""
+        with self._tx("read") as db:
+            return ledger.listing(db, failing=failing)
+
+    def next_overdue(self) -> float | None:
+        with self._tx("read") as db:
+            return ledger.next_overdue(db)
+
+    def add_mute(self, scope: MuteScope, reason: str, author: str, *, now: float,
+                 until: float) -> Mute:
+        """Store a mute (under the intake lock: an intake sees it whole, or not yet)."""
+        with self._tx("mute") as db:
+            db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (_INTAKE_LOCK,))
+            return mutes.add(db, scope, reason, author, now, until)
+
+    def mutes(self, now: float, *, ended: bool = False) -> list[Mute]:
+        with self._tx("read") as db:
+            return mutes.listing(db, now, ended=ended)
+
+    def lift_mute(self, mute_id: int, now: float, zone: str = "UTC") -> tuple[Mute | None,
+                                                                             list[str]]:
+        """End a mute now (under the intake lock), releasing what it held; workers are told."""
+        with self._tx("unmute") as db:
+            db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (_INTAKE_LOCK,))
+            lifted = mutes.lift(db, mute_id, now, zone)
+            if lifted[1]:
+                _notify(db)
+            return lifted
 
     # -- claiming ---------------------------------------------------------------------------------
     def claim(self, owner: str, now: float, limit: int, rules_for: RulesFor,

@@ -116,3 +116,12 @@ class RuleModel(StrictModel):
     """At most this many notifications a day from this rule (per ``defaults.timezone`` day)."""
     digest: Digest | None = None
     """Collect this rule's alerts to digest-capable destinations (Slack, email) into summaries."""
+    remind_every: Duration | None = None
+    """Check results: while a check stays failing, send its page again this often (a reminder);
+    unset, a failing check is notified once."""
+    resolve_after: Annotated[int, Field(ge=1, le=100)] | None = None
+    """Check results: consecutive passes before the incident resolves (flap damping); unset,
+    the config's ``checks.resolve_after`` (1)."""
+    expect_every: Duration | None = None
+    """Check results: how often the checks this rule matches run, when the result does not
+    say (``check.expect_every``); no result for twice this long raises ``check_missing``."""

@@ -407,6 +407,7 @@ def test_builtin_event_types_are_the_documented_ones() -> None:
     assert set(BUILTIN_EVENT_TYPES) == {
         "schema_change", "freshness_violation", "metric_anomaly", "validity_failure",
         "discovery_failed", "asset_removed", "asset_discovered",
+        "check_missing",  # raised by the check ledger (docs/checks.md)
     }
 
 

@@ -22,13 +22,16 @@ The layers, lowest first:
 3. **services on the models**: matching alerts to rules, the retry policy, reading alerts from
    JSON (``intake``), the shared message wording (``message``) and digests built with it
    (``digests``), the HTTP client senders use (``http``), the plugin contract (``hookspecs``) and
-   what plugins registered (``registry``).
+   what plugins registered (``registry``), and what intake decisions ask the outbox
+   (``history``): the check-state ledger (``ledger``) and the mutes (``mutes``), with their SQL
+   over the seam (``sql``, a leaf) that the outbox's backends implement.
 4. **storage**: the outbox. It takes an intake policy (``IntakePolicy``) with each write and
    never imports the gate or the config, so a second backend is a new class here.
 5. **loading**: the plugin manager (``plugins``) and the config (``config``: validated against
    the registry, compiled into rules and a router).
-6. **applying a config**: the noise gate (``gate``, handed to the outbox as its intake policy)
-   and the dispatcher (attempts, retries, rate limits, leases).
+6. **applying a config**: the noise gate (``gate``, handed to the outbox as its intake policy),
+   the check rules (``check_intake``, handed to it as its ``checks``) and the dispatcher
+   (attempts, retries, rate limits, leases).
 7. **the Python API** (``api``) and the package's front door (``armor_notify/__init__.py``).
 8. **front ends**: the command line (``cli``) and the pytest kit for plugin authors
    (``testing``).
@@ -51,13 +54,13 @@ INIT = "__init__"
 
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = tuple((name, frozenset(modules)) for name, modules in (
     ("leaves", {"errors", "durations", "times", "validation", "secrets", "outcome", "dedup", "pool",
-                "output", "sources"}),
+                "output", "sources", "sql"}),
     ("models", {"alert", "rules", "destinations", "delivery", "noise"}),
     ("services on the models", {"matching", "retry", "intake", "message", "digests", "http",
-                                "hookspecs", "registry"}),
+                                "hookspecs", "registry", "history", "ledger", "mutes"}),
     ("storage", {"outbox_core", "outbox", "outbox_postgres"}),
     ("loading", {"plugins", "config"}),
-    ("applying a config", {"gate", "dispatcher"}),
+    ("applying a config", {"gate", "dispatcher", "check_intake"}),
     ("the Python API", {"api", INIT}),
     ("front ends", {"cli", "testing", "pytest_plugin", "server", "status_page", "metrics"}),
 ))

@@ -23,7 +23,8 @@ from outbox_backends import BACKENDS, SHARED_BACKENDS, Backend, params
 from armor_notify.alert import Alert
 from armor_notify.delivery import Attempt, Delivery, State
 from armor_notify.destinations import RateLimit
-from armor_notify.noise import Decision, Digest, History, batch_key
+from armor_notify.history import History
+from armor_notify.noise import Decision, Digest, batch_key
 from armor_notify.outbox import ClaimRules, IntakePolicy, Outbox
 
 RULES = ClaimRules(lease=5.0, max_attempts=3)

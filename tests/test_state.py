@@ -178,7 +178,7 @@ def test_a_worker_reports_outbox_failures_and_resumes(mocker: Any) -> None:
         plugins=_plugins(capture), outbox=Flaky(box, failures=3))  # type: ignore[arg-type]
     reported: list[tuple[str, float]] = []
     with notifier:
-        accepted = notifier.enqueue([make_alert(), make_alert()], _lease=False)
+        accepted = notifier.enqueue([make_alert(), make_alert()])
         notifier.drain(on_outbox_error=lambda exc, wait: reported.append((str(exc), wait)))
         states = [d.state for d in notifier.inspect()]
     assert [wait for _, wait in reported] == [1.0, 2.0, 4.0]
@@ -195,7 +195,7 @@ def test_without_a_handler_the_outbox_error_is_raised() -> None:
          "rules": [{"name": "all", "event": "schema_change", "destinations": ["cap"]}]},
         plugins=_plugins(capture), outbox=Flaky(SqliteOutbox.memory(), failures=1))  # type: ignore[arg-type]
     with notifier:
-        notifier.enqueue([make_alert()], _lease=False)
+        notifier.enqueue([make_alert()])
         with pytest.raises(OutboxError, match="went away"):
             notifier.drain()
 
@@ -212,9 +212,9 @@ def test_db_upgrade_creates_the_sqlite_outbox(runner: CliRunner, tmp_path: Path)
     result = runner.invoke(cli, ["db", "upgrade", "--state-dir", str(tmp_path / "s"), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data == {"outbox": str(tmp_path / "s" / "outbox.sqlite3"), "schema_version": 1}
+    assert data == {"outbox": str(tmp_path / "s" / "outbox.sqlite3"), "schema_version": 2}
     result = runner.invoke(cli, ["db", "upgrade", "--state-dir", str(tmp_path / "s")])
-    assert result.output.strip().endswith("schema version 1, up to date")
+    assert result.output.strip().endswith("schema version 2, up to date")
 
 
 def test_outbox_list_state_still_filters_and_says_what_it_accepts(
@@ -300,7 +300,7 @@ def test_a_worker_starts_new_work_when_woken_not_at_its_next_poll(tmp_path: Path
             time.sleep(0.01)
         assert len(telling.wakes) == 1  # the long pass listens once
         time.sleep(0.2)  # the worker is idle now, its next poll a minute away
-        producer.enqueue([make_alert()], _lease=False)  # another process's intake
+        producer.enqueue([make_alert()])  # another process's intake
         woken = time.monotonic()
         telling.wakes[0]()
         while not done and time.monotonic() < deadline + 3:

@@ -260,8 +260,10 @@ def read_source(source: Source, given: SourceInput,
                 passed: list[Alert] | None = None) -> list[Alert]:
     """The alerts ``source`` makes of ``given``: its alert objects validated as native ones, every
     problem named at its place in the input (``alerts[2].asset.name``). Raises
-    :class:`AlertError` (a :class:`SourceError` for input the source cannot read). Checks that
-    passed are validated too and appended to ``passed`` when it is given, else left out."""
+    :class:`AlertError` (a :class:`SourceError` for input the source cannot read). A check
+    result gets the source's name as its ``check.source``. Checks that passed are kept when
+    they carry a ``check`` (the ledger resolves with them), or appended to ``passed`` when it
+    is given; others are left out."""
     kinds = tuple(event_types)
     if given.is_directory and "directory" not in source.reads:
         raise given.fail(f"is a directory; the {source.name} source reads "
@@ -280,11 +282,14 @@ def read_source(source: Source, given: SourceInput,
     alerts: list[Alert] = []
     problems: list[Problem] = []
     for item in made:
-        if item.passed and passed is None:
+        data = dict(item.data)
+        if isinstance(data.get("check"), dict) and "source" not in data["check"]:
+            data["check"] = {**data["check"], "source": source.name}
+        if item.passed and passed is None and "check" not in data:
             continue
         try:
             (passed if item.passed and passed is not None else alerts).append(
-                _validate(dict(item.data), kinds))
+                _validate(data, kinds))
         except _Invalid as invalid:
             problems.extend(Problem(item.file or given.name, _join(item.where, path),
                                     f"{message} (as made by the {source.name} source)")

@@ -120,9 +120,10 @@ class SourceAlert:
     file: str | None = None
     """The file of the input it came from, when the input is a directory."""
     passed: bool = False
-    """A check that passed (a dbt test, a fresh source), described as the alert that its failure
-    would resolve: kept, not routed. :func:`armor_notify.intake.read_source` leaves it out
-    unless asked for passes (what turns a pass into a resolve is the check-state feature)."""
+    """A check that passed (a dbt test, a fresh source). With a ``check`` in its data
+    (``{"id": …, "status": "pass"}``) it is a result the check ledger needs (a pass resolves
+    the check's incident), and :func:`armor_notify.intake.read_source` keeps it; without one
+    it is left out."""
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,12 @@ for the same test, so a repeat is recognised, and each test or source is its own
 (dedup key ``dbt-<unique_id>``). ``$ARMOR_NOTIFY_DBT_DOCS_URL``, an https URL with
 ``{unique_id}`` in it, makes each alert's link (e.g. your hosted ``dbt docs``).
 
-Passing tests and fresh sources are kept as passed results (``SourceAlert.passed``), not
-alerts: what turns a pass into a resolve is the check state feature.
+Every result is a check result for the check-state ledger (``check: {id, status, run_id}``,
+the run's ``invocation_id`` as the run): a test's ``unique_id`` (``pass``; ``fail`` and
+``warn`` fail; ``error`` could not run), ``freshness`` of a source, ``build`` of a model, seed
+or snapshot (``success`` passes, ``error`` fails). Passes are kept as passed results
+(``SourceAlert.passed``): the ledger resolves a failing check's incident with them, and sends
+nothing for a check that keeps passing.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ DOCS_URL_ENV = "ARMOR_NOTIFY_DBT_DOCS_URL"
 PIPELINE_ERROR = "pipeline_error"
 ARTIFACTS = ("run_results.json", "manifest.json", "sources.json")
 TEST_FAILED = {"fail": "critical", "error": "critical", "warn": "warning"}
+CHECK_STATUS = {"pass": "pass", "fail": "fail", "warn": "fail", "error": "error"}
 STALE = {"warn": "warning", "error": "critical"}
 BUILD_KINDS = ("model.", "seed.", "snapshot.")
 HOURS = {"minute": 1 / 60, "hour": 1.0, "day": 24.0}
@@ -145,16 +150,27 @@ def read_artifacts(given: SourceInput) -> Sequence[SourceAlert]:
     results, metadata, path = artifacts.results("run_results.json")
     environment = _environment(metadata)
     when = metadata.get("generated_at")
+    run = metadata.get("invocation_id")
     for i, result in enumerate(results):
         item = _run_result(artifacts, result, environment, when)
         if item is not None:
-            made.append(SourceAlert(f"results[{i}]", item[0], path, passed=item[1]))
+            made.append(SourceAlert(f"results[{i}]", _with_run(item[0], run), path,
+                                    passed=item[1]))
     results, metadata, path = artifacts.results("sources.json")
+    run = metadata.get("invocation_id")
     for i, result in enumerate(results):
         item = _freshness(artifacts, result, _environment(metadata) or environment)
         if item is not None:
-            made.append(SourceAlert(f"results[{i}]", item[0], path, passed=item[1]))
+            made.append(SourceAlert(f"results[{i}]", _with_run(item[0], run), path,
+                                    passed=item[1]))
     return made
+
+
+def _with_run(alert: dict[str, Any], run: Any) -> dict[str, Any]:
+    """The alert's check result marked with the dbt invocation that produced it."""
+    if isinstance(run, str) and run:
+        alert["check"] = {**alert["check"], "run_id": run}
+    return alert
 
 
 def _environment(metadata: Mapping[str, Any]) -> str | None:
@@ -187,19 +203,22 @@ def _run_result(artifacts: Artifacts, result: Any, environment: str | None,
         counted = f" ({rows} row{'s' * (rows != 1)})" if isinstance(rows, int) and rows else ""
         return _result_alert(artifacts, uid, asset, message, when, {
             "event_type": "validity_failure",
-            "status": "resolved" if status == "pass" else "triggered",
             "severity": TEST_FAILED.get(status, "info"),
             "title": f"dbt test {kind} {verb} on {on}{counted}",
+            "check": {"id": uid, "status": CHECK_STATUS.get(status, "fail")},
         }), status == "pass"
-    if uid.startswith(BUILD_KINDS) and status == "error":
+    if uid.startswith(BUILD_KINDS) and status in ("error", "success"):
         asset = artifacts.asset(uid, environment)
         if asset is None:
             return None
-        return _result_alert(artifacts, uid, asset, message, when, {
+        built = status == "success"
+        return _result_alert(artifacts, uid, asset, "" if built else message, when, {
             "event_type": PIPELINE_ERROR,
-            "severity": "critical",
-            "title": f"dbt {asset['kind']} {asset['name']} failed to build",
-        }), False
+            "severity": "info" if built else "critical",
+            "title": f"dbt {asset['kind']} {asset['name']} "
+                     f"{'built' if built else 'failed to build'}",
+            "check": {"id": "build", "status": "pass" if built else "fail"},
+        }), built
     return None
 
 
@@ -225,7 +244,9 @@ def _freshness(artifacts: Artifacts, result: Any,
     if asset is None:
         return None
     base = {"id": f"dbt:{uid}:freshness", "asset": asset, "dedup_key": f"dbt-freshness-{uid}",
-            **artifacts.link(uid)}
+            **artifacts.link(uid),
+            "check": {"id": "freshness", "status": "pass" if status == "pass" else (
+                "error" if status == "runtime error" else "fail")}}
     if isinstance(result.get("snapshotted_at"), str):
         base["occurred_at"] = result["snapshotted_at"]
     if status == "runtime error":
@@ -242,7 +263,6 @@ def _freshness(artifacts: Artifacts, result: Any,
     alert: dict[str, Any] = {
         **base,
         "event_type": "freshness_violation",
-        "status": "resolved" if status == "pass" else "triggered",
         "severity": STALE.get(status, "info"),
         "title": f"{asset['name']} is stale"
                  + (f": last loaded {delay:.1f} hours ago" if delay is not None else ""),

@@ -12,8 +12,10 @@ failed expectations' own (GX 1.x expectations carry ``severity``: critical, warn
 failed expectations listed in the description (type, column, how many rows; never the values,
 which are data), the asset from the batch (``data_asset_name``, its ``datasource_name`` as the
 data source). The id, ``gx:<datasource>/<asset>:<suite>``, is the same for every run of that
-suite on that asset, so a repeat is recognised. Validations that passed are kept as passed
-checks (``SourceAlert.passed``), not alerts.
+suite on that asset, so a repeat is recognised. Each validation is a check result for the
+check-state ledger (``check: {id: <suite>, status, run_id}``: ``pass``, ``fail``, or ``error``
+when every failed expectation raised an exception): a pass resolves the suite's incident,
+and passes of a suite that keeps passing send nothing.
 """
 
 from __future__ import annotations
@@ -87,10 +89,16 @@ def _validation(given: SourceInput, file: str | None, where: str,
     failed = [r for r in validation["results"] if isinstance(r, dict) and r.get("success") is False]
     evaluated = len([r for r in validation["results"] if isinstance(r, dict)])
     asset_id = f"{datasource}/{asset_name}" if datasource else asset_name
+    run = _mapping(meta.get("run_id"))
+    raised = [r for r in failed if _mapping(r.get("exception_info")).get("raised_exception")]
+    check: dict[str, Any] = {"id": suite, "status": "pass" if validation["success"] else (
+        "error" if failed and len(raised) == len(failed) else "fail")}
+    if isinstance(run.get("run_time"), str):
+        check["run_id"] = f"{run.get('run_name') or 'run'}@{run['run_time']}"
     alert: dict[str, Any] = {
         "id": f"gx:{asset_id}:{suite}",
         "event_type": "validity_failure",
-        "status": "resolved" if validation["success"] else "triggered",
+        "check": check,
         "severity": _severity(failed),
         "title": f"{suite} failed on {asset_name}: {len(failed)} of {evaluated} expectations"
         if not validation["success"] else f"{suite} passed on {asset_name}",

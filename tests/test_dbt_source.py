@@ -94,8 +94,10 @@ class TestDbtConformance(SourceConformance):
 
     def good_inputs(self) -> list[tuple[SourceInput, int]]:
         target = built_target()
-        return [(SourceInput.from_path(target), 3),
-                (SourceInput.from_path(target / "run_results.json"), 2)]
+        # Every result is a check result (3 failures, and 8 passes: tests, builds, fresh
+        # sources), passes too: they resolve.
+        return [(SourceInput.from_path(target), 11),
+                (SourceInput.from_path(target / "run_results.json"), 10)]
 
     def bad_inputs(self) -> list[tuple[SourceInput, str]]:
         broken = Path(tempfile.mkdtemp(prefix="armor-notify-dbt-bad-"))
@@ -107,8 +109,9 @@ class TestDbtConformance(SourceConformance):
 
 
 def alerts_of(target: Path, passed: list[Alert] | None = None) -> dict[str, Alert]:
+    """The failures (passes go to ``passed``)."""
     return {a.id: a for a in read_source(DBT, SourceInput.from_path(target), KINDS,
-                                         passed=passed)}
+                                         passed=[] if passed is None else passed)}
 
 
 def test_failed_and_warning_tests_and_a_stale_source_become_alerts(built: Path) -> None:

@@ -38,9 +38,10 @@ class TestGreatExpectationsConformance(SourceConformance):
     def good_inputs(self) -> list[tuple[SourceInput, int]]:
         passing = data()
         passing["success"] = True
-        return [(SourceInput.from_path(CHECKPOINT), 1), (SourceInput.from_path(VALIDATION), 1),
-                (as_input([data(), data()]), 2), (as_input(passing), 0),
-                (SourceInput.from_path(HERE), 2)]  # a directory: both files
+        # Every validation is a check result (passes too: they resolve).
+        return [(SourceInput.from_path(CHECKPOINT), 2), (SourceInput.from_path(VALIDATION), 1),
+                (as_input([data(), data()]), 2), (as_input(passing), 1),
+                (SourceInput.from_path(HERE), 3)]  # a directory: both files
 
     def bad_inputs(self) -> list[tuple[SourceInput, str]]:
         no_asset = data()
@@ -111,6 +112,7 @@ def test_routed_from_the_command_line(tmp_path: Path) -> None:
     routed = run_cli("route", str(CHECKPOINT), "--source", "great_expectations", "-c",
                      str(config), "--json")
     assert routed.returncode == 0, routed.stderr
-    (alert,) = json.loads(routed.stdout)["alerts"]
+    alert, passing = json.loads(routed.stdout)["alerts"]
+    assert passing["check"]["note"] == "check passing: nothing to send"  # orders_volume passed
     assert alert["matching_rules"] == ["Data quality"]
     assert alert["routes"][0]["dedup_key"] == "gx-warehouse/orders-orders_quality"

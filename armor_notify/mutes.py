@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -188,6 +188,7 @@ def lift(db: Db, mute_id: int, now: float, zone: str) -> tuple[Mute | None, list
     mute = _mute(row)
     if mute.ends_at > now:
         db.execute("UPDATE mutes SET lifted_at=? WHERE id=?", (now, mute_id))
+        mute = replace(mute, lifted_at=now)
     others = [m for m in active(db, now) if m.id != mute_id]
     released: list[str] = []
     for id_, alert_json, rule, destination in db.all(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(("Alert", "Asset", "Change", "Freshness", "Severity"), "alert"),
+    **dict.fromkeys(("Alert", "Asset", "Change", "Check", "Freshness", "Severity"), "alert"),
     **dict.fromkeys(("DestinationConfig", "DestinationType", "HttpsUrl", "Notification",
                      "RateLimit", "SecretHttpsUrl", "Sender", "is_loopback_host"), "destinations"),
     **dict.fromkeys(("AlertError", "ArmorNotifyError", "ConfigError", "PluginError"), "errors"),
@@ -28,6 +28,7 @@ __all__ = [
     "ArmorNotifyError",
     "Asset",
     "Change",
+    "Check",
     "ConfigError",
     "DestinationConfig",
     "DestinationType",

@@ -450,7 +450,7 @@ class Notifier:
             self.notice_missing(now)
 
         chores = [] if retention is None else [Chore(RETENTION_EVERY, remove_old)]
-        if not stop_when_idle:  # a worker: checks that stopped reporting
+        if ids is None:  # a worker (also `worker --once`): checks that stopped reporting
             chores.append(Chore(min(MISSING_EVERY, 5 * poll), notice_missing))
         backoff = 1.0
         while True:

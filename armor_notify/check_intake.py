@@ -185,9 +185,10 @@ class CheckRules:
     def _missing(self, db: Db, now: float) -> list[Delivery]:
         """``check_missing`` for every check overdue at ``now`` (once each, until it reports)."""
         out: list[Delivery] = []
-        for found in db.all(f"SELECT {ledger.COLUMNS} FROM checks WHERE overdue_at IS NOT NULL AND "
-                            "overdue_at<=? ORDER BY overdue_at LIMIT 1000", (now,)):
-            row = self._rows.setdefault((str(found[0]), str(found[1]), str(found[2])), ledger.state_of(found))
+        for found in db.all(f"SELECT {ledger.COLUMNS} FROM checks WHERE overdue_at IS NOT NULL "
+                            "AND overdue_at<=? ORDER BY overdue_at LIMIT 1000", (now,)):
+            state = ledger.state_of(found)
+            row = self._rows.setdefault(state.key, state)
             if row.missing_since is not None or row.alert is None or row.expect_every is None:
                 continue
             alert = ledger.missing_alert(row, self.zone)

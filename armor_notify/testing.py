@@ -716,7 +716,8 @@ class SourceConformance:
         raise _not_implemented(type(self), "source", "return the Source", "SourceConformance")
 
     def good_inputs(self) -> Sequence[tuple[SourceInput, int]]:
-        """Inputs your tool really writes, each with how many alerts it must make."""
+        """Inputs your tool really writes, each with how many alerts it must make (check
+        results that passed count: they carry a ``check`` and are kept for the ledger)."""
         raise _not_implemented(type(self), "good_inputs", "return (SourceInput, count) pairs",
                                "SourceConformance")
 

@@ -187,7 +187,7 @@ def test_checks_of_different_sources_or_assets_are_apart(nt: Notifier, capture: 
 
 
 def test_a_status_that_contradicts_the_check_is_refused(nt: Notifier) -> None:
-    with pytest.raises(AlertError, match="contradicts check.status 'fail'"):
+    with pytest.raises(AlertError, match=r"contradicts check\.status 'fail'"):
         nt.parse_alerts({**result("fail"), "status": "resolved"})
     (passed,) = nt.parse_alerts(result("pass"))
     assert passed.status == "resolved"

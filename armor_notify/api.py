@@ -259,7 +259,12 @@ class Notifier:
         ``repeat`` set. Check results (alerts with a ``check``) are judged by the check ledger
         first: what they write is its decision (a page, a resolve, or nothing).
         """
-        return self._intake([alerts] if isinstance(alerts, Alert) else list(alerts))[0]
+        return self.accept([alerts] if isinstance(alerts, Alert) else list(alerts))[0]
+
+    def accept(self, alerts: Sequence[Alert]) -> tuple[list[Delivery], dict[str, str]]:
+        """:meth:`enqueue`, with what the check ledger did with each check result (alert id →
+        a note: paged, still failing, resolved, passing), as ``send`` and ``serve`` show it."""
+        return self._intake(list(alerts))
 
     def _intake(self, alerts: list[Alert], *, lease: bool = False,
                 sweep: bool = False) -> tuple[list[Delivery], dict[str, str]]:

@@ -29,7 +29,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -75,7 +75,7 @@ class _Committer:
         self.pending: list[_Intake] = []
         self.writing = False
 
-    def enqueue(self, alerts: list[Any]) -> list[Delivery]:
+    def enqueue(self, alerts: list[Any]) -> tuple[list[Delivery], dict[str, str]]:
         item = _Intake(alerts)
         with self.ready:
             self.pending.append(item)
@@ -93,26 +93,32 @@ class _Committer:
                     self.ready.notify_all()
         if item.error is not None:
             raise item.error
-        return item.deliveries
+        return item.deliveries, item.notes
 
     def _write(self, batch: list[_Intake]) -> None:
-        sizes = [len(self.notifier.plan(item.alerts)) for item in batch]
         try:
-            written = self.notifier.enqueue([a for item in batch for a in item.alerts])
+            written, notes = self.notifier.accept([a for item in batch for a in item.alerts])
         except Exception as exc:  # every request of this write gets the error
             for item in batch:
                 item.error, item.done = exc, True
             return
-        start = 0
-        for item, size in zip(batch, sizes, strict=True):
-            item.deliveries, item.done = written[start:start + size], True
-            start += size
+        # Each request gets the deliveries of its alerts (the check ledger may write more or
+        # fewer than routing planned: a resolve, or nothing).
+        by_alert: dict[str, list[Delivery]] = {}
+        for d in written:
+            by_alert.setdefault(d.alert.id, []).append(d)
+        for item in batch:
+            ids = list(dict.fromkeys(a.id for a in item.alerts))  # in order, once each
+            item.deliveries = [d for i in ids for d in by_alert.get(i, [])]
+            item.notes = {i: notes[i] for i in ids if i in notes}
+            item.done = True
 
 
 @dataclass
 class _Intake:
     alerts: list[Any]
     deliveries: list[Delivery] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
     error: Exception | None = None
     done: bool = False
 
@@ -206,7 +212,7 @@ class Service:
                                               "deliveries): try again later"}, 429,
                                     headers={"Retry-After": "30"})
             alerts = read()
-            deliveries = self._committer.enqueue(alerts) if alerts else []
+            deliveries, notes = self._committer.enqueue(alerts) if alerts else ([], {})
         except AlertError as exc:
             return JSONResponse(_problems(exc), 400)
         except OutboxError as exc:
@@ -219,7 +225,7 @@ class Service:
             self.notifier.wake()
         log.info("accepted %d alert(s) from %s: %d deliveries, %d repeats", len(alerts), source,
                  fresh, len(deliveries) - fresh)
-        return JSONResponse({"accepted": _accepted(alerts, deliveries)}, 202)
+        return JSONResponse({"accepted": _accepted(alerts, deliveries, notes)}, 202)
 
     def backlogged(self) -> bool:
         """Whether the queue is over ``serve.max_backlog``, counted at most once a second (a
@@ -248,13 +254,16 @@ def _problems(exc: ArmorNotifyError) -> dict[str, Any]:
                           "text": str(p)} for p in problems]}
 
 
-def _accepted(alerts: Sequence[Any], deliveries: Sequence[Delivery]) -> list[dict[str, Any]]:
+def _accepted(alerts: Sequence[Any], deliveries: Sequence[Delivery],
+              notes: Mapping[str, str]) -> list[dict[str, Any]]:
     by_alert: dict[str, list[dict[str, Any]]] = {a.id: [] for a in alerts}
     for d in deliveries:
         by_alert.setdefault(d.alert.id, []).append(
             {"id": d.id, "destination": d.destination, "state": d.state.value,
              "repeat": d.repeat})
-    return [{"alert_id": alert_id, "deliveries": items} for alert_id, items in by_alert.items()]
+    return [{"alert_id": alert_id, "deliveries": items,
+             **({"check": notes[alert_id]} if alert_id in notes else {})}
+            for alert_id, items in by_alert.items()]
 
 
 async def _body(request: Request, limit: int) -> bytes | HttpResponse:

@@ -142,6 +142,39 @@ def test_alerts_are_accepted_durably_then_delivered_and_repeats_are_marked(
     assert sorted(e["payload"]["summary"] for e in pd.events)[0].startswith("Column removed 0001")
 
 
+def test_check_results_over_http_page_once_resolve_and_go_missing(pd: FakePagerDuty,
+                                                                  tmp_path: Path) -> None:
+    def result(status: str, run: int) -> dict[str, Any]:
+        return {"event_type": "metric_anomaly", "title": "Row count dropped",
+                "asset": {"id": "orders", "name": "db.public.orders"},
+                "check": {"id": "row_count", "status": status, "run_id": f"run-{run}",
+                          "expect_every": "1s"}}
+
+    config = write_config(tmp_path, pd.url)
+    rules = yaml.safe_load(config.read_text())
+    rules["rules"][0]["event"].append("check_missing")
+    config.write_text(yaml.safe_dump(rules))
+    with serving(config, tmp_path / "state") as server:
+        answers = []
+        for run, status in enumerate(("fail", "fail", "pass")):
+            answer = server.post("/v1/alerts", result(status, run))
+            assert answer.status_code == 202, answer.text
+            answers.append(answer.json()["accepted"][0])
+        assert [a["check"] for a in answers] == [
+            "check started failing: paged", answers[1]["check"],
+            answers[2]["check"]]
+        assert answers[1]["check"].endswith("no new page")
+        assert answers[1]["deliveries"][0]["state"] == "suppressed"
+        assert answers[2]["check"].startswith("check passed: resolves its incident")
+        assert wait_for(lambda: [e["event_action"] for e in pd.events] == ["trigger", "resolve"])
+        # No result for twice its interval: the service's worker raises check_missing.
+        assert wait_for(lambda: len(pd.events) == 3, timeout=30)
+    missing = pd.events[2]
+    assert missing["event_action"] == "trigger" and "has not reported" in \
+        missing["payload"]["summary"]
+    assert pd.events[0]["dedup_key"] == pd.events[1]["dedup_key"] != missing["dedup_key"]
+
+
 def test_every_refusal_has_its_status_and_says_why(pd: FakePagerDuty, tmp_path: Path) -> None:
     config = write_config(tmp_path, pd.url, max_body=4096)
     with serving(config, tmp_path / "state") as server:

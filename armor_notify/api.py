@@ -22,6 +22,7 @@ from .errors import (
     AlertError,
     ArmorNotifyError,
     ConfigError,
+    MuteError,
     Problem,
 )
 from .gate import Gate
@@ -37,7 +38,7 @@ from .intake import (
 from .matching import Route
 from .plugins import PluginManager, load_plugins
 from .sources import Source, SourceInput
-from .times import readable
+from .times import iso, readable
 from .validation import suggest
 
 if TYPE_CHECKING:
@@ -323,7 +324,7 @@ class Notifier:
             problems.append(Problem("--for", "", "a mute lasts more than 0 s and at most 30 "
                                                  "days (it must end)"))
         if problems:
-            raise ConfigError(problems)
+            raise MuteError(problems)
         now = self.dispatcher.clock()
         return self.outbox.add_mute(scope, " ".join(reason.split()), author or _user(), now=now,
                                     until=now + seconds)
@@ -403,7 +404,7 @@ class Notifier:
         verdict = ledger.judge(row, alert.check, errors=self.config.checks.errors, zone=zone)
         check = {"id": alert.check.id, "status": alert.check.status,
                  "state": row.state if row is not None else "new",
-                 "since": row.since if row is not None else None,
+                 "since": iso(row.since) if row is not None else None,
                  "decision": verdict.action, "note": verdict.note}
         if verdict.action == "resolve" and row is not None and row.incident is not None:
             routes = [(r.destination, r.rule, (), r.dedup_key) for r in row.incident.routes]

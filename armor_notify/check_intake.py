@@ -40,7 +40,8 @@ class CheckRules:
     notes: dict[str, str] = field(default_factory=dict)
     """Alert id → what the ledger did with it (shown by ``send``)."""
     _rows: dict[Key, CheckState] = field(default_factory=dict)
-    _triggers: list[tuple[Key, str, list[Delivery]]] = field(default_factory=list)
+    _triggers: list[tuple[Key, str, list[Delivery], str]] = field(default_factory=list)
+    """(check, ``incident`` or ``missing``, the deliveries carrying its page, the result's id)."""
 
     @property
     def zone(self) -> str:
@@ -63,13 +64,17 @@ class CheckRules:
         return out
 
     def after(self, db: Db, written: Sequence[Delivery]) -> None:
-        """Record where each new trigger went (what was not suppressed on the way in)."""
-        for key, kind, deliveries in self._triggers:
+        """Record where each new trigger went (what was not suppressed on the way in), and say
+        what became of a new failure's page."""
+        for key, kind, deliveries, alert_id in self._triggers:
             row = self._rows[key]
             incident = row.missing if kind == "missing" else row.incident
             if incident is not None:
                 incident.add(deliveries)
                 ledger.write(db, row)
+            note = self.notes.get(alert_id, "")
+            if kind == "incident" and note.endswith(": paged"):
+                self.notes[alert_id] = note.removesuffix("paged") + _page_went(deliveries)
         self._triggers.clear()
 
     def _row(self, db: Db, key: Key) -> CheckState | None:
@@ -101,6 +106,7 @@ class CheckRules:
         if row is not None and row.missing is not None:  # it reports again
             out += self._resolves(row.missing, alert, None, now)
             row.missing, row.missing_since = None, None
+            self.notes[alert.id] += "; it reports again: its check_missing incident resolves"
         resolve_after, rule_every = self._settings(planned)
         if row is None:
             row = self._rows[key] = CheckState(*key, state="passing", since=now,
@@ -112,7 +118,7 @@ class CheckRules:
             row.state, row.passes, row.reminded_at = "failing", 0, None
             row.resolve_after = resolve_after
             row.incident = Incident(alert, [])
-            self._triggers.append((key, "incident", planned))
+            self._triggers.append((key, "incident", planned, alert.id))
             out += self._checked(planned)
         elif verdict.action == "hold":
             row.passes = 0
@@ -154,7 +160,7 @@ class CheckRules:
                 d.finish(State.suppressed, note)
         if reminders:
             row.reminded_at = now
-            self._triggers.append((key, "incident", reminders))
+            self._triggers.append((key, "incident", reminders, reminders[0].alert.id))
             self.notes[planned[0].alert.id] = (f"check still failing since "
                                                f"{readable(row.since, self.zone)}: reminder sent")
         return planned
@@ -194,6 +200,18 @@ class CheckRules:
             alert = ledger.missing_alert(row, self.zone)
             planned = self._checked(self.config.plan([alert]))
             row.missing_since, row.missing = now, Incident(alert, [])
-            self._triggers.append((row.key, "missing", planned))
+            self._triggers.append((row.key, "missing", planned, alert.id))
             out += planned
         return out
+
+
+def _page_went(deliveries: Sequence[Delivery]) -> str:
+    """How a new failure's page went out: ``paged``, ``held …``, or why not."""
+    if not deliveries:
+        return "no rule routes it, nothing sent"
+    if any(d.state not in (State.suppressed, State.skipped) and not d.held for d in deliveries):
+        return "paged"
+    held = next((d for d in deliveries if d.held), None)
+    if held is not None:
+        return f"page held ({held.reason})"
+    return f"not paged ({deliveries[0].reason})"

@@ -55,9 +55,10 @@ source_option = click.option(
          "`armor-notify plugins`); default: armor-notify's own JSON alerts.")
 
 
-def _duration(minimum: float = 0.0) -> Any:
+def _duration(minimum: float = 0.0, maximum: float | None = None) -> Any:
     """A callback for duration options, read by the one parser the config uses (``90``, ``30s``,
-    ``1h30m``): finite, bounded, and at least ``minimum`` seconds; ``None`` stays ``None``."""
+    ``1h30m``): finite, bounded (by ``maximum`` too), and at least ``minimum`` seconds; ``None``
+    stays ``None``."""
 
     def convert(ctx: click.Context, param: click.Parameter, value: Any) -> float | None:
         from .durations import parse_duration
@@ -70,6 +71,8 @@ def _duration(minimum: float = 0.0) -> Any:
             raise click.BadParameter(str(exc), ctx, param) from None
         if seconds < minimum:
             raise click.BadParameter(f"must be at least {minimum:g} seconds", ctx, param)
+        if maximum is not None and seconds > maximum:
+            raise click.BadParameter(f"must be at most {maximum / 86400:g} days", ctx, param)
         return seconds
 
     return convert
@@ -188,6 +191,8 @@ SUMMARY_OVER = 20
 """A send of more alerts than this shows a progress bar (on a terminal's stderr) and prints a
 summary table instead of one block per alert."""
 SUMMARY_REASONS = 10
+MAX_MUTE = 30 * 86400.0
+"""The longest mute (armor_notify.mutes.MAX_MUTE, not imported here: --help stays fast)."""
 """How many distinct failure reasons the summary lists."""
 
 
@@ -261,10 +266,15 @@ def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_
         if batched:
             echo(f"{batched} collected for a digest: `armor-notify worker` sends it when "
                  "its window closes or fills.")
-        queued = report.count(State.queued) + report.count(State.in_flight)
+        held = sum(1 for d in report.deliveries if _is_held(d))
+        queued = report.count(State.queued) + report.count(State.in_flight) - held
         if queued:
             echo(f"{queued} deliver{'ies are' if queued != 1 else 'y is'} still queued in "
                  f"the outbox: `armor-notify worker` delivers {'them' if queued != 1 else 'it'}.")
+        if held:
+            echo(f"{held} held (a mute, or a schedule with hold: true): `armor-notify worker` "
+                 f"delivers {'them' if held != 1 else 'it'} when {'they are' if held != 1 else 'it is'} "
+                 "let go.")
     ctx.exit(report.exit_code)
 
 
@@ -324,7 +334,10 @@ def _print_report(report: SendReport) -> None:
 
 
 def _print_counts(report: SendReport) -> None:
-    counts = [f"{report.count(s)} {s.value}" for s in State if report.count(s)]
+    held = sum(1 for d in report.deliveries if _is_held(d))
+    counts = [f"{report.count(s) - (held if s is State.queued else 0)} {s.value}" for s in State
+              if report.count(s) - (held if s is State.queued else 0)]
+    counts += [f"{held} held"] if held else []
     echo(", ".join(counts) if counts else "nothing to deliver")
 
 
@@ -944,7 +957,8 @@ def checks_command(ctx: click.Context, failing: bool, config: str | None, as_jso
               "Repeatable (any of them).")
 @click.option("--rule", "rules", multiple=True, metavar="NAME", help="Alerts of this rule. "
               "Repeatable.")
-@click.option("--for", "length", callback=_duration(minimum=1), metavar="DURATION",
+@click.option("--for", "length", callback=_duration(minimum=1, maximum=MAX_MUTE),
+              metavar="DURATION",
               help="How long (2h, 30m; at most 30d): every mute ends.")
 @click.option("--reason", metavar="TEXT", help="Why (shown with every alert it holds).")
 @config_option
@@ -1031,9 +1045,11 @@ def unmute(ctx: click.Context, mute_id: str, config: str | None, as_json: bool,
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.option("--mute", "assets", multiple=True, metavar="GLOB", required=True,
               help="Assets to mute while CMD runs (as `mute --asset`). Repeatable.")
-@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Also assets with this tag.")
+@click.option("--tag", "tags", multiple=True, metavar="TAG",
+              help="Narrow the mute to assets with this tag (any of those given).")
 @click.option("--reason", metavar="TEXT", help="Why (default: the command line).")
-@click.option("--max", "longest", callback=_duration(minimum=1), default="12h",
+@click.option("--max", "longest", callback=_duration(minimum=1, maximum=MAX_MUTE),
+              default="12h",
               show_default=True, metavar="DURATION",
               help="The mute ends by then even if CMD is still running (or this process was "
                    "killed).")

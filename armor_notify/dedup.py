@@ -25,13 +25,16 @@ def rule_slug(name: str) -> str:
     return f"{slug}-{digest}" if slug else f"rule-{digest}"
 
 
-def dedup_key(rule: str, event_type: str, asset_id: str, override: str | None = None) -> str:
-    """``anomalyarmor-<rule slug>-<event type>-<asset id>``; the alert's own key wins.
+def dedup_key(rule: str, event_type: str, asset_id: str, override: str | None = None,
+              check: str | None = None) -> str:
+    """``anomalyarmor-<rule slug>-<event type>-<asset id>``, and ``-<check id>`` for a check
+    result (two checks on one asset are two incidents); the alert's own key wins.
 
     The asset id is kept verbatim (PagerDuty keys are case-sensitive). A key longer than 255
     characters keeps its readable head and ends with a hash of the whole key, so it stays unique.
     """
-    key = override or f"{PREFIX}{rule_slug(rule)}-{event_type}-{asset_id}"
+    key = override or f"{PREFIX}{rule_slug(rule)}-{event_type}-{asset_id}" + (
+        f"-{check}" if check else "")
     if len(key) <= MAX_LENGTH:
         return key
     digest = hashlib.sha256(key.encode()).hexdigest()[:_HASH_LENGTH]

@@ -58,5 +58,11 @@ class AlertError(ProblemsError):
     kind = "alert input"
 
 
+class MuteError(ProblemsError):
+    """A mute that cannot be set: no scope, no reason, no end (or too long), an unknown rule."""
+
+    kind = "mute"
+
+
 class PluginError(ArmorNotifyError):
     """A plugin broke the contract in a way that makes every config ambiguous."""

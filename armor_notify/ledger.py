@@ -133,8 +133,8 @@ class CheckState:
 
     @property
     def dedup_keys(self) -> list[str]:
-        incident = self.missing or self.incident
-        return sorted({r.dedup_key for r in incident.routes}) if incident else []
+        """The failure's incident's dedup keys, then the missing run's."""
+        return [*_keys(self.incident), *_keys(self.missing)]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -145,10 +145,15 @@ class CheckState:
             "passes": self.passes, "resolve_after": self.resolve_after,
             "expect_every": self.expect_every,
             "missing_since": iso(self.missing_since) if self.missing_since is not None else None,
-            "dedup_keys": self.dedup_keys,
+            "dedup_keys": _keys(self.incident),
+            "missing_dedup_keys": _keys(self.missing),
             "destinations": sorted({r.destination for r in self.incident.routes})
             if self.incident else [],
         }
+
+
+def _keys(incident: Incident | None) -> list[str]:
+    return sorted({r.dedup_key for r in incident.routes}) if incident else []
 
 
 @dataclass(frozen=True)
@@ -175,8 +180,8 @@ def judge(row: CheckState | None, check: Check, *, errors: str, zone: str = "UTC
         if row is None or row.state == "passing":
             return Judgement("page", "check started failing: paged")
         if row.incident is None or not row.incident.routes:
-            return Judgement("page", f"check failing {failing_since}, and no page went out "
-                                     "yet: paged")
+            return Judgement("page", f"check failing {failing_since}, and no page of it got "
+                                     "through: paged again")
         return Judgement("hold", f"check still failing {failing_since}: no new page")
     if row is None or row.state == "passing":
         return Judgement("nothing", "check passing: nothing to send")
@@ -207,9 +212,23 @@ def state_of(row: Sequence[Any]) -> CheckState:
 
 
 def read(db: Reads, key: Key) -> CheckState | None:
+    """The entry, its incident without the routes whose page did not get through (the last
+    trigger sent there failed or died: a failure that follows pages again)."""
     row = db.one(f"SELECT {COLUMNS} FROM checks WHERE source=? AND check_id=? AND asset_id=?",
                  key)
-    return None if row is None else state_of(row)
+    if row is None:
+        return None
+    state = state_of(row)
+    if state.state == "failing" and state.incident is not None:
+        state.incident.routes = [r for r in state.incident.routes if _got_through(db, r, state)]
+    return state
+
+
+def _got_through(db: Reads, route: Route, state: CheckState) -> bool:
+    last = db.one("SELECT state FROM deliveries WHERE destination=? AND dedup_key=? AND "
+                  "alert_status='triggered' AND created_at>=? ORDER BY seq DESC LIMIT 1",
+                  (route.destination, route.dedup_key, state.since))
+    return last is None or last[0] not in ("failed", "dead")  # (none left: purged, kept)
 
 
 def listing(db: Reads, *, failing: bool = False) -> list[CheckState]:

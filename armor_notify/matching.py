@@ -330,7 +330,8 @@ class Router:
             Route(
                 destination=dest,
                 rule=rule.name,
-                dedup_key=dedup_key(rule.name, alert.event_type, alert.asset.id, alert.dedup_key),
+                dedup_key=dedup_key(rule.name, alert.event_type, alert.asset.id, alert.dedup_key,
+                                    alert.check.id if alert.check is not None else None),
                 also_matched=tuple(others.get(dest, ())),
             )
             for dest, rule in owners.items()

@@ -199,7 +199,7 @@ def _run_result(artifacts: Artifacts, result: Any, environment: str | None,
         column = node.get("column_name")
         on = f"{asset['name']}.{column}" if column else asset["name"]
         rows = result.get("failures")
-        verb = {"warn": "warned", "error": "errored"}.get(status, "failed")
+        verb = {"warn": "warned", "error": "errored", "pass": "passed"}.get(status, "failed")
         counted = f" ({rows} row{'s' * (rows != 1)})" if isinstance(rows, int) and rows else ""
         return _result_alert(artifacts, uid, asset, message, when, {
             "event_type": "validity_failure",
@@ -264,7 +264,7 @@ def _freshness(artifacts: Artifacts, result: Any,
         **base,
         "event_type": "freshness_violation",
         "severity": STALE.get(status, "info"),
-        "title": f"{asset['name']} is stale"
+        "title": f"{asset['name']} is {'fresh' if status == 'pass' else 'stale'}"
                  + (f": last loaded {delay:.1f} hours ago" if delay is not None else ""),
     }
     if delay is not None:

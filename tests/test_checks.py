@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from armor_notify.api import Notifier
 from armor_notify.cli import cli
 from armor_notify.delivery import State
-from armor_notify.errors import AlertError, ArmorNotifyError, ConfigError
+from armor_notify.errors import AlertError, ArmorNotifyError, MuteError
 from armor_notify.testing import Capture, build_notifier
 
 T0 = 1_796_000_000.0  # 2026-11-30 00:53:20 UTC
@@ -186,6 +186,36 @@ def test_checks_of_different_sources_or_assets_are_apart(nt: Notifier, capture: 
         ("native", "orders"), ("native", "customers"), ("dbt", "orders")}
 
 
+def test_two_checks_on_one_asset_are_two_incidents(nt: Notifier, capture: Capture) -> None:
+    send(nt, result("fail"), result("fail", check="unique_orders_id"))
+    send(nt, result("pass"))  # one of them recovers; the other still fails
+    first, second, resolve = sent(capture)
+    assert first[1] != second[1] and resolve == ("resolved", first[1])
+    assert first[1].endswith("-orders-not_null_orders_id")
+
+
+def test_a_page_that_did_not_get_through_is_sent_again_by_the_next_failure(
+        nt: Notifier, capture: Capture) -> None:
+    from armor_notify.outcome import Outcome
+
+    capture.answer(Outcome.failed("refused"), Outcome.failed("refused"))
+    send(nt, result("fail"))  # both pages refused: failed
+    report = send(nt, result("fail"))
+    assert next(iter(report.notes.values())).endswith("no page of it got through: paged again")
+    assert [d.state for d in report.deliveries] == [State.delivered, State.delivered]
+
+
+def test_the_note_says_what_became_of_a_new_failure(capture: Capture, clock: Clock) -> None:
+    with notifier_for(capture, clock, config(conditions={"min_severity": "critical"})) as nt:
+        quiet = send(nt, result("fail", severity="warning"))
+        assert next(iter(quiet.notes.values())) == (
+            "check started failing: no rule routes it, nothing sent")
+        nt.mute(assets=["customers"], reason="backfill", seconds=60)
+        held = send(nt, result("fail", asset="customers"))
+        assert next(iter(held.notes.values())).startswith(
+            "check started failing: page held (muted by #1 until ")
+
+
 def test_a_status_that_contradicts_the_check_is_refused(nt: Notifier) -> None:
     with pytest.raises(AlertError, match=r"contradicts check\.status 'fail'"):
         nt.parse_alerts({**result("fail"), "status": "resolved"})
@@ -299,8 +329,15 @@ def test_a_second_mute_keeps_holding_what_the_first_released(nt: Notifier,
 ])
 def test_a_mute_must_say_what_why_and_until_when(nt: Notifier, kwargs: dict[str, Any],
                                                  message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(MuteError, match=message):
         nt.mute(**kwargs)
+
+
+def test_the_command_line_knows_the_longest_mute() -> None:
+    from armor_notify import cli as command_line
+    from armor_notify.mutes import MAX_MUTE
+
+    assert command_line.MAX_MUTE == MAX_MUTE  # kept apart so that --help stays fast
 
 
 def test_unmuting_an_unknown_mute_says_so(nt: Notifier) -> None:
@@ -353,15 +390,16 @@ def test_the_commands_on_one_state_dir(tmp_path: Path) -> None:
     alert.write_text(json.dumps(result("fail")))
     sent_now = runner.invoke(cli, ["send", str(alert), *state])
     assert sent_now.exit_code == 3, sent_now.output  # held: queued for after the mute
-    assert "check started failing: paged" in sent_now.output
-    assert "held" in sent_now.output and "muted by #1" in sent_now.output
+    assert "check started failing: page held (muted by #1 until " in sent_now.output
+    assert "1 held (a mute, or a schedule with hold: true)" in sent_now.output
     listed = runner.invoke(cli, ["mute", "list", "--json", *state])
     (mute,) = json.loads(listed.output)["mutes"]
     assert (mute["id"], mute["held"], mute["state"]) == (1, 1, "active")
     checks = runner.invoke(cli, ["checks", "--failing", "--json", *state])
     (check,) = json.loads(checks.output)["checks"]
     assert (check["check"], check["state"], check["dedup_keys"]) == (
-        "not_null_orders_id", "failing", ["anomalyarmor-quality-validity_failure-orders"])
+        "not_null_orders_id", "failing",
+        ["anomalyarmor-quality-validity_failure-orders-not_null_orders_id"])
     table = runner.invoke(cli, ["checks", *state])
     assert "native:not_null_orders_id" in table.output and "failing" in table.output
     route = runner.invoke(cli, ["route", str(alert), *state])

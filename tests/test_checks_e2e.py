@@ -289,7 +289,7 @@ def test_a_check_that_stops_reporting_raises_check_missing_once_and_its_next_res
         # Silent again after reporting: a new check_missing (the incident opens again).
         assert wait_for(lambda: len(missing_triggers(pd)) == 2, 15), actions(pd)
     finally:
-        out, err = stop(worker)
+        _, err = stop(worker)
     assert "Traceback" not in err, err
     assert all(r.schema_errors == [] for r in pd.requests)
 
@@ -327,7 +327,7 @@ def test_run_holds_what_its_command_triggers_and_delivers_what_still_fails_after
         go.touch()
         code = run.wait(timeout=60)
     finally:
-        out, err = stop(run)
+        _, err = stop(run)
     assert code == 3, err
     # run lifted the mute and delivered what it held (the check still fails) before returning.
     assert [action for action, _ in actions(pd)] == ["trigger"], err
@@ -370,12 +370,23 @@ def test_run_lifts_its_mute_when_the_command_is_killed(
     config = write_config(tmp_path, pd, slack)
     env = {"ARMOR_NOTIFY_STATE_DIR": str(tmp_path / "state")}
     fail = check_result(tmp_path, 1, "fail")
-    ran = run_cli("run", "--mute", "db.marts.*", "-c", str(config), "--wait", "10s", "--",
+    ran = run_cli("run", "--mute", "db.marts.*", "-c", str(config), "--wait", "10", "--",
                   "sh", "-c", f'"{EXE}" send "{fail}" -c "{config}"; kill -9 $$', env=env)
     assert ran.returncode == 128 + signal.SIGKILL, ran.stdout + ran.stderr
     assert len(pd.events) == 1 and actions(pd)[0][0] == "trigger"
     (ended,) = cli_json("mute", "list", "--all", "-c", str(config), env=env)["mutes"]
     assert ended["state"] == "lifted" and ended["reason"].startswith("sh -c ")
+
+
+def test_run_takes_its_wait_as_a_duration_like_every_other_option(
+        tmp_path: Path, pd: FakePagerDuty, slack: FakeSlack) -> None:
+    # `run --wait 30s`, as documented (and as `send --wait`, `run --max` take it).
+    config = write_config(tmp_path, pd, slack)
+    env = {"ARMOR_NOTIFY_STATE_DIR": str(tmp_path / "state")}
+    ran = run_cli("run", "--mute", "db.marts.*", "--wait", "30s", "-c", str(config), "--",
+                  "sh", "-c", "exit 0", env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert "mute #1 ended; 0 held" in ran.stderr
 
 
 # -- d: two workers sharing one outbox -------------------------------------------------------------
@@ -427,8 +438,121 @@ def test_two_workers_sharing_the_outbox_page_resolve_and_notice_a_missing_check_
                                              env={})["deliveries"], 10)
     finally:
         outputs = [stop(w) for w in workers]
-    for out, err in outputs:
+    for _, err in outputs:
         assert "Traceback" not in err, err
     delivered = [line for out, _ in outputs for line in out.splitlines()
                  if line.startswith("delivered")]
     assert len(delivered) == 9  # 5 to PagerDuty, 4 to Slack: each by one worker, once
+
+
+# -- mutes on the command line, under a worker -----------------------------------------------------
+
+
+def test_a_mute_running_out_under_a_worker_delivers_the_still_failing_check_once_and_unmute_at_once(
+        tmp_path: Path, pd: FakePagerDuty, slack: FakeSlack) -> None:
+    config = write_config(tmp_path, pd, slack)
+    env = {"ARMOR_NOTIFY_STATE_DIR": str(tmp_path / "state")}
+    made = run_cli("mute", "--asset", "db.marts.*", "--for", "2s", "--reason", "backfill", "-c",
+                   str(config), env=env)
+    assert made.returncode == 0 and made.stdout.startswith("mute #1: asset db.marts.* until"), \
+        made.stdout + made.stderr
+    began = time.monotonic()
+    held = run_cli("send", str(check_result(tmp_path, 1, "fail")), "-c", str(config), env=env)
+    assert held.returncode == 3, held.stdout + held.stderr  # held: queued for a worker
+    again = run_cli("send", str(check_result(tmp_path, 2, "fail")), "-c", str(config), env=env)
+    assert again.returncode == 0 and "no new page" in again.stdout, again.stdout
+    worker = start_worker(config, [], env)
+    try:
+        assert wait_for(lambda: len(pd.events) >= 1 and len(slack.requests) >= 1, 15)
+        assert time.monotonic() - began >= 2.0  # not before the mute ran out
+        time.sleep(0.5)
+        assert [a for a, _ in actions(pd)] == ["trigger"] and len(slack.requests) == 1
+        (ended,) = cli_json("mute", "list", "--all", "-c", str(config), env=env)["mutes"]
+        assert (ended["state"], ended["held"]) == ("expired", 0)
+
+        # A longer mute, ended by hand: the new failure it held is due at once.
+        run_cli("send", str(check_result(tmp_path, 3, "pass")), "-c", str(config), env=env)
+        assert wait_for(lambda: len(pd.events) == 2, 10)  # the resolve is never held
+        made = run_cli("mute", "--asset", "db.marts.*", "--for", "1h", "--reason", "migration",
+                       "-c", str(config), env=env)
+        assert made.returncode == 0, made.stderr
+        held = run_cli("send", str(check_result(tmp_path, 4, "fail")), "-c", str(config),
+                       env=env)
+        assert held.returncode == 3, held.stdout
+        time.sleep(0.5)
+        assert len(pd.events) == 2  # held by mute #2 for an hour
+        lifted = cli_json("unmute", "2", "-c", str(config), env=env)
+        assert lifted["mute"]["state"] == "lifted" and len(lifted["released"]) == 2
+        assert wait_for(lambda: len(pd.events) == 3 and len(slack.requests) == 3, 10)
+    finally:
+        _, err = stop(worker)
+    assert "Traceback" not in err, err
+    assert [a for a, _ in actions(pd)] == ["trigger", "resolve", "trigger"]
+    assert resolved_flags(slack) == [False, True, False]
+
+
+# -- what the ledger must not lose -----------------------------------------------------------------
+
+
+def open_incidents(pd: FakePagerDuty) -> set[str]:
+    """The dedup keys PagerDuty has an open incident for, after every event it received."""
+    opened: set[str] = set()
+    for action, key in actions(pd):
+        if action == "trigger":
+            opened.add(key)
+        elif action == "resolve":
+            opened.discard(key)
+    return opened
+
+
+def assert_every_failing_check_is_open_on_pagerduty(pd: FakePagerDuty, config: Path,
+                                                   env: dict[str, str]) -> None:
+    failing = cli_json("checks", "--failing", "-c", str(config), env=env)["checks"]
+    for row in failing:
+        assert row["dedup_keys"], row
+        for key in row["dedup_keys"]:
+            assert key in open_incidents(pd), (
+                f"check {row['check']} is failing, but PagerDuty's incident {key} was resolved: "
+                f"{actions(pd)}")
+
+
+def test_two_failing_checks_on_one_asset_keep_their_incidents_apart(
+        tmp_path: Path, pd: FakePagerDuty, slack: FakeSlack) -> None:
+    # Two checks of one table (native results carry no dedup key of their own): the first
+    # passing must not resolve the page the second one still stands behind.
+    config = write_config(tmp_path, pd, slack)
+    env = {"ARMOR_NOTIFY_STATE_DIR": str(tmp_path / "state")}
+    for run, (check, status) in enumerate([("not_null_orders_id", "fail"),
+                                           ("unique_orders_id", "fail"),
+                                           ("not_null_orders_id", "pass")], 1):
+        sent = run_cli("send", str(check_result(tmp_path, run, status, check=check)), "-c",
+                       str(config), env=env)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+    ledger = {c["check"]: c["state"]
+              for c in cli_json("checks", "-c", str(config), env=env)["checks"]}
+    assert ledger == {"not_null_orders_id": "passing", "unique_orders_id": "failing"}
+    assert_every_failing_check_is_open_on_pagerduty(pd, config, env)
+
+
+@pytest.mark.parametrize("statuses", [("fail", "pass"), ("fail", "fail")])
+def test_results_of_one_check_in_one_batch_are_judged_one_after_the_other(
+        tmp_path: Path, pd: FakePagerDuty, slack: FakeSlack, statuses: tuple[str, str]) -> None:
+    # A producer that posts an hour's results at once (a JSON list): the ledger must judge the
+    # second against the first as if they had come one at a time.
+    config = write_config(tmp_path, pd, slack)
+    env = {"ARMOR_NOTIFY_STATE_DIR": str(tmp_path / "state")}
+    batch = [json.loads(check_result(tmp_path, run, status).read_text())
+             for run, status in enumerate(statuses, 1)]
+    path = tmp_path / "batch.json"
+    path.write_text(json.dumps(batch))
+    sent = run_cli("send", str(path), "-c", str(config), env=env)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    (row,) = cli_json("checks", "-c", str(config), env=env)["checks"]
+    if statuses[-1] == "pass":  # paged and resolved (or neither): no incident left open
+        assert row["state"] == "passing"
+        assert open_incidents(pd) == set(), actions(pd)
+    else:  # one page, then "still failing"
+        assert row["state"] == "failing"
+        assert [a for a, _ in actions(pd)] == ["trigger"], actions(pd)
+        assert len(slack.requests) == 1
+    assert_every_failing_check_is_open_on_pagerduty(pd, config, env)

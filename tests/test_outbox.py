@@ -263,6 +263,41 @@ def test_a_state_file_from_another_version_is_refused(tmp_path: Path) -> None:
         SqliteOutbox.open(tmp_path)
 
 
+def test_a_version_1_state_file_opens_as_version_2_with_its_deliveries(tmp_path: Path) -> None:
+    # What armor-notify before the check ledger made: schema 1, a delivery queued in it.
+    from armor_notify.outbox import _SCHEMA, SCHEMA_VERSION
+
+    db = sqlite3.connect(tmp_path / "outbox.sqlite3")
+    db.executescript(_SCHEMA)
+    db.execute("INSERT INTO meta VALUES ('schema', '1')")
+    db.execute("INSERT INTO deliveries (id, alert_id, alert_status, destination, "
+               "destination_type, rule, also_matched, dedup_key, alert, state, run_at, "
+               "created_at, asset_id) VALUES ('d1', 'alert_1', 'triggered', 'd', 'scripted', "
+               "'All', '[]', 'key-1', ?, 'queued', 1, 1, 'a1')", (json.dumps(alert(1)),))
+    db.commit()
+    db.close()
+    with SqliteOutbox.open(tmp_path) as box:
+        assert box.schema_version == SCHEMA_VERSION == 2
+        (old,) = box.find()
+        assert (old.id, old.state, old.alert.id, old.mute_id) == (
+            "d1", State.queued, "alert_1", None)
+        nt = notifier({"d": {}}, box)
+        mute = nt.mute(assets=["db.s.*"], reason="backfill", seconds=3600)
+        (held,) = nt.enqueue(nt.parse_alerts(alert(2)))
+        assert held.mute_id == mute.id and box.get(held.id).mute_id == mute.id  # type: ignore[union-attr]
+        assert [(m.id, m.held) for m in nt.mutes()] == [(mute.id, 1)]
+        assert nt.unmute(mute.id)[1] == [held.id]
+        assert nt.checks() == []
+    db = sqlite3.connect(tmp_path / "outbox.sqlite3")
+    assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("2",)
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"deliveries", "checks", "mutes", "meta", "rate_state"} <= tables
+    assert "mute_id" in {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}
+    db.close()
+    with SqliteOutbox.open(tmp_path) as box:  # opened again: nothing more to do
+        assert [d.id for d in box.find()] == [held.id, "d1"]
+
+
 def test_an_unwritable_state_directory_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")

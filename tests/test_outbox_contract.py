@@ -21,11 +21,17 @@ import pytest
 from outbox_backends import BACKENDS, SHARED_BACKENDS, Backend, params
 
 from armor_notify.alert import Alert
+from armor_notify.check_intake import CheckRules
+from armor_notify.config import Config, config_from_dict
 from armor_notify.delivery import Attempt, Delivery, State
 from armor_notify.destinations import RateLimit
+from armor_notify.gate import Gate
 from armor_notify.history import History
+from armor_notify.mutes import MuteScope
 from armor_notify.noise import Decision, Digest, batch_key
 from armor_notify.outbox import ClaimRules, IntakePolicy, Outbox
+from armor_notify.outbox_core import CheckIntake
+from armor_notify.registry import Registry
 
 RULES = ClaimRules(lease=5.0, max_attempts=3)
 LONG = ClaimRules(lease=1000.0, max_attempts=3)
@@ -71,11 +77,13 @@ def rules_for(rules: RulesLike) -> Callable[[str], ClaimRules | None]:
 
 def enqueue(box: Outbox, deliveries: Sequence[Delivery], *, now: float,
             repeat_window: float = 0.0, policy: IntakePolicy | None = None,
-            lease_to: tuple[str, RulesLike] | None = None) -> list[tuple[Delivery, bool]]:
-    """``policy``: the intake policy (the noise gate in armor-notify; ``Policy`` here)."""
+            lease_to: tuple[str, RulesLike] | None = None,
+            checks: CheckIntake | None = None) -> list[tuple[Delivery, bool]]:
+    """``policy``: the intake policy (the noise gate in armor-notify; ``Policy`` here);
+    ``checks``: the check ledger's rules (``CheckRules``)."""
     lease = (lease_to[0], rules_for(lease_to[1])) if lease_to is not None else None
     return box.enqueue(list(deliveries), repeat_window=repeat_window, now=now, policy=policy,
-                       lease_to=lease)
+                       lease_to=lease, checks=checks)
 
 
 def claim(box: Outbox, owner: str, now: float, *, limit: int = 10, rules: RulesLike = RULES,
@@ -765,6 +773,365 @@ def test_the_policy_sees_what_another_outbox_notified(shared: Backend) -> None:
     enqueue(one, [first], now=100.0, policy=Policy(cooldown))
     enqueue(two, [second], now=200.0, policy=Policy(cooldown))
     assert stored(one, second).state is State.suppressed
+
+
+# -- mutes ----------------------------------------------------------------------------------------
+# ``armor-notify mute``: a mute is stored in the outbox; the intake policy (the noise gate's last
+# step, ``muting`` here) holds the triggers it covers until it ends, as deliveries that name it.
+
+
+def muting(d: Delivery, now: float, history: History) -> Decision:
+    """The noise gate's mute step alone: a trigger covered by a mute in force is held until the
+    last covering mute ends."""
+    covering = [m for m in history.mutes(now) if m.scope.covers(d)]
+    if not covering or d.alert.status != "triggered":
+        return Decision("send")
+    last = max(covering, key=lambda m: m.expires_at)
+    return Decision("hold", last.holding(), last.expires_at, mute=last.id)
+
+
+MUTING = Policy(muting)
+
+
+def test_a_mute_holds_what_it_covers_until_it_ends_and_lists_what_it_holds(box: Outbox) -> None:
+    mute = box.add_mute(MuteScope(assets=("db.s.t1",)), "backfill", "ana", now=100.0,
+                        until=200.0)
+    assert (mute.scope.assets, mute.reason, mute.author, mute.created_at, mute.expires_at,
+            mute.lifted_at) == (("db.s.t1",), "backfill", "ana", 100.0, 200.0, None)
+    held, free = delivery(1), delivery(2)
+    enqueue(box, [held, free], now=110.0, policy=MUTING)
+    got = stored(box, held)
+    assert (got.state, got.next_attempt_at, got.mute_id, got.reason) == (
+        State.queued, 200.0, mute.id, mute.holding())
+    assert stored(box, free).mute_id is None
+    (sent,) = claim(box, "w", 150.0)
+    assert sent.id == free.id and box.complete([attempted(sent, 150.0)], "w", 150.5) == [True]
+    (listed,) = box.mutes(150.0)
+    assert (listed.id, listed.held, listed.state(150.0)) == (mute.id, 1, "active")
+    assert box.next_due() == 200.0
+    # It runs out: listed only with the ended ones, what it held is due.
+    assert box.mutes(200.0) == []
+    (ended,) = box.mutes(200.0, ended=True)
+    assert (ended.id, ended.held, ended.state(200.0)) == (mute.id, 0, "expired")
+    assert ids(claim(box, "w", 200.0)) == [held.id]
+    late = delivery(1)
+    enqueue(box, [late], now=250.0, policy=MUTING)
+    assert (stored(box, late).next_attempt_at, stored(box, late).mute_id) == (250.0, None)
+    newer = box.add_mute(MuteScope(tags=("pii",)), "audit", "bo", now=300.0, until=400.0)
+    assert newer.id > mute.id
+    assert [m.id for m in box.mutes(300.0, ended=True)] == [newer.id, mute.id]  # newest first
+
+
+def test_lifting_a_mute_makes_what_it_held_due_at_once_and_returns_their_ids(box: Outbox) -> None:
+    mute = box.add_mute(MuteScope(assets=("db.s.*",)), "backfill", "ana", now=100.0,
+                        until=1000.0)
+    batch = [delivery(1), delivery(2)]
+    enqueue(box, batch, now=110.0, policy=MUTING)
+    assert claim(box, "w", 120.0) == []
+    assert box.mutes(120.0)[0].held == 2
+    lifted, released = box.lift_mute(mute.id, 130.0)
+    assert lifted is not None and (lifted.id, lifted.lifted_at) == (mute.id, 130.0)
+    assert sorted(released) == sorted(ids(batch))
+    for d in batch:
+        got = stored(box, d)
+        assert (got.state, got.next_attempt_at, got.reason) == (
+            State.queued, 130.0, f"released: mute #{mute.id} was lifted")
+    assert box.mutes(130.0) == []
+    (ended,) = box.mutes(130.0, ended=True)
+    assert (ended.state(130.0), ended.held, ended.lifted_at, ended.ends_at) == (
+        "lifted", 0, 130.0, 130.0)
+    assert sorted(ids(claim(box, "w", 130.0))) == sorted(ids(batch))
+    again, released = box.lift_mute(mute.id, 140.0)  # lifted already: nothing more
+    assert again is not None and again.lifted_at == 130.0 and released == []
+    assert box.lift_mute(mute.id + 100, 140.0) == (None, [])
+
+
+def test_a_delivery_another_mute_still_covers_stays_held_when_one_is_lifted(box: Outbox) -> None:
+    short = box.add_mute(MuteScope(assets=("db.s.*",)), "migration", "ana", now=100.0,
+                         until=500.0)
+    long = box.add_mute(MuteScope(assets=("db.s.t1",)), "backfill", "bo", now=100.0,
+                        until=900.0)
+    held = delivery(1)
+    enqueue(box, [held], now=110.0, policy=MUTING)
+    assert (stored(box, held).mute_id, stored(box, held).next_attempt_at) == (long.id, 900.0)
+    assert sorted((m.id, m.held) for m in box.mutes(110.0)) == [(short.id, 0), (long.id, 1)]
+    _, released = box.lift_mute(long.id, 120.0)
+    assert released == []
+    got = stored(box, held)
+    assert (got.state, got.mute_id, got.next_attempt_at, got.reason) == (
+        State.queued, short.id, 500.0, short.holding())
+    assert [(m.id, m.held) for m in box.mutes(130.0)] == [(short.id, 1)]
+    assert claim(box, "w", 130.0) == []
+    _, released = box.lift_mute(short.id, 140.0)
+    assert released == [held.id]
+    assert ids(claim(box, "w", 140.0)) == [held.id]
+
+
+def test_a_resolve_of_a_held_trigger_settles_both_and_nothing_is_sent(box: Outbox) -> None:
+    mute = box.add_mute(MuteScope(assets=("db.s.*",)), "backfill", "ana", now=100.0,
+                        until=1000.0)
+    trigger, other = delivery(1, dedup="k"), delivery(2, dedup="j")
+    enqueue(box, [trigger, other], now=110.0, policy=MUTING)
+    resolve = delivery(1, status="resolved", dedup="k")
+    ((written, new),) = enqueue(box, [resolve], now=120.0, policy=MUTING)
+    assert new and written.state is State.suppressed
+    assert f"held by mute #{mute.id} and never sent" in written.reason
+    got = stored(box, trigger)
+    assert (got.state, got.reason) == (State.suppressed,
+                                       f"resolved while muted by #{mute.id}: never sent")
+    assert stored(box, resolve).state is State.suppressed
+    assert stored(box, other).state is State.queued  # another dedup key: still held
+    assert box.mutes(130.0)[0].held == 1
+    assert box.lift_mute(mute.id, 130.0)[1] == [other.id]
+    assert ids(claim(box, "w", 2000.0)) == [other.id]
+
+
+def test_a_mute_set_through_one_outbox_holds_the_others_intake_and_either_lifts_it(
+        shared: Backend) -> None:
+    one, two = shared.open(), shared.open()
+    mute = one.add_mute(MuteScope(assets=("db.s.*",)), "backfill", "ana", now=100.0,
+                        until=1000.0)
+    held = delivery(1)
+    enqueue(two, [held], now=110.0, policy=MUTING)
+    assert stored(one, held).mute_id == mute.id
+    assert [(m.id, m.held) for m in one.mutes(120.0)] == [(mute.id, 1)]
+    _, released = two.lift_mute(mute.id, 130.0)
+    assert released == [held.id]
+    assert one.mutes(130.0) == []
+    assert ids(claim(one, "w", 130.0)) == [held.id]
+
+
+# -- the check ledger -----------------------------------------------------------------------------
+# Check results go through intake as ``send`` writes them: the config's deliveries, the noise gate
+# as the policy and the ledger's rules (``CheckRules``) as ``checks``; the ledger lives in the
+# outbox, so every backend keeps it alike.
+
+
+def check_config(registry: Registry, *, rule: Mapping[str, Any] | None = None,
+                 checks: Mapping[str, Any] | None = None) -> Config:
+    """Failing checks to ``pager`` and ``chat``; ``check_missing`` to ``pager``."""
+    return config_from_dict({
+        "version": 1,
+        "destinations": {"pager": {"type": "scripted"}, "chat": {"type": "scripted"}},
+        "rules": [{"name": "Checks", "event": "validity_failure",
+                   "destinations": ["pager", "chat"], **(rule or {})},
+                  {"name": "Missing", "event": "check_missing", "destinations": ["pager"]}],
+        "checks": dict(checks or {}),
+    }, registry)
+
+
+def result(run: int, status: str, *, check: str = "not_null", asset: str = "orders",
+           expect_every: str | None = None) -> Alert:
+    """One result of ``check`` on ``db.marts.<asset>``, from run ``run-<run>``."""
+    found: dict[str, Any] = {"id": check, "status": status, "run_id": f"run-{run}"}
+    if expect_every is not None:
+        found["expect_every"] = expect_every
+    return Alert.model_validate(
+        {"id": f"{check}-{run}", "event_type": "validity_failure", "title": f"{check} failed",
+         "asset": {"id": asset, "name": f"db.marts.{asset}"}, "check": found},
+        context={"event_types": None})
+
+
+def report(box: Outbox, config: Config, alerts: Sequence[Alert], now: float, *,
+           sweep: bool = False) -> list[Delivery]:
+    """What intake writes for these results at ``now`` (with ``sweep``: also ``check_missing``
+    for overdue checks), as ``send`` and a worker's chore write it."""
+    out = enqueue(box, config.plan(alerts), now=now, policy=Gate(config),
+                  checks=CheckRules(config, alerts, sweep=sweep))
+    assert all(new for _, new in out)
+    return [d for d, _ in out]
+
+
+def test_the_ledger_pages_when_a_check_starts_failing_and_resolves_where_the_trigger_went(
+        box: Outbox, registry: Registry) -> None:
+    config = check_config(registry)
+    triggers = report(box, config, [result(1, "fail")], 100.0)
+    assert sorted((d.destination, d.state, d.alert.status) for d in triggers) == [
+        ("chat", State.queued, "triggered"), ("pager", State.queued, "triggered")]
+    keys = {d.destination: d.dedup_key for d in triggers}
+    still = report(box, config, [result(2, "fail")], 200.0)
+    assert sorted(d.destination for d in still) == ["chat", "pager"]
+    assert {stored(box, d).state for d in still} == {State.suppressed}
+    assert all(d.reason.startswith("check still failing since")
+               and d.reason.endswith(": no new page") for d in still)
+    (row,) = box.checks(failing=True)
+    assert (row.key, row.state, row.since, row.last_status, row.last_run_at, row.last_run_id) == (
+        ("native", "not_null", "orders"), "failing", 100.0, "fail", 200.0, "run-2")
+    assert row.dedup_keys == sorted(set(keys.values()))
+    resolves = report(box, config, [result(3, "pass")], 300.0)
+    assert sorted((d.destination, d.alert.status, d.dedup_key) for d in resolves) == sorted(
+        (name, "resolved", key) for name, key in keys.items())
+    assert {stored(box, d).state for d in resolves} == {State.queued}
+    assert report(box, config, [result(4, "pass")], 400.0) == []  # passing: nothing
+    assert box.checks(failing=True) == []
+    (row,) = box.checks()
+    assert (row.state, row.since, row.last_run_id, row.incident) == (
+        "passing", 300.0, "run-4", None)
+    # Each resolve goes after its own trigger.
+    assert sorted(ids(claim(box, "w", 400.0, rules=LONG))) == sorted(ids(triggers))
+    assert sorted(box.older_pending(ids(resolves))) == sorted(ids(triggers))
+
+
+def test_a_run_already_recorded_is_not_counted_again(box: Outbox, registry: Registry) -> None:
+    config = check_config(registry)
+    assert len(report(box, config, [result(1, "fail")], 100.0)) == 2
+    assert report(box, config, [result(1, "fail")], 150.0) == []  # posted twice
+    assert len(report(box, config, [result(2, "pass")], 200.0)) == 2
+    assert report(box, config, [result(2, "pass")], 250.0) == []
+    (row,) = box.checks()
+    assert (row.state, row.last_run_at, row.last_run_id) == ("passing", 200.0, "run-2")
+
+
+def test_resolve_after_needs_that_many_passes_in_a_row(box: Outbox, registry: Registry) -> None:
+    config = check_config(registry, rule={"resolve_after": 2})
+    triggers = report(box, config, [result(1, "fail")], 100.0)
+    assert report(box, config, [result(2, "pass")], 200.0) == []
+    (row,) = box.checks()
+    assert (row.state, row.passes, row.resolve_after) == ("failing", 1, 2)
+    assert {d.state for d in report(box, config, [result(3, "fail")], 300.0)} == {
+        State.suppressed}  # a flap: counted again from nothing
+    assert report(box, config, [result(4, "pass")], 400.0) == []
+    resolves = report(box, config, [result(5, "pass")], 500.0)
+    assert sorted(d.dedup_key for d in resolves) == sorted(d.dedup_key for d in triggers)
+    assert box.checks()[0].state == "passing"
+
+
+def test_an_error_is_a_failure_unless_errors_are_ignored(box: Outbox, registry: Registry) -> None:
+    assert len(report(box, check_config(registry), [result(1, "error")], 100.0)) == 2
+    ignoring = check_config(registry, checks={"errors": "ignore"})
+    assert report(box, ignoring, [result(1, "error", check="unique")], 100.0) == []
+    states = {row.check_id: (row.state, row.last_status) for row in box.checks()}
+    assert states == {"not_null": ("failing", "error"), "unique": ("passing", "error")}
+
+
+def test_a_check_still_failing_is_reminded_every_remind_every(
+        box: Outbox, registry: Registry) -> None:
+    config = check_config(registry, rule={"remind_every": "1h"})
+    triggers = report(box, config, [result(1, "fail")], 0.0)
+    assert {d.state for d in report(box, config, [result(2, "fail")], 1800.0)} == {
+        State.suppressed}
+    reminders = report(box, config, [result(3, "fail")], 3600.0)
+    assert {d.state for d in reminders} == {State.queued}
+    assert all(d.alert.title.startswith("Still failing since") for d in reminders)
+    assert sorted(d.dedup_key for d in reminders) == sorted(d.dedup_key for d in triggers)
+    assert {d.state for d in report(box, config, [result(4, "fail")], 4000.0)} == {
+        State.suppressed}  # the next one is an hour after the reminder
+    assert {d.state for d in report(box, config, [result(5, "fail")], 7200.0)} == {State.queued}
+
+
+@pytest.mark.parametrize("given_by", ["result", "rule"])
+def test_a_check_that_stops_reporting_raises_check_missing_once_until_it_reports_again(
+        box: Outbox, registry: Registry, given_by: str) -> None:
+    every = "1m"
+    config = check_config(registry, rule={"expect_every": every} if given_by == "rule" else None)
+
+    def heard(run: int) -> Alert:
+        return result(run, "pass", expect_every=every if given_by == "result" else None)
+
+    assert report(box, config, [heard(1)], 100.0) == []
+    assert box.next_overdue() == 220.0  # twice the interval after the last result
+    assert report(box, config, [], 219.0, sweep=True) == []
+    (missing,) = report(box, config, [], 220.0, sweep=True)
+    assert (missing.destination, missing.alert.event_type, missing.alert.status,
+            missing.state) == ("pager", "check_missing", "triggered", State.queued)
+    assert missing.dedup_key.startswith("armor-notify-missing-")
+    assert missing.alert.asset.name == "db.marts.orders"
+    assert box.next_overdue() is None
+    assert report(box, config, [], 500.0, sweep=True) == []  # once, until it reports
+    (row,) = box.checks(failing=True)
+    assert (row.state, row.missing_since, row.dedup_keys) == (
+        "passing", 220.0, [missing.dedup_key])
+    (resolve,) = report(box, config, [heard(2)], 600.0)
+    assert (resolve.destination, resolve.alert.status, resolve.dedup_key) == (
+        "pager", "resolved", missing.dedup_key)
+    assert box.checks(failing=True) == []
+    assert box.next_overdue() == 720.0
+
+
+@pytest.mark.parametrize("statuses", [("fail", "pass"), ("fail", "fail")])
+def test_results_of_one_check_in_one_intake_are_judged_one_after_the_other(
+        box: Outbox, registry: Registry, statuses: tuple[str, str]) -> None:
+    # One intake with two results of one check (a JSON list, a batch posted to serve): the
+    # second is judged against the first, as if they had come one at a time.
+    config = check_config(registry)
+    written = report(box, config, [result(1, statuses[0]), result(2, statuses[1])], 100.0)
+    sent = sorted((d.alert.status, d.destination, d.dedup_key) for d in written
+                  if stored(box, d).state is not State.suppressed)
+    (row,) = box.checks()
+    if statuses[1] == "pass":  # a trigger and its resolve, or neither: no incident left open
+        triggers = [(d, k) for s, d, k in sent if s == "triggered"]
+        assert sorted((d, k) for s, d, k in sent if s == "resolved") == triggers, sent
+        assert (row.state, row.incident) == ("passing", None)
+    else:  # one page, then still failing
+        assert [s for s, _, _ in sent] == ["triggered", "triggered"], sent  # pager and chat
+        assert row.state == "failing" and row.dedup_keys == sorted({k for _, _, k in sent})
+
+
+def test_a_muted_check_that_recovers_sends_nothing(box: Outbox, registry: Registry) -> None:
+    config = check_config(registry)
+    mute = box.add_mute(MuteScope(assets=("db.marts.*",)), "backfill", "ana", now=100.0,
+                        until=1000.0)
+    held = report(box, config, [result(1, "fail")], 110.0)
+    assert all((d.state, d.mute_id, d.next_attempt_at) == (State.queued, mute.id, 1000.0)
+               for d in held)
+    assert box.mutes(110.0)[0].held == 2
+    assert {d.state for d in report(box, config, [result(2, "fail")], 120.0)} == {
+        State.suppressed}  # still failing: not a second held page
+    resolves = report(box, config, [result(3, "pass")], 130.0)
+    assert len(resolves) == 2 and {d.state for d in resolves} == {State.suppressed}
+    assert {(stored(box, d).state, stored(box, d).reason) for d in held} == {
+        (State.suppressed, f"resolved while muted by #{mute.id}: never sent")}
+    assert box.mutes(140.0)[0].held == 0
+    assert box.lift_mute(mute.id, 140.0)[1] == []
+    assert claim(box, "w", 2000.0) == [] and box.next_due() is None
+
+
+def test_a_check_paged_before_a_mute_resolves_through_it(box: Outbox, registry: Registry) -> None:
+    config = check_config(registry)
+    triggers = report(box, config, [result(1, "fail")], 50.0)
+    box.add_mute(MuteScope(assets=("db.marts.*",)), "backfill", "ana", now=100.0, until=1000.0)
+    resolves = report(box, config, [result(2, "pass")], 110.0)
+    assert sorted(d.dedup_key for d in resolves) == sorted(d.dedup_key for d in triggers)
+    assert all((stored(box, d).state, stored(box, d).mute_id, stored(box, d).next_attempt_at)
+               == (State.queued, None, 110.0) for d in resolves)
+
+
+def test_what_one_outbox_records_the_other_judges_against(
+        shared: Backend, registry: Registry) -> None:
+    config = check_config(registry)
+    one, two = shared.open(), shared.open()
+    triggers = report(one, config, [result(1, "fail", expect_every="1m")], 100.0)
+    assert {d.state for d in report(two, config, [result(2, "fail")], 110.0)} == {
+        State.suppressed}
+    resolves = report(two, config, [result(3, "pass")], 120.0)
+    assert sorted(d.dedup_key for d in resolves) == sorted(d.dedup_key for d in triggers)
+    assert [row.state for row in one.checks()] == ["passing"]
+
+
+def test_two_outboxes_sweeping_at_once_raise_check_missing_once(
+        shared: Backend, registry: Registry) -> None:
+    config = check_config(registry)
+    boxes = [shared.open(), shared.open()]
+    report(boxes[0], config, [result(1, "pass", expect_every="1m")], 100.0)
+    written: list[list[Delivery]] = [[], []]
+    errors: list[BaseException] = []
+    together = threading.Barrier(2, timeout=30)
+
+    def sweep(i: int) -> None:
+        try:
+            together.wait()
+            written[i] = report(boxes[i], config, [], 300.0, sweep=True)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sweep, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(len(w) for w in written) == [0, 1]
+    assert [d.alert.event_type for d in boxes[1].find()] == ["check_missing"]
 
 
 # -- what the command line uses: the noise-control history, and closing -------------------------

@@ -272,14 +272,65 @@ def test_an_older_schema_is_brought_to_this_version_with_its_rows(
                         "'All', '[]', 'k', %s, 'queued', 1, 1)",
           (json.dumps(delivery(1).alert.model_dump(mode="json")),))
     with PostgresOutbox.open(database.url) as box:
-        assert box.schema_version == SCHEMA_VERSION == 2
+        assert box.schema_version == SCHEMA_VERSION == 3
         assert [d.id for d in box.find()] == ["d1"]
     indexes = {name for (name,) in admin(database.url, "SELECT indexname FROM pg_indexes WHERE "
                                                        "schemaname = 'armor_notify'")}
-    assert {"deliveries_pending_order", "deliveries_intake_seq"} <= indexes
+    assert {"deliveries_pending_order", "deliveries_intake_seq", "checks_overdue",
+            "deliveries_mute"} <= indexes
     assert "deliveries_intake" not in indexes
     assert admin(database.url, "SELECT value FROM armor_notify.meta WHERE key='schema'") == [
-        ("2",)]
+        ("3",)]
+
+
+@pytest.mark.slow
+def test_db_upgrade_brings_a_version_2_database_to_3_with_its_rows(
+        database: postgres.Database) -> None:
+    # What armor-notify before the check ledger made: schema 2, a delivery held in it.
+    import psycopg
+    from conftest import run_cli
+
+    from armor_notify.mutes import MuteScope
+    from armor_notify.outbox_postgres import MIGRATIONS, shown_url
+
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        conn.execute("SET search_path TO armor_notify")
+        for step in (1, 2):
+            for statement in MIGRATIONS[step]:
+                conn.execute(statement)
+        conn.execute("INSERT INTO meta VALUES ('schema', '2')")
+    admin(database.url, "INSERT INTO armor_notify.deliveries (id, alert_id, alert_status, "
+                        "destination, destination_type, rule, also_matched, dedup_key, alert, "
+                        "state, run_at, created_at) VALUES ('d1', 'alert_1', 'triggered', 'd', "
+                        "'scripted', 'All', '[]', 'key-1', %s, 'queued', 1, 1)",
+          (json.dumps(delivery(1).alert.model_dump(mode="json")),))
+
+    upgraded = run_cli("db", "upgrade", "--state", database.url, "--json")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert json.loads(upgraded.stdout) == {"outbox": shown_url(database.url),
+                                           "schema_version": 3}
+    assert admin(database.url, "SELECT value FROM armor_notify.meta WHERE key='schema'") == [
+        ("3",)]
+    tables = {name for (name,) in admin(database.url, "SELECT table_name FROM "
+                                                      "information_schema.tables WHERE "
+                                                      "table_schema = 'armor_notify'")}
+    assert {"deliveries", "checks", "mutes", "meta", "rate_state"} <= tables
+    assert admin(database.url, "SELECT mute_id FROM armor_notify.deliveries") == [(None,)]
+    again = run_cli("db", "upgrade", "--state", database.url)
+    assert again.returncode == 0 and again.stdout.strip().endswith("schema version 3, up to date")
+
+    with PostgresOutbox.open(database.url) as box:  # the old row, and mutes that hold rows
+        (old,) = box.find()
+        assert (old.id, old.state, old.mute_id) == ("d1", State.queued, None)
+        mute = box.add_mute(MuteScope(assets=("db.s.*",)), "backfill", "ana", now=100.0,
+                            until=1000.0)
+        held = delivery(2)
+        held.next_attempt_at, held.mute_id = 1000.0, mute.id
+        box.enqueue([held], repeat_window=0.0, now=110.0)
+        assert box.get(held.id).mute_id == mute.id  # type: ignore[union-attr]
+        assert [(m.id, m.held) for m in box.mutes(120.0)] == [(mute.id, 1)]
+        assert box.lift_mute(mute.id, 130.0)[1] == [held.id]
+        assert box.checks() == [] and box.next_overdue() is None
 
 
 @pytest.mark.slow

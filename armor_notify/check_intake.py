@@ -64,13 +64,14 @@ class CheckRules:
         return out
 
     def after(self, db: Db, written: Sequence[Delivery]) -> None:
-        """Record where each new trigger went (what was not suppressed on the way in), and say
-        what became of a new failure's page."""
+        """Forget the routes of triggers the noise controls suppressed on the way in (an
+        incident records where its page goes when it opens), and say what became of a new
+        failure's page."""
         for key, kind, deliveries, alert_id in self._triggers:
             row = self._rows[key]
             incident = row.missing if kind == "missing" else row.incident
             if incident is not None:
-                incident.add(deliveries)
+                incident.drop(deliveries)
                 ledger.write(db, row)
             note = self.notes.get(alert_id, "")
             if kind == "incident" and note.endswith(": paged"):
@@ -118,6 +119,7 @@ class CheckRules:
             row.state, row.passes, row.reminded_at = "failing", 0, None
             row.resolve_after = resolve_after
             row.incident = Incident(alert, [])
+            row.incident.add(planned)  # at once: a later result in this intake sees it
             self._triggers.append((key, "incident", planned, alert.id))
             out += self._checked(planned)
         elif verdict.action == "hold":
@@ -160,6 +162,8 @@ class CheckRules:
                 d.finish(State.suppressed, note)
         if reminders:
             row.reminded_at = now
+            if row.incident is not None:
+                row.incident.add(reminders)
             self._triggers.append((key, "incident", reminders, reminders[0].alert.id))
             self.notes[planned[0].alert.id] = (f"check still failing since "
                                                f"{readable(row.since, self.zone)}: reminder sent")
@@ -200,6 +204,7 @@ class CheckRules:
             alert = ledger.missing_alert(row, self.zone)
             planned = self._checked(self.config.plan([alert]))
             row.missing_since, row.missing = now, Incident(alert, [])
+            row.missing.add(planned)
             self._triggers.append((row.key, "missing", planned, alert.id))
             out += planned
         return out

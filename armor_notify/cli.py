@@ -1053,8 +1053,9 @@ def unmute(ctx: click.Context, mute_id: str, config: str | None, as_json: bool,
               show_default=True, metavar="DURATION",
               help="The mute ends by then even if CMD is still running (or this process was "
                    "killed).")
-@click.option("--wait", "wait", callback=_duration(), default=DEFAULT_WAIT, show_default=True,
-              metavar="DURATION", help="After CMD: how long to deliver what the mute held.")
+@click.option("--wait", "wait", type=str, callback=_duration(), default=DEFAULT_WAIT,
+              show_default=True, metavar="DURATION",
+              help="After CMD: how long to deliver what the mute held.")
 @config_option
 @state_option
 @state_dir_option

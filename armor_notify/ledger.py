@@ -89,11 +89,19 @@ class Incident:
         """Remember the deliveries that carry the trigger (not those suppressed)."""
         known = {(r.destination, r.dedup_key) for r in self.routes}
         for d in deliveries:
-            if d.state in (State.suppressed, State.skipped, State.failed, State.dead):
+            if d.state in _NOT_SENT:
                 continue
             if (d.destination, d.dedup_key) not in known:
                 known.add((d.destination, d.dedup_key))
                 self.routes.append(Route(d.destination, d.destination_type, d.rule, d.dedup_key))
+
+    def drop(self, deliveries: Iterable[Delivery]) -> None:
+        """Forget the routes of these deliveries that were not sent after all."""
+        gone = {(d.destination, d.dedup_key) for d in deliveries if d.state in _NOT_SENT}
+        self.routes = [r for r in self.routes if (r.destination, r.dedup_key) not in gone]
+
+
+_NOT_SENT = (State.suppressed, State.skipped, State.failed, State.dead)
 
 
 @dataclass

@@ -378,6 +378,29 @@ def test_run_lifts_its_mute_when_the_command_is_killed(
     assert ended["state"] == "lifted" and ended["reason"].startswith("sh -c ")
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_run_stopped_by_a_signal_passes_it_on_lifts_its_mute_and_delivers_what_it_held(
+        tmp_path: Path, pd: FakePagerDuty, slack: FakeSlack, sig: signal.Signals) -> None:
+    # Ctrl-C (SIGINT) or a service manager's SIGTERM while the command runs.
+    config = write_config(tmp_path, pd, slack)
+    env = {"ARMOR_NOTIFY_STATE_DIR": str(tmp_path / "state")}
+    fail, ready = check_result(tmp_path, 1, "fail"), tmp_path / "ready"
+    run = popen_cli("run", "--mute", "db.marts.*", "--reason", "backfill", "-c", str(config),
+                    "--", "sh", "-c", f'"{EXE}" send "{fail}" -c "{config}" >/dev/null; '
+                                      f'touch "{ready}"; exec sleep 60', env=env)
+    try:
+        assert wait_for(ready.exists, 30), run.poll()
+        assert pd.events == []
+        run.send_signal(sig)
+        code = run.wait(timeout=30)
+    finally:
+        _, err = stop(run)
+    assert code == 128 + sig, err  # the command's end, as a shell reports it
+    assert [a for a, _ in actions(pd)] == ["trigger"] and len(slack.requests) == 1, err
+    (ended,) = cli_json("mute", "list", "--all", "-c", str(config), env=env)["mutes"]
+    assert (ended["state"], ended["held"]) == ("lifted", 0)
+
+
 def test_run_takes_its_wait_as_a_duration_like_every_other_option(
         tmp_path: Path, pd: FakePagerDuty, slack: FakeSlack) -> None:
     # `run --wait 30s`, as documented (and as `send --wait`, `run --max` take it).
@@ -452,11 +475,11 @@ def test_a_mute_running_out_under_a_worker_delivers_the_still_failing_check_once
         tmp_path: Path, pd: FakePagerDuty, slack: FakeSlack) -> None:
     config = write_config(tmp_path, pd, slack)
     env = {"ARMOR_NOTIFY_STATE_DIR": str(tmp_path / "state")}
-    made = run_cli("mute", "--asset", "db.marts.*", "--for", "2s", "--reason", "backfill", "-c",
+    began = time.monotonic()  # the mute starts after this
+    made = run_cli("mute", "--asset", "db.marts.*", "--for", "3s", "--reason", "backfill", "-c",
                    str(config), env=env)
     assert made.returncode == 0 and made.stdout.startswith("mute #1: asset db.marts.* until"), \
         made.stdout + made.stderr
-    began = time.monotonic()
     held = run_cli("send", str(check_result(tmp_path, 1, "fail")), "-c", str(config), env=env)
     assert held.returncode == 3, held.stdout + held.stderr  # held: queued for a worker
     again = run_cli("send", str(check_result(tmp_path, 2, "fail")), "-c", str(config), env=env)
@@ -464,7 +487,7 @@ def test_a_mute_running_out_under_a_worker_delivers_the_still_failing_check_once
     worker = start_worker(config, [], env)
     try:
         assert wait_for(lambda: len(pd.events) >= 1 and len(slack.requests) >= 1, 15)
-        assert time.monotonic() - began >= 2.0  # not before the mute ran out
+        assert time.monotonic() - began >= 3.0  # not before the mute ran out
         time.sleep(0.5)
         assert [a for a, _ in actions(pd)] == ["trigger"] and len(slack.requests) == 1
         (ended,) = cli_json("mute", "list", "--all", "-c", str(config), env=env)["mutes"]

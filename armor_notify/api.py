@@ -267,10 +267,11 @@ class Notifier:
         a note: paged, still failing, resolved, passing), as ``send`` and ``serve`` show it."""
         return self._intake(list(alerts))
 
-    def _intake(self, alerts: list[Alert], *, lease: bool = False,
-                sweep: bool = False) -> tuple[list[Delivery], dict[str, str]]:
-        """Write ``alerts``' deliveries (leased to this process when ``lease``; with ``sweep``
-        also ``check_missing`` for overdue checks); the deliveries and the ledger's notes."""
+    def _intake(self, alerts: list[Alert], *, lease: bool = False, sweep: bool = False,
+                now: float | None = None) -> tuple[list[Delivery], dict[str, str]]:
+        """Write ``alerts``' deliveries at ``now`` (default: the clock), leased to this process
+        when ``lease``; with ``sweep`` also ``check_missing`` for overdue checks. Returns the
+        deliveries and the ledger's notes."""
         planned = self.config.plan(alerts)
         checks = None
         if sweep or any(a.check is not None for a in alerts):
@@ -281,7 +282,8 @@ class Notifier:
         lease_to = (self.dispatcher.owner, self.dispatcher.rules_for) if lease else None
         for delivery, new in self.outbox.enqueue(
                 planned, repeat_window=self.config.defaults.repeat_window,
-                now=self.dispatcher.clock(), policy=self.gate, lease_to=lease_to, checks=checks):
+                now=self.dispatcher.clock() if now is None else now, policy=self.gate,
+                lease_to=lease_to, checks=checks):
             delivery.repeat = not new
             out.append(delivery)
         return out, checks.notes if checks is not None else {}
@@ -295,7 +297,7 @@ class Notifier:
         due = self.outbox.next_overdue()
         if due is None or due > moment:
             return []
-        return self._intake([], sweep=True)[0]
+        return self._intake([], sweep=True, now=moment)[0]
 
     def checks(self, *, failing: bool = False) -> list[CheckState]:
         """The check-state ledger: every check seen, failing ones first."""

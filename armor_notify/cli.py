@@ -467,17 +467,14 @@ class _NoOutbox:
 def _print_route(res: dict[str, Any]) -> None:
     echo(f"Alert {clean(res['alert_id'])}: {clean(res['event_type'])} {clean(res['status'])} — "
          f"{clean(res['title'])} ({clean(res['asset'])})")
-    if not res["routes"] and res.get("check"):
-        echo(f"  check {clean(res['check']['id'])} ({res['check']['status']}): "
-             f"{clean(res['check']['note'])}\n")
-        return
+    check = res.get("check")
+    if res["matching_rules"]:
+        echo(f"  matching rules: {', '.join(clean(r) for r in res['matching_rules'])}")
+    if check:
+        echo(f"  check {clean(check['id'])} ({check['status']}): {clean(check['note'])}")
     if not res["routes"]:
-        echo("  no rule matched: nothing would be sent\n")
+        echo("\n" if check else "  no rule matched: nothing would be sent\n", nl=False)
         return
-    echo(f"  matching rules: {', '.join(clean(r) for r in res['matching_rules'])}")
-    if res.get("check"):
-        echo(f"  check {clean(res['check']['id'])} ({res['check']['status']}): "
-             f"{clean(res['check']['note'])}")
     rows = [[r["destination"], r["type"], r["target"], r["rule"],
              ", ".join(r["also_matched"]) or "-", r["dedup_key"],
              "yes" if r["sent"] else f"{_OUTCOME_WORDS[r['outcome']]}: {r['not_sent_because']}"]

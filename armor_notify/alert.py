@@ -109,6 +109,10 @@ class Asset(_Strict):
     kind: OneLine | None = None
     environment: OneLine | None = None
     tags: tuple[OneLine, ...] = ()
+    owners: tuple[Annotated[OneLine, Field(min_length=1, max_length=255)], ...] = ()
+    """Who owns it (people or teams): the config's ``owners:`` map may route by them."""
+    upstream: tuple[Annotated[OneLine, Field(min_length=1, max_length=1024)], ...] = ()
+    """Assets it is built from (qualified names), beside what the configured lineage knows."""
 
     model_config = ConfigDict(populate_by_name=True)
 

@@ -44,6 +44,7 @@ from .validation import suggest
 if TYPE_CHECKING:
     from .dispatcher import Dispatcher
     from .ledger import CheckState
+    from .lineage import LineageFiles
     from .mutes import Mute
     from .outbox import Outbox
 
@@ -184,6 +185,15 @@ class Notifier:
         from .outbox import SqliteOutbox
 
         return SqliteOutbox.memory()
+
+    @functools.cached_property
+    def lineage(self) -> LineageFiles:
+        """The config's lineage (``lineage:``), read when first used and again when a file
+        changes; ``lineage.current()`` is ``None`` when there is none or it cannot be read."""
+        from .lineage import LineageFiles
+
+        manifest, edges = self.config.lineage_paths()
+        return LineageFiles(manifest, edges)
 
     @functools.cached_property
     def dispatcher(self) -> Dispatcher:

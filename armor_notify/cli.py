@@ -556,6 +556,11 @@ def validate(ctx: click.Context, config: str | None, as_json: bool) -> None:
     _json_flag(ctx, as_json)
     notifier = _notifier(config)
     cfg = notifier.config
+    graph = notifier.lineage.current()
+    if notifier.lineage.error is not None:
+        from .errors import ConfigError, Problem
+
+        raise ConfigError([Problem(cfg.path, "lineage", notifier.lineage.error)])
     dests: list[dict[str, Any]] = [{"name": d.name, "type": d.type.name, "target": d.describe(),
               "send_resolved": d.send_resolved,
               "rate_limit": str(d.rate_limit) if d.rate_limit else "none",
@@ -563,8 +568,11 @@ def validate(ctx: click.Context, config: str | None, as_json: bool) -> None:
              for d in cfg.destinations.values()]
     rules = [{"name": r.name, "event": list(r.model.event), "enabled": r.model.enabled,
               "destinations": list(r.destinations)} for r in cfg.rules]
+    lineage = {"assets": len(graph), "edges": graph.edges, "files": graph.sources} \
+        if graph is not None else None
     if as_json:
-        _emit({"valid": True, "config": cfg.path, "destinations": dests, "rules": rules})
+        _emit({"valid": True, "config": cfg.path, "destinations": dests, "rules": rules,
+               "lineage": lineage})
         return
     echo(f"{clean(cfg.path)}: valid — {len(dests)} destination{'s' * (len(dests) != 1)}, "
          f"{len(rules)} rule{'s' * (len(rules) != 1)}")
@@ -574,6 +582,9 @@ def validate(ctx: click.Context, config: str | None, as_json: bool) -> None:
                          f"{d['rate_limit']}, burst {d['rate_burst']}" if d["rate_burst"]
                          else d["rate_limit"]]
                         for d in dests], max_width=80)))
+    if graph is not None:
+        echo(f"  lineage: {len(graph):,} assets, {graph.edges:,} edges from "
+             f"{', '.join(clean(s) for s in graph.sources)}")
     unused = set(cfg.destinations) - {n for r in cfg.rules for n in r.destinations}
     for name in sorted(unused):
         echo(f"  note: destination '{clean(name)}' is not used by any rule")
@@ -1112,6 +1123,53 @@ def _run_child(command: Sequence[str], subprocess: Any) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 128 - code if code < 0 else code
+
+
+# -- lineage ----------------------------------------------------------------------------------------
+@cli.group("lineage")
+def lineage_group() -> None:
+    """The graph of assets the config's `lineage:` names (a dbt manifest, edges files)."""
+
+
+@lineage_group.command("show")
+@click.argument("asset")
+@click.option("--depth", type=click.IntRange(min=1, max=100), default=None,
+              help="How many steps up and down (default: the config's lineage.depth).")
+@config_option
+@json_option
+@click.pass_context
+def lineage_show(ctx: click.Context, asset: str, depth: int | None, config: str | None,
+                 as_json: bool) -> None:
+    """Show what ASSET (a qualified name, or a dbt unique_id) is built from and what is built
+    from it, nearest first."""
+    from .validation import suggest
+
+    _json_flag(ctx, as_json)
+    notifier = _notifier(config)
+    files = notifier.lineage
+    graph = files.current()
+    if graph is None:
+        raise ArmorNotifyError(f"the lineage cannot be read: {files.error}" if files.error else
+                               "no lineage configured: add `lineage: {dbt_manifest: PATH}` or "
+                               "`lineage: {edges: PATH}` to the config")
+    node = graph.find(asset, asset)
+    if node is None:
+        raise ArmorNotifyError(f"'{asset}' is not in the lineage{suggest(asset, graph.names)} "
+                               f"({len(graph):,} assets from {', '.join(graph.sources)})")
+    steps = depth or notifier.config.lineage.depth
+    name = graph.names[node]
+    up = graph.upstream(name, depth=steps)
+    down = graph.downstream(name, depth=steps)
+    if as_json:
+        _emit({"asset": name, "depth": steps,
+               "upstream": [{"asset": a, "distance": d} for a, d in up],
+               "downstream": [{"asset": a, "distance": d} for a, d in down]})
+        return
+    echo(f"{clean(name)} ({len(graph):,} assets in the lineage)")
+    for title, items in (("upstream", up), ("downstream", down)):
+        echo(f"  {title}: {len(items) or 'none'}")
+        for other, distance in items:
+            echo(f"    {distance}  {clean(other)}")
 
 
 # -- plugins ----------------------------------------------------------------------------------------

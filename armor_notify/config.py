@@ -126,6 +126,28 @@ class CheckSettings(StrictModel):
     """A check that could not run (``error``): a failure, or recorded as a run and nothing else."""
 
 
+def _paths(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class LineageSettings(StrictModel):
+    """``lineage:``: where the graph of assets comes from, and how far root causes are looked
+    for (paths relative to the config file)."""
+
+    dbt_manifest: Annotated[str, Field(min_length=1)] | None = None
+    """A dbt ``manifest.json``: its models, seeds, snapshots, sources and ``parent_map``."""
+    edges: Annotated[tuple[Annotated[str, Field(min_length=1)], ...],
+                     BeforeValidator(_paths)] = ()
+    """Edges files (JSON or YAML): ``[{from, to}]`` or OpenLineage events."""
+    depth: Annotated[int, Field(ge=1, le=100)] = 10
+    """How many steps upstream a root cause is looked for."""
+    window: Duration = 86400.0
+    """A failure upstream counts as the root cause if it began at most this long before."""
+    grace: DurationOrZero = 600.0
+    """After a root cause resolves, how long its children may take to recover before those
+    still failing page on their own."""
+
+
 class ConfigFile(StrictModel):
     """The file's top level; destinations are validated by their own types afterwards."""
 
@@ -139,6 +161,7 @@ class ConfigFile(StrictModel):
     state: StateSettings = StateSettings()
     serve: ServeSettings = ServeSettings()
     checks: CheckSettings = CheckSettings()
+    lineage: LineageSettings = LineageSettings()
 
 
 @dataclass(frozen=True)
@@ -178,9 +201,17 @@ class Config:
     state: StateSettings = field(default_factory=StateSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
     checks: CheckSettings = field(default_factory=CheckSettings)
+    lineage: LineageSettings = field(default_factory=LineageSettings)
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)
+
+    def lineage_paths(self) -> tuple[Path | None, tuple[Path, ...]]:
+        """The lineage files, relative to the config file's directory."""
+        base = Path(self.path).parent if Path(self.path).exists() else Path.cwd()
+        manifest = self.lineage.dbt_manifest
+        return (base / manifest if manifest else None,
+                tuple(base / p for p in self.lineage.edges))
 
     def plan(self, alerts: Iterable[Alert]) -> list[Delivery]:
         """One delivery per (alert, routed destination), as ``send`` would write them; those
@@ -643,7 +674,7 @@ class _Validator:
             raise ConfigError(self.problems)
         compiled = tuple(Rule.compile(i, r) for i, r in enumerate(top.rules))
         return Config(self.source, top.defaults, destinations, compiled, Router(compiled),
-                      tuple(top.blackouts), top.state, top.serve, top.checks)
+                      tuple(top.blackouts), top.state, top.serve, top.checks, top.lineage)
 
     def check_retention(self, top: ConfigFile) -> None:
         """Finished deliveries are the memory of noise control and of the repeat window: they

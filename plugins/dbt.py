@@ -100,6 +100,10 @@ class Artifacts:
             "kind": str(node.get("resource_type") or unique_id.split(".", 1)[0]),
             "tags": tags + ([f"owner={owner}"] if owner else []),
         }
+        group = self._group(node)
+        owners = [str(o) for o in (owner, group and group.get("name")) if o]
+        if owners:
+            asset["owners"] = list(dict.fromkeys(owners))
         if node.get("database"):
             asset["data_source"] = str(node["database"])
         if node.get("schema"):

@@ -223,3 +223,17 @@ def test_sent_from_the_command_line_to_pagerduty_and_slack(built: Path, tmp_path
 def test_the_source_refuses_a_request_body() -> None:
     with pytest.raises(AlertError, match="reads a target directory or its files"):
         read_source(DBT, SourceInput.from_bytes(b"{}"), KINDS)
+
+
+def test_the_manifest_of_a_real_build_is_its_lineage(built: Path) -> None:
+    from armor_notify.lineage import load
+
+    graph = load(built / "manifest.json")
+    assert graph.upstream("shop.main.fct_orders", depth=5) == [
+        ("shop.main.stg_customers", 1), ("shop.main.stg_orders", 1),
+        ("shop.main.raw_customers", 2), ("shop.main.raw_orders", 2)]
+    # The dbt source's alerts name their assets as the lineage does (the stale source here).
+    stale = alerts_of(built)[STALE]
+    assert stale.asset.owners == ("data-platform",)
+    assert graph.find(stale.asset.name, stale.asset.id) is not None
+    assert ("shop.main.fct_orders", 2) in graph.downstream(stale.asset.name, depth=5)

@@ -1,0 +1,185 @@
+"""Lineage (issue 19): the graph of assets from a dbt manifest, edges files and an alert's own
+``asset.upstream``; found by name, id or the last two parts; walked up and down; read again when
+a file changes; every unreadable file named at its place. The manifest of a real ``dbt build``
+is read in ``test_dbt_lineage`` (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from armor_notify.cli import cli
+from armor_notify.lineage import Lineage, LineageError, LineageFiles, load
+
+
+def manifest(nodes: dict[str, dict[str, Any]], parents: dict[str, list[str]],
+             sources: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"metadata": {"dbt_version": "1.11.0"}, "nodes": nodes, "sources": sources or {},
+            "parent_map": parents}
+
+
+def model(name: str, schema: str = "marts") -> dict[str, Any]:
+    return {"database": "analytics", "schema": schema, "name": name, "alias": name,
+            "resource_type": "model"}
+
+
+SHOP = manifest(
+    nodes={
+        "model.shop.stg_orders": model("stg_orders", "staging"),
+        "model.shop.fct_orders": model("fct_orders"),
+        "model.shop.fct_revenue": model("fct_revenue"),
+        "test.shop.not_null_fct_orders_id.abc": {"resource_type": "test", "name": "x"},
+    },
+    sources={"source.shop.raw.orders": {"database": "raw", "schema": "shop",
+                                        "identifier": "orders", "resource_type": "source"}},
+    parents={
+        "model.shop.stg_orders": ["source.shop.raw.orders"],
+        "model.shop.fct_orders": ["model.shop.stg_orders"],
+        "model.shop.fct_revenue": ["model.shop.fct_orders", "model.shop.stg_orders"],
+        "test.shop.not_null_fct_orders_id.abc": ["model.shop.fct_orders"],
+    })
+
+
+def write(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(data) if path.suffix == ".json" else data)
+    return path
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Lineage:
+    return load(write(tmp_path / "manifest.json", SHOP))
+
+
+def test_a_dbt_manifest_gives_its_models_and_sources_by_relation_name(shop: Lineage) -> None:
+    assert sorted(shop.names) == ["analytics.marts.fct_orders", "analytics.marts.fct_revenue",
+                                  "analytics.staging.stg_orders", "raw.shop.orders"]
+    assert shop.edges == 4  # the test is not an asset, and its edge is not an edge
+    assert shop.upstream("analytics.marts.fct_revenue", depth=10) == [
+        ("analytics.marts.fct_orders", 1), ("analytics.staging.stg_orders", 1),
+        ("raw.shop.orders", 2)]
+    assert shop.downstream("raw.shop.orders", depth=10) == [
+        ("analytics.staging.stg_orders", 1), ("analytics.marts.fct_orders", 2),
+        ("analytics.marts.fct_revenue", 2)]
+    assert shop.downstream("raw.shop.orders", depth=1) == [("analytics.staging.stg_orders", 1)]
+
+
+def test_an_asset_is_found_by_name_id_or_its_last_two_parts(shop: Lineage) -> None:
+    node = shop.find("ANALYTICS.marts.FCT_orders")
+    assert node is not None and shop.names[node] == "analytics.marts.fct_orders"
+    assert shop.find("whatever", "model.shop.fct_orders") == node  # a dbt unique_id
+    assert shop.find("prod.marts.fct_orders") == node  # another database, same schema.table
+    assert shop.find("fct_orders") is None  # a bare table name is too loose
+    assert shop.find("analytics.other.fct_orders") is None
+
+
+def test_two_parts_shared_by_two_nodes_find_neither(tmp_path: Path) -> None:
+    graph = load(edges=[write(tmp_path / "e.json", [
+        {"from": "a.s.t", "to": "b.s.t"}, {"from": "c.x.y", "to": "d.x.z"}])])
+    assert graph.find("other.s.t") is None  # a.s.t and b.s.t both end in s.t
+    assert graph.find("other.x.y") is not None
+
+
+def test_declared_upstream_joins_the_lineage(shop: Lineage) -> None:
+    found = shop.upstream("analytics.reports.daily", depth=5,
+                          declared=["analytics.marts.fct_revenue"])
+    assert found[0] == ("analytics.marts.fct_revenue", 1)
+    assert ("raw.shop.orders", 3) in found
+    assert Lineage().upstream("x.y.z", depth=3, declared=["a.b.c"]) == [("a.b.c", 1)]
+
+
+def test_edges_files_in_json_yaml_and_openlineage(tmp_path: Path) -> None:
+    plain = write(tmp_path / "edges.yaml", "edges:\n  - {from: raw.orders, to: stg.orders}\n")
+    events = write(tmp_path / "events.json", [
+        {"eventType": "COMPLETE", "inputs": [{"namespace": "pg://db", "name": "stg.orders"}],
+         "outputs": [{"namespace": "pg://db", "name": "marts.orders"},
+                     {"namespace": "pg://db", "name": "marts.revenue"}]}])
+    graph = load(edges=[plain, events])
+    assert graph.downstream("raw.orders", depth=5) == [
+        ("stg.orders", 1), ("marts.orders", 2), ("marts.revenue", 2)]
+    assert graph.sources == [str(plain), str(events)]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("missing.json", None, "edges file not found"),
+    ("bad.json", "[{\"from\": 1,\n", "not valid JSON"),
+    ("bad.yaml", "edges: [\n  {from: a\n", "not valid YAML"),
+    ("shape.json", {"edges": 3}, "expected a list of edges"),
+    ("item.json", [{"from": "a", "to": "b"}, {"from": "a"}], "[1]: expected {from: NAME"),
+    ("event.json", [{"inputs": [{"namespace": "x"}], "outputs": []}], "[0].inputs[0]: a dataset"),
+])
+def test_an_unreadable_edges_file_is_named_with_the_place(tmp_path: Path, name: str,
+                                                          content: Any, message: str) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(LineageError) as caught:
+        load(edges=[path])
+    assert message in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_a_file_that_is_not_a_manifest_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(LineageError, match="not a dbt manifest"):
+        load(write(tmp_path / "manifest.json", {"results": []}))
+
+
+def test_the_files_are_read_again_when_they_change_and_fail_open(tmp_path: Path) -> None:
+    edges = write(tmp_path / "e.json", [{"from": "a.b", "to": "c.d"}])
+    files = LineageFiles(None, [edges])
+    files.CHECK_EVERY = 0.0
+    first = files.current()
+    assert first is not None and len(first) == 2
+    assert files.current() is first  # unchanged: not read again
+    write(edges, [{"from": "a.b", "to": "c.d"}, {"from": "c.d", "to": "e.f"}])
+    os.utime(edges, (1, 1))  # a new stamp even within the same second
+    second = files.current()
+    assert second is not None and len(second) == 3
+    edges.write_text("[")
+    os.utime(edges, (2, 2))
+    assert files.current() is None and files.error and "not valid JSON" in files.error
+    assert LineageFiles(None, []).current() is None  # none configured
+
+
+def test_lineage_show_and_validate(tmp_path: Path) -> None:
+    write(tmp_path / "manifest.json", SHOP)
+    config = tmp_path / "armor-notify.yaml"
+    config.write_text("version: 1\ndestinations: {}\nlineage: {dbt_manifest: manifest.json}\n")
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["lineage", "show", "analytics.staging.stg_orders", "-c",
+                                str(config)])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines() == [
+        "analytics.staging.stg_orders (4 assets in the lineage)",
+        "  upstream: 1", "    1  raw.shop.orders",
+        "  downstream: 2", "    1  analytics.marts.fct_orders", "    1  analytics.marts.fct_revenue"]
+    as_json = json.loads(runner.invoke(cli, ["lineage", "show", "model.shop.fct_orders",
+                                             "--json", "-c", str(config)]).output)
+    assert as_json["upstream"] == [{"asset": "analytics.staging.stg_orders", "distance": 1},
+                                   {"asset": "raw.shop.orders", "distance": 2}]
+    unknown = runner.invoke(cli, ["lineage", "show", "analytics.marts.fct_order", "-c",
+                                  str(config)])
+    assert unknown.exit_code == 2
+    assert "did you mean 'analytics.marts.fct_orders'" in unknown.output
+    valid = runner.invoke(cli, ["validate", "-c", str(config)])
+    assert "lineage: 4 assets, 4 edges from" in valid.output
+    (tmp_path / "manifest.json").write_text("{")
+    broken = runner.invoke(cli, ["validate", "-c", str(config)])
+    assert broken.exit_code == 2 and "lineage" in broken.output and "not valid JSON" in \
+        broken.output
+    none = tmp_path / "none.yaml"
+    none.write_text("version: 1\ndestinations: {}\n")
+    assert "no lineage configured" in runner.invoke(
+        cli, ["lineage", "show", "x", "-c", str(none)]).output
+
+
+def test_lineage_settings_are_validated(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("version: 1\ndestinations: {}\nlineage: {depth: 0, edge: e.json}\n")
+    result = CliRunner().invoke(cli, ["validate", "-c", str(config)])
+    assert result.exit_code == 2
+    assert "lineage.depth" in result.output and "unknown key 'edge' (did you mean 'edges'?)" \
+        in result.output

@@ -168,7 +168,7 @@ class Lineage:
         keys: dict[str, list[tuple[str, int]]] = {}
         tails: dict[str, list[tuple[str, int]]] = {}
         if hits:
-            for node, found in hits.items():
+            for found in hits.values():
                 found.sort(key=lambda r: -r[1])  # furthest upstream first
             for key, node in self._index.items():
                 if node in hits:

@@ -376,7 +376,9 @@ class Notifier:
             else:
                 decision = self.gate.decide(d, moment, history)
                 verdicts[d.destination] = (_VERDICTS[decision.action], decision.reason)
-        routes = [(r.destination, r.rule, r.also_matched, r.dedup_key) for r in self.route(alert)]
+        routed = self.route(alert)
+        chosen = {r.destination: r.owner for r in routed}
+        routes = [(r.destination, r.rule, r.also_matched, r.dedup_key) for r in routed]
         check = None
         if alert.check is not None:
             check, routes = self._explain_check(alert, moment, history, routes, verdicts)
@@ -396,6 +398,7 @@ class Notifier:
                 "rule": rule,
                 "also_matched": list(also),
                 "dedup_key": dedup,
+                "owner": chosen.get(name),
                 "sent": verdicts[name][0] == "send",
                 "outcome": verdicts[name][0],
                 "not_sent_because": verdicts[name][1] or None,

@@ -475,13 +475,21 @@ def _print_route(res: dict[str, Any]) -> None:
     if not res["routes"]:
         echo("\n" if check else "  no rule matched: nothing would be sent\n", nl=False)
         return
-    rows = [[r["destination"], r["type"], r["target"], r["rule"],
+    rows = [[r["destination"], r["type"], r["target"], _rule_text(r),
              ", ".join(r["also_matched"]) or "-", r["dedup_key"],
              "yes" if r["sent"] else f"{_OUTCOME_WORDS[r['outcome']]}: {r['not_sent_because']}"]
             for r in res["routes"]]
     echo(_indent(table(["DESTINATION", "TYPE", "TARGET", "RULE", "ALSO MATCHED",
                         "DEDUP KEY", "SENT"], rows, max_width=80)))
     echo("")
+
+
+def _rule_text(route: dict[str, Any]) -> str:
+    """The rule, and the owner whose destination it is (``owners`` in the rule)."""
+    owner = route.get("owner")
+    if owner is None:
+        return str(route["rule"])
+    return f"{route['rule']} (owner {owner})" if owner else f"{route['rule']} (owners fallback)"
 
 
 _OUTCOME_WORDS = {"suppressed": "no", "held": "later", "digest": "in a digest", "send": "yes"}
@@ -585,9 +593,30 @@ def validate(ctx: click.Context, config: str | None, as_json: bool) -> None:
     if graph is not None:
         echo(f"  lineage: {len(graph):,} assets, {graph.edges:,} edges from "
              f"{', '.join(clean(s) for s in graph.sources)}")
-    unused = set(cfg.destinations) - {n for r in cfg.rules for n in r.destinations}
+    from .matching import OWNERS
+
+    uses_owners = any(OWNERS in r.destinations for r in cfg.rules)
+    used = {n for r in cfg.rules for n in r.destinations}
+    if uses_owners:
+        used |= {n for dests in cfg.owners.values() for n in dests}
+        for owner, count in _unmapped_owners(cfg, graph):
+            fallback = cfg.owners.get("fallback")
+            echo(f"  note: owner '{clean(owner)}' ({count} asset{'s' * (count != 1)} in the "
+                 "lineage) has no destinations in owners: its alerts go to "
+                 + (f"the fallback ({', '.join(fallback)})" if fallback else
+                    "no one (add it, or a fallback)"))
+    unused = set(cfg.destinations) - used
     for name in sorted(unused):
         echo(f"  note: destination '{clean(name)}' is not used by any rule")
+
+
+def _unmapped_owners(cfg: Any, graph: Any) -> list[tuple[str, int]]:
+    """Owners the lineage knows that the config's ``owners:`` does not, with their asset
+    counts."""
+    if graph is None:
+        return []
+    known = {k.lower() for k in cfg.owners}
+    return sorted((o, len(nodes)) for o, nodes in graph.owners.items() if o.lower() not in known)
 
 
 # -- worker -----------------------------------------------------------------------------------------

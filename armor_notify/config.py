@@ -30,7 +30,7 @@ from .delivery import Delivery, State
 from .destinations import DestinationConfig, DestinationType, RateLimit
 from .durations import Base60, Duration, DurationOrZero, format_duration
 from .errors import ConfigError, Problem
-from .matching import Router, Rule
+from .matching import OWNERS, Router, Rule
 from .noise import Blackout, check_blackouts, valid_zone
 from .registry import Registry
 from .rules import RuleModel
@@ -162,6 +162,15 @@ class ConfigFile(StrictModel):
     serve: ServeSettings = ServeSettings()
     checks: CheckSettings = CheckSettings()
     lineage: LineageSettings = LineageSettings()
+    owners: dict[Annotated[str, Field(min_length=1, max_length=255)],
+                 Annotated[tuple[Annotated[str, Field(min_length=1)], ...],
+                           BeforeValidator(_paths), Field(min_length=1)]] = Field(
+        default_factory=dict)
+    """Owner or team (``asset.owners``) → destinations, and ``fallback:`` for owners not
+    listed; rules send there by listing ``owners`` among their destinations."""
+
+
+OWNER_FALLBACK = "fallback"
 
 
 @dataclass(frozen=True)
@@ -202,6 +211,8 @@ class Config:
     serve: ServeSettings = field(default_factory=ServeSettings)
     checks: CheckSettings = field(default_factory=CheckSettings)
     lineage: LineageSettings = field(default_factory=LineageSettings)
+    owners: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Owner → destinations, ``fallback`` included (``owners:``)."""
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)
@@ -666,15 +677,22 @@ class _Validator:
             self.destinations(raw_destinations) if isinstance(raw_destinations, dict) else {}
         )
         raw_rules = data.get("rules")
+        names = set(raw_destinations) if isinstance(raw_destinations, dict) else set()
+        raw_owners = data.get("owners")
+        self.check_owners(raw_owners if isinstance(raw_owners, dict) else {}, names)
         self.check_rules(raw_rules if isinstance(raw_rules, list) else [],
-                         set(raw_destinations) if isinstance(raw_destinations, dict) else set())
+                         names | ({OWNERS} if isinstance(raw_owners, dict) and raw_owners
+                                  else set()))
         if top is not None:
             self.check_retention(top)
         if self.problems or top is None:
             raise ConfigError(self.problems)
         compiled = tuple(Rule.compile(i, r) for i, r in enumerate(top.rules))
-        return Config(self.source, top.defaults, destinations, compiled, Router(compiled),
-                      tuple(top.blackouts), top.state, top.serve, top.checks, top.lineage)
+        mapped = {k: v for k, v in top.owners.items() if k != OWNER_FALLBACK}
+        router = Router(compiled, mapped, top.owners.get(OWNER_FALLBACK, ()))
+        return Config(self.source, top.defaults, destinations, compiled, router,
+                      tuple(top.blackouts), top.state, top.serve, top.checks, top.lineage,
+                      dict(top.owners))
 
     def check_retention(self, top: ConfigFile) -> None:
         """Finished deliveries are the memory of noise control and of the repeat window: they
@@ -777,6 +795,21 @@ class _Validator:
         return Destination(name, dtype, config)
 
     # -- cross references ------------------------------------------------------------------------
+    def check_owners(self, raw: dict[Any, Any], destination_names: set[str]) -> None:
+        """Every destination an owner maps to exists; no destination is called ``owners``."""
+        if OWNERS in destination_names and raw:
+            self.problem(("destinations", OWNERS), "a destination cannot be called 'owners' "
+                                                   "when the config has an owners: map (rules "
+                                                   "send to the owners' destinations by it)")
+        for owner, dests in raw.items():
+            for j, dest in enumerate(_strings(dests)):
+                if dest not in destination_names:
+                    where = ("owners", str(owner), j) if isinstance(dests, list) else (
+                        "owners", str(owner))
+                    self.problem(where, f"unknown destination '{dest}'"
+                                        f"{suggest(dest, destination_names)}")
+
+
     def check_rules(self, raw_rules: list[Any], destination_names: set[str]) -> None:
         """Cross-references, checked on the raw rules so they are reported even when another
         part of the same rule is invalid."""
@@ -818,8 +851,9 @@ class _Validator:
                 if dest not in destination_names:
                     where = (*loc, "destinations", j) if isinstance(raw_dests, list) else (
                         *loc, "destinations")
-                    self.problem(where, f"unknown destination '{dest}'"
-                                        f"{suggest(dest, destination_names)}")
+                    hint = (": 'owners' needs an owners: map in the config" if dest == OWNERS
+                            else suggest(dest, destination_names))
+                    self.problem(where, f"unknown destination '{dest}'{hint}")
 
 
 def _strings(value: Any) -> list[str]:

@@ -57,6 +57,8 @@ class Lineage:
     """Lower-case last two parts of a name → node (``None``: more than one ends so)."""
     sources: list[str] = field(default_factory=list)
     """What it was built from (file paths), for ``lineage show``."""
+    owners: dict[str, set[int]] = field(default_factory=dict)
+    """Owner (a dbt ``meta.owner``, a group's owner) → the assets they own."""
 
     def __len__(self) -> int:
         return len(self.names)
@@ -249,9 +251,14 @@ def add_dbt_manifest(lineage: Lineage, path: Path) -> None:
         if isinstance(found, dict):
             nodes.update(found)
     ids: dict[str, int] = {}
+    found_groups = data.get("groups")
+    groups: dict[str, Any] = found_groups if isinstance(found_groups, dict) else {}
     for uid, node in nodes.items():
         if isinstance(uid, str) and uid.startswith(BUILT) and isinstance(node, dict):
             ids[uid] = lineage.node(relation_name(uid, node), uid)
+            owner = dbt_owner(node, groups)
+            if owner:
+                lineage.owners.setdefault(owner, set()).add(ids[uid])
     parent_map = data.get("parent_map")
     if parent_map is None:  # older manifests: each node's depends_on
         parent_map = {uid: (node.get("depends_on") or {}).get("nodes", [])
@@ -268,6 +275,21 @@ def add_dbt_manifest(lineage: Lineage, path: Path) -> None:
             if found is not None:
                 lineage.edge(found, child)
     lineage.sources.append(str(path))
+
+
+def dbt_owner(node: dict[str, Any], groups: dict[str, Any]) -> str | None:
+    """A dbt node's owner: its ``meta.owner`` (or its config's, its source's), else its group's
+    owner's name or email (what the dbt source puts in ``asset.owners``)."""
+    found = node.get("config")
+    config: dict[str, Any] = found if isinstance(found, dict) else {}
+    group = groups.get(f"group.{node.get('package_name')}.{node.get('group')}")
+    for meta in (node.get("meta"), config.get("meta"), node.get("source_meta"), group):
+        owner = meta.get("owner") if isinstance(meta, dict) else None
+        if isinstance(owner, dict):
+            owner = owner.get("name") or owner.get("email")
+        if isinstance(owner, str) and owner:
+            return owner
+    return None
 
 
 def relation_name(uid: str, node: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,6 +160,13 @@ class Route:
     dedup_key: str
     also_matched: tuple[str, ...] = field(default=())
     """Other matching rules that list this destination (they do not send again)."""
+    owner: str | None = None
+    """The asset's owner whose destination this is (a rule sending to ``owners``); ``""``:
+    the ``fallback`` of owners the config does not map."""
+
+
+OWNERS = "owners"
+"""What a rule lists among its destinations to send to the asset's owners' destinations."""
 
 
 # A memo holds at most this many field values before it starts afresh: alerts share a handful of
@@ -296,10 +303,15 @@ class _Bucket:
 
 
 class Router:
-    """Rules indexed by event type, in file order."""
+    """Rules indexed by event type, in file order. ``owners``: owner (lower-case) → their
+    destinations, and ``fallback`` for an asset with no owner the map knows, for rules that
+    send to ``owners``."""
 
-    def __init__(self, rules: Sequence[Rule]) -> None:
+    def __init__(self, rules: Sequence[Rule], owners: Mapping[str, Sequence[str]] | None = None,
+                 fallback: Sequence[str] = ()) -> None:
         self.rules = list(rules)
+        self.owners = {k.lower(): tuple(v) for k, v in (owners or {}).items()}
+        self.fallback = tuple(fallback)
         by_event: dict[str, list[Rule]] = defaultdict(list)
         for rule in self.rules:
             if rule.model.enabled:
@@ -320,10 +332,13 @@ class Router:
             return []
         owners: dict[str, Rule] = {}
         others: dict[str, list[str]] = defaultdict(list)
+        chosen_by: dict[str, str] = {}
         for rule in matching:
-            for dest in rule.destinations:
+            for dest, owner in self._destinations(rule, alert):
                 if dest not in owners:
                     owners[dest] = rule
+                    if owner is not None:
+                        chosen_by[dest] = owner
                 elif rule.name not in others[dest] and rule is not owners[dest]:
                     others[dest].append(rule.name)
         return [
@@ -333,6 +348,22 @@ class Router:
                 dedup_key=dedup_key(rule.name, alert.event_type, alert.asset.id, alert.dedup_key,
                                     alert.check.id if alert.check is not None else None),
                 also_matched=tuple(others.get(dest, ())),
+                owner=chosen_by.get(dest),
             )
             for dest, rule in owners.items()
         ]
+
+    def _destinations(self, rule: Rule, alert: Alert) -> Iterator[tuple[str, str | None]]:
+        """The rule's destinations, ``owners`` replaced by the asset's owners' (each with the
+        owner that chose it; ``""`` for the fallback)."""
+        for dest in rule.destinations:
+            if dest != OWNERS:
+                yield dest, None
+                continue
+            mapped = [o for o in alert.asset.owners if o.lower() in self.owners]
+            for owner in mapped:
+                for target in self.owners[owner.lower()]:
+                    yield target, owner
+            if not mapped:
+                for target in self.fallback:
+                    yield target, ""

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from armor_notify import hookimpl
+from armor_notify.lineage import dbt_owner
 from armor_notify.sources import Source, SourceAlert, SourceError, SourceInput
 
 DOCS_URL_ENV = "ARMOR_NOTIFY_DBT_DOCS_URL"
@@ -87,12 +88,7 @@ class Artifacts:
         relation = node.get("identifier") if unique_id.startswith("source.") else (
             node.get("alias") or node.get("name"))
         parts = [str(p) for p in (node.get("database"), node.get("schema"), relation) if p]
-        config = _mapping(node.get("config"))
-        owner = next((m["owner"] for m in (node.get("meta"), config.get("meta"),
-                                           node.get("source_meta"), self._group(node))
-                      if isinstance(m, dict) and isinstance(m.get("owner"), (str, dict))), None)
-        if isinstance(owner, dict):  # a group's owner: {name, email}
-            owner = owner.get("name") or owner.get("email")
+        owner = dbt_owner(node, dict(self.groups))
         tags = [str(t) for t in node.get("tags") or [] if isinstance(t, str)]
         asset: dict[str, Any] = {
             "id": unique_id,

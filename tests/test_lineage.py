@@ -183,3 +183,105 @@ def test_lineage_settings_are_validated(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "lineage.depth" in result.output and "unknown key 'edge' (did you mean 'edges'?)" \
         in result.output
+
+
+def test_the_failing_roots_above_an_asset_are_a_lookup(shop: Lineage) -> None:
+    below = shop.below(["raw.shop.orders", "analytics.staging.stg_orders", "not.in.lineage"],
+                       depth=10)
+    # Furthest upstream first; found by name in any case, by a dbt unique_id, by two parts.
+    assert below.roots("analytics.marts.fct_revenue") == [
+        ("raw.shop.orders", 2), ("analytics.staging.stg_orders", 1)]
+    assert below.roots("ANALYTICS.MARTS.FCT_ORDERS") == below.roots(
+        "x", "model.shop.fct_orders") == below.roots("prod.marts.fct_orders") == [
+        ("raw.shop.orders", 2), ("analytics.staging.stg_orders", 1)]
+    assert below.roots("raw.shop.orders") == []  # a root is not below itself
+    assert below.roots("elsewhere.marts.fct_orderz") == []
+    assert shop.below(["raw.shop.orders"], depth=1).roots("analytics.marts.fct_orders") == []
+    assert shop.below([], depth=10).roots("analytics.marts.fct_orders") == []
+
+
+def test_dbt_owners_are_kept_per_asset(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(SHOP))
+    data["nodes"]["model.shop.fct_orders"]["meta"] = {"owner": "finance-analytics"}
+    data["nodes"]["model.shop.fct_revenue"].update(group="finance", package_name="shop")
+    data["groups"] = {"group.shop.finance": {"owner": {"name": "Finance", "email": "f@x.io"}}}
+    graph = load(write(tmp_path / "manifest.json", data))
+    assert {o: sorted(graph.names[n] for n in nodes) for o, nodes in graph.owners.items()} == {
+        "finance-analytics": ["analytics.marts.fct_orders"],
+        "Finance": ["analytics.marts.fct_revenue"]}
+
+
+# -- ownership routing --------------------------------------------------------------------------------
+
+
+def owners_config(**more: Any) -> str:
+    return json.dumps({
+        "version": 1,
+        "destinations": {name: {"type": "slack", "webhook_url":
+                                f"https://hooks.slack.com/services/T0/B{i}/x{i}"}
+                         for i, name in enumerate(["ae", "platform", "triage", "audit"])},
+        "owners": {"analytics-engineering": "ae", "Data-Platform": ["platform", "audit"],
+                   "fallback": ["triage"]},
+        "rules": [{"name": "Owners", "event": "schema_change",
+                   "destinations": ["owners", "audit"]}],
+        **more})
+
+
+def routed(config: str, owners: list[str]) -> list[tuple[str, str | None]]:
+    from armor_notify.testing import build_notifier, make_alert
+
+    with build_notifier(config, installed=True) as nt:
+        alert = make_alert(asset={"owners": owners})
+        return [(r["destination"], r["owner"]) for r in nt.explain(alert)["routes"]]
+
+
+def test_a_rule_sends_to_the_owners_destinations_or_the_fallback() -> None:
+    config = owners_config()
+    assert routed(config, ["Analytics-Engineering"]) == [("ae", "Analytics-Engineering"),
+                                                         ("audit", None)]
+    assert routed(config, ["data-platform", "analytics-engineering"]) == [
+        ("platform", "data-platform"), ("audit", "data-platform"),
+        ("ae", "analytics-engineering")]
+    assert routed(config, ["someone-else"]) == [("triage", ""), ("audit", None)]
+    assert routed(config, []) == [("triage", ""), ("audit", None)]
+
+
+def test_route_shows_which_owner_chose_a_destination(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(owners_config())
+    alert = tmp_path / "a.json"
+    from armor_notify.testing import make_alert
+
+    alert.write_text(make_alert(asset={"owners": ["analytics-engineering"]}).model_dump_json())
+    shown = CliRunner().invoke(cli, ["route", str(alert), "-c", str(config)])
+    assert "Owners (owner analytics-engineering)" in shown.output
+    as_json = json.loads(CliRunner().invoke(cli, ["route", str(alert), "-c", str(config),
+                                                  "--json"]).output)
+    assert as_json["alerts"][0]["routes"][0]["owner"] == "analytics-engineering"
+
+
+def test_owners_are_validated_and_validate_lists_owners_without_destinations(
+        tmp_path: Path) -> None:
+    bad = json.loads(owners_config())
+    bad["owners"]["analytics-engineering"] = "a"
+    bad["destinations"]["owners"] = bad["destinations"]["audit"]
+    config = tmp_path / "bad.yaml"
+    config.write_text(json.dumps(bad))
+    result = CliRunner().invoke(cli, ["validate", "-c", str(config)])
+    assert result.exit_code == 2
+    assert "owners.analytics-engineering: unknown destination 'a'" in result.output
+    assert "a destination cannot be called 'owners'" in result.output
+    plain = json.loads(owners_config())
+    del plain["owners"]
+    config.write_text(json.dumps(plain))
+    result = CliRunner().invoke(cli, ["validate", "-c", str(config)])
+    assert "unknown destination 'owners': 'owners' needs an owners: map" in result.output
+    data = json.loads(json.dumps(SHOP))
+    data["nodes"]["model.shop.fct_orders"]["meta"] = {"owner": "finance"}
+    write(tmp_path / "manifest.json", data)
+    config.write_text(owners_config(lineage={"dbt_manifest": "manifest.json"}))
+    result = CliRunner().invoke(cli, ["validate", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert ("note: owner 'finance' (1 asset in the lineage) has no destinations in owners: "
+            "its alerts go to the fallback (triage)") in result.output
+    assert "not used by any rule" not in result.output  # ae and platform are, through owners

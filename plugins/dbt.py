@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from armor_notify import hookimpl
-from armor_notify.lineage import dbt_owner
 from armor_notify.sources import Source, SourceAlert, SourceError, SourceInput
 
 DOCS_URL_ENV = "ARMOR_NOTIFY_DBT_DOCS_URL"
@@ -88,7 +87,14 @@ class Artifacts:
         relation = node.get("identifier") if unique_id.startswith("source.") else (
             node.get("alias") or node.get("name"))
         parts = [str(p) for p in (node.get("database"), node.get("schema"), relation) if p]
-        owner = dbt_owner(node, dict(self.groups))
+        config = _mapping(node.get("config"))
+        # (armor_notify.lineage.dbt_owner reads a manifest the same way; plugins keep to the
+        # plugin API, so the few lines are kept here too.)
+        owner = next((m["owner"] for m in (node.get("meta"), config.get("meta"),
+                                           node.get("source_meta"), self._group(node))
+                      if isinstance(m, dict) and isinstance(m.get("owner"), (str, dict))), None)
+        if isinstance(owner, dict):  # a group's owner: {name, email}
+            owner = owner.get("name") or owner.get("email")
         tags = [str(t) for t in node.get("tags") or [] if isinstance(t, str)]
         asset: dict[str, Any] = {
             "id": unique_id,

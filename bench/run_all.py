@@ -26,6 +26,7 @@ SCENARIOS = [
     ("send", "bench_send.py", [], ["--rounds", "2", "--large", "2000"]),
     ("postgres", "bench_postgres.py", [], ["--quick"]),
     ("serve", "bench_serve.py", [], ["--alerts", "400", "--rounds", "1"]),
+    ("lineage", "bench_lineage.py", [], ["--assets", "5000", "--alerts", "20000", "--repeats", "2"]),
 ]
 
 

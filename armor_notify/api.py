@@ -287,7 +287,8 @@ class Notifier:
         if sweep or any(a.check is not None for a in alerts):
             from .check_intake import CheckRules
 
-            checks = CheckRules(self.config, alerts, sweep=sweep)
+            checks = CheckRules(self.config, alerts, sweep=sweep,
+                                lineage=self.lineage.current())
         out = []
         lease_to = (self.dispatcher.owner, self.dispatcher.rules_for) if lease else None
         for delivery, new in self.outbox.enqueue(
@@ -382,6 +383,8 @@ class Notifier:
         check = None
         if alert.check is not None:
             check, routes = self._explain_check(alert, moment, history, routes, verdicts)
+            if check["decision"] == "page":
+                self._explain_lineage(alert, moment, history, check, routes, verdicts)
         destinations = self.config.destinations
         return {
             "alert_id": alert.id,
@@ -404,6 +407,38 @@ class Notifier:
                 "not_sent_because": verdicts[name][1] or None,
             } for name, rule, also, dedup in routes],
         }
+
+    def _explain_lineage(self, alert: Alert, at: float, history: History, check: dict[str, Any],
+                         routes: list[tuple[str, str, tuple[str, ...], str]],
+                         verdicts: dict[str, tuple[str, str]]) -> None:
+        """For a check that would start failing: whether it folds into a failing root upstream
+        (``check["lineage"]``), or why it pages on its own."""
+        if not self.config.lineage.dbt_manifest and not self.config.lineage.edges:
+            return
+        graph = self.lineage.current()
+        if graph is None:
+            check["lineage"] = f"the lineage cannot be read ({self.lineage.error}): pages on its own"
+            return
+        if graph.find(alert.asset.name, alert.asset.id) is None and not alert.asset.upstream:
+            check["lineage"] = f"{alert.asset.name} is not in the lineage: pages on its own"
+            return
+        settings = self.config.lineage
+        since = {s.alert.asset.name: s.since for s in history.failing(at - settings.window)
+                 if s.alert is not None and s.folded_into is None}
+        roots = [(name, d) for name, d in graph.below(since, depth=settings.depth).roots(
+            alert.asset.name, alert.asset.id) if name.lower() != alert.asset.name.lower()]
+        if not roots:
+            check["lineage"] = "nothing upstream of it is failing: pages on its own"
+            return
+        root, _ = max(roots, key=lambda r: (r[1], -since[r[0]]))
+        why = (f"folded into {root} (failing since "
+               f"{readable(since[root], self.config.defaults.timezone)})")
+        check["lineage"] = why
+        for name, rule_name, _, _ in routes:
+            rule = self.config.rule(rule_name)
+            if verdicts[name][0] == "send" and (rule is None or rule.model.fold != "off"):
+                verdicts[name] = ("suppressed", why) if rule is None or \
+                    rule.model.fold == "suppress" else ("send", f"{why}, with its dedup key")
 
     def _explain_check(self, alert: Alert, at: float, history: History,
                        routes: list[tuple[str, str, tuple[str, ...], str]],

@@ -17,6 +17,7 @@ from . import ledger
 from .alert import Alert, Check
 from .delivery import Delivery, State
 from .ledger import CheckState, Incident, Key, key_of
+from .lineage import Below, Lineage
 from .times import readable
 
 if TYPE_CHECKING:
@@ -37,10 +38,14 @@ class CheckRules:
     config: Config
     alerts: Sequence[Alert] = ()
     sweep: bool = False
+    lineage: Lineage | None = None
+    """The config's lineage, when it has one that could be read: a check that starts failing
+    below a failing root is folded into the root's incident."""
     notes: dict[str, str] = field(default_factory=dict)
     """Alert id → what the ledger did with it (shown by ``send``)."""
     _rows: dict[Key, CheckState] = field(default_factory=dict)
     _triggers: list[tuple[Key, str, list[Delivery], str]] = field(default_factory=list)
+    _roots: Roots | None = None
     """(check, ``incident`` or ``missing``, the deliveries carrying its page, the result's id)."""
 
     @property
@@ -52,9 +57,14 @@ class CheckRules:
         for d in deliveries:
             planned.setdefault(id(d.alert), []).append(d)
         out: list[Delivery] = []
+        if self.lineage is not None and any(a.check is not None and a.check.failing
+                                            for a in self.alerts):
+            self._roots = Roots.of(db, self, planned, now)
         for alert in self.alerts:
             mine = planned.pop(id(alert), [])
             out += self._result(db, alert, mine, now) if alert.check is not None else mine
+        if self._roots is not None:
+            self._roots.list_blast_radius()
         for rest in planned.values():  # deliveries of alerts not listed: as they are
             out += rest
         if self.sweep:
@@ -119,8 +129,12 @@ class CheckRules:
             row.state, row.passes, row.reminded_at = "failing", 0, None
             row.resolve_after = resolve_after
             row.incident = Incident(alert, [])
-            row.incident.add(planned)  # at once: a later result in this intake sees it
-            self._triggers.append((key, "incident", planned, alert.id))
+            folded = self._roots.fold(alert, planned, row) if self._roots is not None else None
+            if folded is not None:
+                self.notes[alert.id] = f"check started failing: {folded}"
+            else:
+                row.incident.add(planned)  # at once: a later result in this intake sees it
+                self._triggers.append((key, "incident", planned, alert.id))
             out += self._checked(planned)
         elif verdict.action == "hold":
             row.passes = 0
@@ -130,6 +144,8 @@ class CheckRules:
             out += self._resolves(row.incident, alert, check, now)
             row.state, row.since, row.passes = "passing", now, 0
             row.incident, row.reminded_at = None, None
+            row.folded_into, row.release_at = None, None
+            self._release_below(db, alert.asset.name, now)
         elif verdict.action == "count":
             row.passes += 1
         row.last_status, row.last_run_at, row.last_run_id = check.status, now, check.run_id
@@ -150,7 +166,8 @@ class CheckRules:
         last = max(row.since, row.reminded_at or 0.0)
         for d in self._checked(planned):
             rule = self.config.rule(d.rule)
-            every = rule.model.remind_every if rule is not None else None
+            every = rule.model.remind_every if rule is not None and row.folded_into is None \
+                else None
             if d.state is not State.queued:
                 continue
             if every is not None and now - last >= every:
@@ -167,6 +184,31 @@ class CheckRules:
             self._triggers.append((key, "incident", reminders, reminders[0].alert.id))
             self.notes[planned[0].alert.id] = (f"check still failing since "
                                                f"{readable(row.since, self.zone)}: reminder sent")
+        return planned
+
+    def _release_below(self, db: Db, root: str, now: float) -> None:
+        """The root resolved: what was folded into it pages on its own if it still fails
+        ``lineage.grace`` from now (a workers' sweep)."""
+        at = now + self.config.lineage.grace
+        for found in db.all(f"SELECT {ledger.COLUMNS} FROM checks WHERE folded_into=? AND "
+                            "state='failing'", (root,)):
+            state = ledger.state_of(found)
+            row = self._rows.setdefault(state.key, state)
+            if row.folded_into == root and row.state == "failing":
+                row.release_at = at
+        for row in self._rows.values():  # folded earlier in this intake
+            if row.folded_into == root and row.state == "failing":
+                row.release_at = at
+
+    def _release(self, row: CheckState, now: float) -> list[Delivery]:
+        """A folded check still failing after its root resolved: its own page now."""
+        row.folded_into, row.release_at = None, None
+        if row.state != "failing" or row.alert is None:
+            return []
+        planned = self._checked(self.config.plan([row.alert]))
+        row.incident = Incident(row.alert, [])
+        row.incident.add(planned)
+        self._triggers.append((row.key, "incident", planned, row.alert.id))
         return planned
 
     def _resolves(self, incident: Incident, report: Alert, check: Check | None,
@@ -199,7 +241,10 @@ class CheckRules:
                             "AND overdue_at<=? ORDER BY overdue_at LIMIT 1000", (now,)):
             state = ledger.state_of(found)
             row = self._rows.setdefault(state.key, state)
-            if row.missing_since is not None or row.alert is None or row.expect_every is None:
+            if row.release_at is not None and row.release_at <= now:
+                out += self._release(row, now)
+            if row.missing_since is not None or row.alert is None or row.expect_every is None \
+                    or row.last_run_at + ledger.MISSED_RUNS * row.expect_every > now:
                 continue
             alert = ledger.missing_alert(row, self.zone)
             planned = self._checked(self.config.plan([alert]))
@@ -208,6 +253,98 @@ class CheckRules:
             self._triggers.append((row.key, "missing", planned, alert.id))
             out += planned
         return out
+
+
+@dataclass
+class Roots:
+    """One intake's failing roots, for folding: the checks failing now (in the ledger, begun
+    within ``lineage.window``, and those failing in this intake), and which lie upstream of
+    each asset (:meth:`Lineage.below`)."""
+
+    rules: CheckRules
+    below: Below
+    failing: dict[str, tuple[float, list[Delivery], list[ledger.Route]]]
+    """Root (lower-case asset name) → when it began failing, its planned deliveries in this
+    intake, its incident's routes."""
+    names: dict[str, str]
+    """Lower-case → the root's name as written."""
+    blast: dict[str, list[str]] = field(default_factory=dict)
+    """Root (lower-case) → the assets folded into it in this intake."""
+
+    @classmethod
+    def of(cls, db: Db, rules: CheckRules, planned: dict[int, list[Delivery]],
+           now: float) -> Roots:
+        settings = rules.config.lineage
+        failing: dict[str, tuple[float, list[Delivery], list[ledger.Route]]] = {}
+        names: dict[str, str] = {}
+        for state in ledger.failing(db, now - settings.window):
+            if state.alert is not None and state.folded_into is None:
+                name = state.alert.asset.name
+                names[name.lower()] = name
+                failing[name.lower()] = (state.since, [],
+                                         state.incident.routes if state.incident else [])
+        for alert in rules.alerts:
+            if alert.check is not None and alert.check.failing:
+                low = alert.asset.name.lower()
+                names.setdefault(low, alert.asset.name)
+                since, _, routes = failing.get(low, (now, [], []))
+                failing[low] = (since, planned.get(id(alert), []), routes)
+        assert rules.lineage is not None
+        return cls(rules, rules.lineage.below(names.values(), depth=settings.depth), failing,
+                   names)
+
+    def fold(self, alert: Alert, planned: list[Delivery], row: CheckState) -> str | None:
+        """Fold a check that starts failing into the furthest failing root upstream of it (ties:
+        the earliest to fail), as each delivery's rule says; ``None``: not folded (no root,
+        or every rule says ``fold: off``). Returns the note."""
+        own = alert.asset.name.lower()
+        roots = [(name, distance) for name, distance in self.below.roots(alert.asset.name,
+                                                                         alert.asset.id)
+                 if name.lower() != own and name.lower() in self.failing]
+        if not roots:
+            return None
+        root, _ = max(roots, key=lambda r: (r[1], -self.failing[r[0].lower()][0]))
+        since, root_planned, routes = self.failing[root.lower()]
+        zone = self.rules.zone
+        why = f"folded into {root} (failing since {readable(since, zone)})"
+        keys = {d.destination: d.dedup_key for d in root_planned}
+        keys.update({r.destination: r.dedup_key for r in routes})
+        folded = False
+        for d in planned:
+            rule = self.rules.config.rule(d.rule)
+            mode = rule.model.fold if rule is not None else "suppress"
+            if mode == "off" or d.state is not State.queued:
+                continue
+            folded = True
+            if mode == "dedup" and d.destination in keys:
+                d.dedup_key = keys[d.destination]
+                d.reason = why
+            else:
+                d.finish(State.suppressed, why)
+        if not folded:
+            return None
+        row.folded_into = root
+        self.blast.setdefault(root.lower(), []).append(alert.asset.name)
+        return why
+
+    def list_blast_radius(self) -> None:
+        """A root paged in this intake lists what was folded into it (its description: the
+        PagerDuty event's details, a line in Slack and email)."""
+        for root, children in self.blast.items():
+            _, root_planned, _ = self.failing[root]
+            shown = ", ".join(children[:BLAST_LISTED]) + (
+                f" and {len(children) - BLAST_LISTED} more" if len(children) > BLAST_LISTED
+                else "")
+            line = (f"Blast radius: {len(children)} downstream asset"
+                    f"{'s' * (len(children) != 1)} failing with it: {shown}")
+            for d in root_planned:
+                if d.state is State.queued:
+                    text = f"{d.alert.description}\n\n{line}" if d.alert.description else line
+                    d.alert = d.alert.model_copy(update={"description": text})
+
+
+BLAST_LISTED = 50
+"""Folded assets named in a root's page (more are counted): PagerDuty's event stays small."""
 
 
 def _page_went(deliveries: Sequence[Delivery]) -> str:

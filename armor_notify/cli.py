@@ -472,6 +472,8 @@ def _print_route(res: dict[str, Any]) -> None:
         echo(f"  matching rules: {', '.join(clean(r) for r in res['matching_rules'])}")
     if check:
         echo(f"  check {clean(check['id'])} ({check['status']}): {clean(check['note'])}")
+        if check.get("lineage"):
+            echo(f"  lineage: {clean(check['lineage'])}")
     if not res["routes"]:
         echo("\n" if check else "  no rule matched: nothing would be sent\n", nl=False)
         return

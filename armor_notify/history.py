@@ -28,6 +28,9 @@ class History(Protocol):
     def check_state(self, key: tuple[str, str, str]) -> CheckState | None:
         """The check ledger's entry for (source, check id, asset id)."""
         ...
+    def failing(self, since: float) -> Sequence[CheckState]:
+        """Checks failing now that began failing at or after ``since``."""
+        ...
 
 
 class _NoHistory:
@@ -49,6 +52,9 @@ class _NoHistory:
 
     def check_state(self, key: tuple[str, str, str]) -> CheckState | None:
         return None
+
+    def failing(self, since: float) -> Sequence[CheckState]:
+        return ()
 
 
 NO_HISTORY: History = _NoHistory()

@@ -128,6 +128,11 @@ class CheckState:
     """The last result, as given (for ``check_missing`` and listings)."""
     incident: Incident | None = None
     missing: Incident | None = None
+    folded_into: str | None = None
+    """While failing below a failing root (lineage): the root's asset name; it pages on its own
+    only if still failing ``lineage.grace`` after the root resolves."""
+    release_at: float | None = None
+    """When a folded check still failing pages on its own (its root resolved)."""
 
     @property
     def key(self) -> Key:
@@ -135,9 +140,12 @@ class CheckState:
 
     @property
     def overdue_at(self) -> float | None:
-        if self.expect_every is None or self.missing_since is not None:
-            return None
-        return self.last_run_at + MISSED_RUNS * self.expect_every
+        """When the workers' sweep has work with this check: it goes missing, or, folded under
+        a root that resolved, it is released."""
+        times = [self.release_at] if self.release_at is not None else []
+        if self.expect_every is not None and self.missing_since is None:
+            times.append(self.last_run_at + MISSED_RUNS * self.expect_every)
+        return min(times, default=None)
 
     @property
     def dedup_keys(self) -> list[str]:
@@ -153,6 +161,7 @@ class CheckState:
             "passes": self.passes, "resolve_after": self.resolve_after,
             "expect_every": self.expect_every,
             "missing_since": iso(self.missing_since) if self.missing_since is not None else None,
+            "folded_into": self.folded_into,
             "dedup_keys": _keys(self.incident),
             "missing_dedup_keys": _keys(self.missing),
             "destinations": sorted({r.destination for r in self.incident.routes})
@@ -187,12 +196,18 @@ def judge(row: CheckState | None, check: Check, *, errors: str, zone: str = "UTC
     if check.failing:
         if row is None or row.state == "passing":
             return Judgement("page", "check started failing: paged")
+        if row.folded_into is not None:
+            return Judgement("hold", f"check still failing {failing_since}, folded into "
+                                     f"{row.folded_into}: no page of its own")
         if row.incident is None or not row.incident.routes:
             return Judgement("page", f"check failing {failing_since}, and no page of it got "
                                      "through: paged again")
         return Judgement("hold", f"check still failing {failing_since}: no new page")
     if row is None or row.state == "passing":
         return Judgement("nothing", "check passing: nothing to send")
+    if row.folded_into is not None:
+        return Judgement("resolve", f"check passed (it was folded into {row.folded_into}: "
+                                    "nothing of its own to resolve)")
     if row.passes + 1 >= row.resolve_after:
         return Judgement("resolve", f"check passed: resolves its incident (failing "
                                     f"{failing_since})")
@@ -204,7 +219,7 @@ def judge(row: CheckState | None, check: Check, *, errors: str, zone: str = "UTC
 
 COLUMNS = ("source, check_id, asset_id, state, since, last_status, last_run_at, last_run_id, "
             "passes, resolve_after, expect_every, missing_since, reminded_at, alert, incident, "
-            "missing_incident")
+            "missing_incident, folded_into, release_at")
 
 
 def state_of(row: Sequence[Any]) -> CheckState:
@@ -216,7 +231,8 @@ def state_of(row: Sequence[Any]) -> CheckState:
         None if row[11] is None else float(row[11]),
         None if row[12] is None else float(row[12]),
         Alert.model_validate_json(alert, context={"event_types": None}) if alert else None,
-        Incident.from_json(row[14]), Incident.from_json(row[15]))
+        Incident.from_json(row[14]), Incident.from_json(row[15]),
+        None if row[16] is None else str(row[16]), None if row[17] is None else float(row[17]))
 
 
 def read(db: Reads, key: Key) -> CheckState | None:
@@ -248,6 +264,14 @@ def listing(db: Reads, *, failing: bool = False) -> list[CheckState]:
     return [state_of(r) for r in rows]
 
 
+def failing(db: Reads, since: float) -> list[CheckState]:
+    """Checks failing now that began failing at or after ``since`` (the roots lineage folds
+    alerts into)."""
+    rows = db.all(f"SELECT {COLUMNS} FROM checks WHERE state='failing' AND since>=? "
+                  "ORDER BY since LIMIT 10000", (since,))
+    return [state_of(r) for r in rows]
+
+
 def next_overdue(db: Reads) -> float | None:
     """When the next check that keeps reporting would become missing."""
     row = db.one("SELECT min(overdue_at) FROM checks WHERE overdue_at IS NOT NULL")
@@ -257,8 +281,9 @@ def next_overdue(db: Reads) -> float | None:
 def write(db: Db, s: CheckState) -> None:
     db.execute(
         f"INSERT INTO checks ({COLUMNS}, overdue_at) VALUES "
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (source, check_id, asset_id) DO UPDATE SET state=excluded.state, "
+        "folded_into=excluded.folded_into, release_at=excluded.release_at, "
         "since=excluded.since, last_status=excluded.last_status, "
         "last_run_at=excluded.last_run_at, last_run_id=excluded.last_run_id, "
         "passes=excluded.passes, resolve_after=excluded.resolve_after, "
@@ -269,7 +294,8 @@ def write(db: Db, s: CheckState) -> None:
          s.resolve_after, s.expect_every, s.missing_since, s.reminded_at,
          s.alert.model_dump_json(by_alias=True) if s.alert else None,
          s.incident.to_json() if s.incident else None,
-         s.missing.to_json() if s.missing else None, s.overdue_at))
+         s.missing.to_json() if s.missing else None, s.folded_into, s.release_at,
+         s.overdue_at))
 
 
 def missing_alert(row: CheckState, zone: str) -> Alert:

@@ -109,6 +109,7 @@ _V2 = (
         last_run_at REAL NOT NULL, last_run_id TEXT, passes INTEGER NOT NULL DEFAULT 0,
         resolve_after INTEGER NOT NULL DEFAULT 1, expect_every REAL, missing_since REAL,
         reminded_at REAL, alert TEXT, incident TEXT, missing_incident TEXT, overdue_at REAL,
+        folded_into TEXT, release_at REAL,
         PRIMARY KEY (source, check_id, asset_id))""",
     "CREATE INDEX IF NOT EXISTS checks_overdue ON checks(overdue_at) WHERE overdue_at IS NOT NULL",
     """CREATE TABLE IF NOT EXISTS mutes (

@@ -261,6 +261,11 @@ class TableHistory:
 
         return ledger.read(self.db, key)
 
+    def failing(self, since: float) -> list[CheckState]:
+        from . import ledger
+
+        return ledger.failing(self.db, since)
+
     def last_notified(self, rule: str, asset_id: str, destination: str,
                       since: float) -> float | None:
         row = self.one(

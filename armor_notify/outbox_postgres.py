@@ -137,7 +137,8 @@ _V3 = (
         passes INTEGER NOT NULL DEFAULT 0, resolve_after INTEGER NOT NULL DEFAULT 1,
         expect_every DOUBLE PRECISION, missing_since DOUBLE PRECISION,
         reminded_at DOUBLE PRECISION, alert TEXT, incident TEXT, missing_incident TEXT,
-        overdue_at DOUBLE PRECISION, PRIMARY KEY (source, check_id, asset_id))""",
+        overdue_at DOUBLE PRECISION, folded_into TEXT, release_at DOUBLE PRECISION,
+        PRIMARY KEY (source, check_id, asset_id))""",
     "CREATE INDEX IF NOT EXISTS checks_overdue ON checks(overdue_at) WHERE overdue_at IS NOT NULL",
     """CREATE TABLE IF NOT EXISTS mutes (
         id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, scope TEXT NOT NULL,

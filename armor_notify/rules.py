@@ -122,6 +122,11 @@ class RuleModel(StrictModel):
     resolve_after: Annotated[int, Field(ge=1, le=100)] | None = None
     """Check results: consecutive passes before the incident resolves (flap damping); unset,
     the config's ``checks.resolve_after`` (1)."""
+    fold: Literal["suppress", "dedup", "off"] = "suppress"
+    """Lineage: a check that starts failing below a failing root is folded into the root's
+    incident: ``suppress`` sends it nowhere (the root's page lists it), ``dedup`` sends it with
+    the root's dedup key (PagerDuty adds it to the root's incident), ``off`` pages it on its
+    own."""
     expect_every: Duration | None = None
     """Check results: how often the checks this rule matches run, when the result does not
     say (``check.expect_every``); no result for twice this long raises ``check_missing``."""

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from armor_notify.cli import cli
+from armor_notify.delivery import State
 from armor_notify.lineage import Lineage, LineageError, LineageFiles, load
 
 
@@ -285,3 +286,137 @@ def test_owners_are_validated_and_validate_lists_owners_without_destinations(
     assert ("note: owner 'finance' (1 asset in the lineage) has no destinations in owners: "
             "its alerts go to the fallback (triage)") in result.output
     assert "not used by any rule" not in result.output  # ae and platform are, through owners
+
+
+# -- one page per root cause ----------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_796_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def folding(tmp_path: Path, children: int = 12, **rule: Any) -> tuple[Any, Any, Clock]:
+    from armor_notify.testing import Capture, build_notifier
+
+    edges = [{"from": "raw.shop.orders", "to": f"analytics.marts.m{i}"} for i in range(children)]
+    write(tmp_path / "edges.json", edges)
+    capture = Capture()
+    nt = build_notifier({
+        "version": 1, "destinations": {"pd": {"type": "capture"}, "team": {"type": "capture"}},
+        "rules": [{"name": "Quality", "event": ["validity_failure", "freshness_violation"],
+                   "destinations": ["pd", "team"], **rule}],
+        "lineage": {"edges": str(tmp_path / "edges.json"), "grace": "10m"}},
+        capture.destination_type)
+    clock = Clock()
+    nt.dispatcher.clock = clock
+    return nt, capture, clock
+
+
+def result(asset: str, status: str, check: str = "not_null") -> dict[str, Any]:
+    return {"event_type": "validity_failure", "severity": "critical",
+            "title": f"{check} on {asset}", "asset": {"id": asset, "name": asset},
+            "check": {"id": check, "status": status}}
+
+
+CHILDREN = [f"analytics.marts.m{i}" for i in range(12)]
+
+
+def test_a_root_and_its_failing_children_are_one_page_listing_them(tmp_path: Path) -> None:
+    nt, capture, _ = folding(tmp_path)
+    # dbt writes the tests' results before the sources' freshness: the root comes last.
+    report = nt.send(nt.parse_alerts([result(c, "fail") for c in CHILDREN]
+                                     + [result("raw.shop.orders", "fail", "freshness")]))
+    (page,) = capture.by_destination("pd")
+    assert page.alert.asset.name == "raw.shop.orders"
+    assert page.alert.description == (
+        "Blast radius: 12 downstream assets failing with it: " + ", ".join(CHILDREN))
+    assert len(capture.by_destination("team")) == 1
+    folded = [d for d in report.deliveries if d.alert.asset.name != "raw.shop.orders"]
+    assert len(folded) == 24 and {d.state for d in folded} == {State.suppressed}
+    assert all(d.reason.startswith("folded into raw.shop.orders (failing since ")
+               for d in folded)
+    assert sorted(c.folded_into or "-" for c in nt.checks()) == ["-"] + ["raw.shop.orders"] * 12
+
+
+def test_children_failing_later_fold_too_and_never_resolve_the_root(tmp_path: Path) -> None:
+    nt, capture, clock = folding(tmp_path)
+    nt.send(nt.parse_alerts(result("raw.shop.orders", "fail", "freshness")))
+    clock.now += 60
+    report = nt.send(nt.parse_alerts(result(CHILDREN[0], "fail")))
+    assert next(iter(report.notes.values())).startswith(
+        "check started failing: folded into raw.shop.orders")
+    clock.now += 60
+    passed = nt.send(nt.parse_alerts(result(CHILDREN[0], "pass")))
+    assert passed.deliveries == []  # it never paged: nothing of its own to resolve
+    assert "folded into raw.shop.orders" in next(iter(passed.notes.values()))
+    assert [n.alert.status for n in capture.by_destination("pd")] == ["triggered"]
+
+
+def test_when_the_root_resolves_children_still_failing_page_after_the_grace(
+        tmp_path: Path) -> None:
+    nt, capture, clock = folding(tmp_path, children=3)
+    nt.send(nt.parse_alerts([result(c, "fail") for c in CHILDREN[:3]]
+                            + [result("raw.shop.orders", "fail", "freshness")]))
+    clock.now += 300
+    nt.send(nt.parse_alerts([result("raw.shop.orders", "pass", "freshness"),
+                             result(CHILDREN[0], "pass")]))  # resolves are never suppressed
+    assert [(n.alert.status, n.alert.asset.name) for n in capture.by_destination("pd")] == [
+        ("triggered", "raw.shop.orders"), ("resolved", "raw.shop.orders")]
+    clock.now += 300
+    assert nt.notice_missing() == []  # within the grace
+    clock.now += 301
+    nt.send(nt.parse_alerts(result(CHILDREN[1], "pass")))  # recovered in time: not released
+    released = nt.notice_missing()
+    assert {d.alert.asset.name for d in released} == {CHILDREN[2]}
+    assert all(d.state is State.queued for d in released)
+    nt.drain()
+    assert [n.alert.asset.name for n in capture.by_destination("pd")][-1] == CHILDREN[2]
+    # Now paged on its own, its pass resolves its own incident.
+    nt.send(nt.parse_alerts(result(CHILDREN[2], "pass")))
+    assert capture.by_destination("pd")[-1].alert.status == "resolved"
+
+
+def test_fold_dedup_sends_with_the_roots_key_and_off_pages_on_its_own(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    nt, capture, _ = folding(tmp_path / "d", fold="dedup")
+    nt.send(nt.parse_alerts([result("raw.shop.orders", "fail", "freshness"),
+                             result(CHILDREN[0], "fail")]))
+    keys = [n.dedup_key for n in capture.by_destination("pd")]
+    assert len(keys) == 2 and keys[0] == keys[1]
+    (tmp_path / "o").mkdir()
+    nt, capture, _ = folding(tmp_path / "o", fold="off")
+    nt.send(nt.parse_alerts([result("raw.shop.orders", "fail", "freshness"),
+                             result(CHILDREN[0], "fail")]))
+    assert len({n.dedup_key for n in capture.by_destination("pd")}) == 2
+
+
+def test_outside_the_lineage_or_without_one_an_alert_pages_and_route_says_why(
+        tmp_path: Path) -> None:
+    nt, capture, clock = folding(tmp_path)
+    nt.send(nt.parse_alerts(result("raw.shop.orders", "fail", "freshness")))
+    history = nt.outbox.history()
+
+    def explained(asset: str) -> dict[str, Any]:
+        return nt.explain(nt.parse_alerts(result(asset, "fail"))[0], at=clock.now,
+                          history=history)
+
+    folded = explained(CHILDREN[0])
+    assert folded["check"]["lineage"].startswith("folded into raw.shop.orders (failing since")
+    assert [r["outcome"] for r in folded["routes"]] == ["suppressed", "suppressed"]
+    outside = explained("elsewhere.schema.table")
+    assert outside["check"]["lineage"] == ("elsewhere.schema.table is not in the lineage: "
+                                           "pages on its own")
+    assert [r["sent"] for r in outside["routes"]] == [True, True]
+    nt.send(nt.parse_alerts(result("elsewhere.schema.table", "fail")))
+    assert capture.by_destination("pd")[-1].alert.asset.name == "elsewhere.schema.table"
+    (tmp_path / "edges.json").write_text("[")  # unreadable: fail open
+    os.utime(tmp_path / "edges.json", (5, 5))
+    nt.lineage.reload()
+    broken = explained(CHILDREN[1])
+    assert broken["check"]["lineage"].startswith("the lineage cannot be read (")
+    nt.send(nt.parse_alerts(result(CHILDREN[1], "fail")))
+    assert capture.by_destination("pd")[-1].alert.asset.name == CHILDREN[1]

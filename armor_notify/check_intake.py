@@ -8,13 +8,14 @@ the ``checks:`` section, destinations' ``send_resolved``), which the outbox neve
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from . import ledger
-from .alert import Alert, Check
+from .alert import Alert, Check, Severity
 from .delivery import Delivery, State
 from .ledger import CheckState, Incident, Key, key_of
 from .lineage import Below, Lineage
@@ -65,6 +66,7 @@ class CheckRules:
             out += self._result(db, alert, mine, now) if alert.check is not None else mine
         if self._roots is not None:
             self._roots.list_blast_radius()
+            out += self._roots.tell_owners(db, now)
         for rest in planned.values():  # deliveries of alerts not listed: as they are
             out += rest
         if self.sweep:
@@ -268,8 +270,12 @@ class Roots:
     intake, its incident's routes."""
     names: dict[str, str]
     """Lower-case → the root's name as written."""
+    keys: dict[str, Key]
+    """Root (lower-case) → its ledger key."""
     blast: dict[str, list[str]] = field(default_factory=dict)
     """Root (lower-case) → the assets folded into it in this intake."""
+    told: dict[str, list[tuple[str, Alert, str]]] = field(default_factory=dict)
+    """Root (lower-case) → (owner, the folded alert, its rule) to tell, once per incident."""
 
     @classmethod
     def of(cls, db: Db, rules: CheckRules, planned: dict[int, list[Delivery]],
@@ -277,21 +283,23 @@ class Roots:
         settings = rules.config.lineage
         failing: dict[str, tuple[float, list[Delivery], list[ledger.Route]]] = {}
         names: dict[str, str] = {}
+        keys: dict[str, Key] = {}
         for state in ledger.failing(db, now - settings.window):
             if state.alert is not None and state.folded_into is None:
                 name = state.alert.asset.name
-                names[name.lower()] = name
+                names[name.lower()], keys[name.lower()] = name, state.key
                 failing[name.lower()] = (state.since, [],
                                          state.incident.routes if state.incident else [])
         for alert in rules.alerts:
             if alert.check is not None and alert.check.failing:
                 low = alert.asset.name.lower()
                 names.setdefault(low, alert.asset.name)
+                keys.setdefault(low, key_of(alert))
                 since, _, routes = failing.get(low, (now, [], []))
                 failing[low] = (since, planned.get(id(alert), []), routes)
         assert rules.lineage is not None
         return cls(rules, rules.lineage.below(names.values(), depth=settings.depth), failing,
-                   names)
+                   names, keys)
 
     def fold(self, alert: Alert, planned: list[Delivery], row: CheckState) -> str | None:
         """Fold a check that starts failing into the furthest failing root upstream of it (ties:
@@ -325,7 +333,46 @@ class Roots:
             return None
         row.folded_into = root
         self.blast.setdefault(root.lower(), []).append(alert.asset.name)
+        rule_name = planned[0].rule if planned else ""
+        self.told.setdefault(root.lower(), []).extend(
+            (owner, alert, rule_name) for owner in alert.asset.owners)
         return why
+
+    def tell_owners(self, db: Db, now: float) -> list[Delivery]:
+        """One informational message (not a page) per incident to each owner of an asset
+        folded into it, on the owner's messaging destinations (those that can digest: Slack,
+        email; never PagerDuty)."""
+        config = self.rules.config
+        mapped = {k.lower(): v for k, v in config.owners.items()}
+        out: list[Delivery] = []
+        for root, items in self.told.items():
+            row = self.rules._row(db, self.keys[root])
+            incident = row.incident if row is not None else None
+            if incident is None:
+                continue
+            for owner, alert, rule in items:
+                if owner.lower() in {o.lower() for o in incident.informed}:
+                    continue
+                incident.informed.append(owner)
+                targets = mapped.get(owner.lower(), ())
+                info = alert.model_copy(update={
+                    "severity": Severity.info,
+                    "title": f"Upstream incident: {self.names[root]} is failing, and "
+                             f"{alert.asset.name} (yours) with it",
+                    "description": f"{alert.asset.name} is failing below {self.names[root]}, "
+                                   "whose incident is paged: no action is needed until it "
+                                   "resolves. This is the one message about it.",
+                    "check": None})
+                digest = hashlib.sha256(f"{root}\x00{owner}".encode()).hexdigest()[:16]
+                for name in targets:
+                    dest = config.destinations.get(name)
+                    if dest is None or not dest.type.supports_digest:
+                        continue
+                    out.append(Delivery(alert=info, destination=name,
+                                        destination_type=dest.type.name, rule=rule,
+                                        dedup_key=f"armor-notify-informed-{digest}",
+                                        checked=True))
+        return out
 
     def list_blast_radius(self) -> None:
         """A root paged in this intake lists what was folded into it (its description: the

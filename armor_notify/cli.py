@@ -359,9 +359,16 @@ def _print_summary(report: SendReport) -> None:
                 for (name, kind), counts in per_dest.items()]
         echo(_indent(table(["DESTINATION", "TYPE", *(s.value.replace("_", " ").upper()
                                                      for s in states)], rows, max_width=60)))
-    unmatched = sum(1 for a in report.alerts if a.id not in routed)
+    unmatched = sum(1 for a in report.alerts if a.id not in routed and a.id not in report.notes)
     if unmatched:
         echo(f"  {unmatched} alert{'s' * (unmatched != 1)} matched no rule: nothing to send")
+    if report.notes:  # what the check ledger did, most frequent first
+        said = Counter(report.notes.values()).most_common()
+        echo(f"  {len(report.notes)} check result{'s' * (len(report.notes) != 1)}:")
+        for note, count in said[:SUMMARY_REASONS]:
+            echo(f"    {count}× {clean(note)}")
+        if len(said) > SUMMARY_REASONS:
+            echo(f"    … and {len(said) - SUMMARY_REASONS} more (every one: --json)")
     repeats = sum(1 for d in report.deliveries if d.repeat)
     if repeats:
         echo(f"  {repeats} already accepted within the repeat window: not sent again")
@@ -665,6 +672,7 @@ def worker(ctx: click.Context, config: str | None, once: bool, wait: float | Non
     signal.signal(signal.SIGTERM, _raise_interrupt)
     with Notifier(cfg, pm, outbox=_open_outbox(state, state_dir, cfg.state),
                   max_workers=threads) as notifier:
+        _reload_lineage_on_sighup(notifier)
         try:
             notifier.drain(wait=wait if once else None, stop_when_idle=once, on_final=report,
                            poll=poll, retention=cfg.state.retention,
@@ -700,6 +708,13 @@ def _outbox_trouble(exc: Exception, retry_in: float) -> None:
 
 def _stopped_already(signum: int, frame: Any) -> None:
     """The signal uvicorn raises again after its graceful shutdown: nothing more to do."""
+
+
+def _reload_lineage_on_sighup(notifier: Notifier) -> None:
+    """``kill -HUP`` makes a long-running process read the config's lineage files again (they
+    are also read again when one changes)."""
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda signum, frame: notifier.lineage.reload())
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -897,6 +912,7 @@ def serve(config: str | None, listen: str, workers: int, no_worker: bool, grace:
     # raises the signal again once done; a no-op handler makes that the end of a clean exit 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stopped_already)
+    _reload_lineage_on_sighup(notifier)
     try:
         server.run()
     finally:

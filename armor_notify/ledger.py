@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .alert import Alert, Check
@@ -72,10 +72,13 @@ class Incident:
 
     alert: Alert
     routes: list[Route]
+    informed: list[str] = field(default_factory=list)
+    """Owners of assets folded into it who were told (once per incident)."""
 
     def to_json(self) -> str:
         return json.dumps({"alert": self.alert.model_dump(mode="json", by_alias=True),
-                           "routes": [r.__dict__ for r in self.routes]})
+                           "routes": [r.__dict__ for r in self.routes],
+                           "informed": self.informed})
 
     @classmethod
     def from_json(cls, text: str | None) -> Incident | None:
@@ -83,7 +86,7 @@ class Incident:
             return None
         data = json.loads(text)
         return cls(Alert.model_validate(data["alert"], context={"event_types": None}),
-                   [Route(**r) for r in data["routes"]])
+                   [Route(**r) for r in data["routes"]], list(data.get("informed", [])))
 
     def add(self, deliveries: Iterable[Delivery]) -> None:
         """Remember the deliveries that carry the trigger (not those suppressed)."""

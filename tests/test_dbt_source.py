@@ -208,12 +208,14 @@ def test_sent_from_the_command_line_to_pagerduty_and_slack(built: Path, tmp_path
         state = {"ARMOR_NOTIFY_STATE_DIR": str(tmp_path / "state")}
         sent = run_cli("send", str(built), "--source", "dbt", "-c", str(config), env=state)
         assert sent.returncode == 0, sent.stderr
-        # The same artifacts again (the job re-ran, or a retry): the same ids, so within the
-        # repeat window nothing is sent twice.
+        # The same artifacts again (a retry): the same run (dbt's invocation id), so the check
+        # ledger counts nothing twice and nothing is written or sent.
         again = run_cli("send", str(built), "--source", "dbt", "-c", str(config), "--json",
                         env=state)
         assert again.returncode == 0, again.stderr
-        assert all(d["repeat"] for d in json.loads(again.stdout)["deliveries"])
+        repeated = json.loads(again.stdout)
+        assert repeated["deliveries"] == [] and len(repeated["alerts"]) == 11
+        assert all("already recorded" in a["check"] for a in repeated["alerts"])
     assert [e["dedup_key"] for e in pd.events] == [
         "dbt-test.shop.not_null_fct_orders_customer_id.16fe324f7b"]  # the critical gold failure
     assert pd.events[0]["payload"]["severity"] == "critical"
@@ -237,3 +239,89 @@ def test_the_manifest_of_a_real_build_is_its_lineage(built: Path) -> None:
     assert stale.asset.owners == ("data-platform",)
     assert graph.find(stale.asset.name, stale.asset.id) is not None
     assert ("shop.main.fct_orders", 2) in graph.downstream(stale.asset.name, depth=5)
+
+
+FANOUT = 12
+
+
+def fanout_project(tmp_path: Path) -> Path:
+    """The example project with twelve more models built from the stale source, each with a
+    failing test; half owned by team-a, half by team-b."""
+    project = tmp_path / "shop"
+    shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("target", "logs"))
+    models = project / "models" / "fanout"
+    models.mkdir()
+    entries = []
+    for i in range(FANOUT):
+        (models / f"fan_{i}.sql").write_text(
+            "select id as order_id, cast(null as integer) as reviewed_by "
+            "from {{ source('raw', 'raw_orders') }}\n")
+        owner = "team-a" if i < FANOUT // 2 else "team-b"
+        entries.append(f"  - name: fan_{i}\n    config: {{meta: {{owner: {owner}}}}}\n"
+                       "    columns:\n      - name: reviewed_by\n        data_tests: [not_null]\n")
+    (models / "fanout.yml").write_text("version: 2\n\nmodels:\n" + "".join(entries))
+    build(project)
+    return project / "target"
+
+
+def test_one_page_per_root_cause_from_a_real_dbt_build(tmp_path: Path) -> None:
+    """Issue 19 as a user tries it: the source goes stale and the twelve models built from it
+    fail their tests in the same run: one PagerDuty incident naming them, one message to each
+    owner; the source recovers: the incident resolves, and the one model still failing pages
+    on its own. An asset outside the lineage pages normally."""
+    target = fanout_project(tmp_path)
+    with FakePagerDuty() as pd, FakeSlack("/services/T1/B1/team-a") as team_a, \
+            FakeSlack("/services/T1/B2/team-b") as team_b:
+        config = tmp_path / "armor-notify.yaml"
+        config.write_text(json.dumps({
+            "version": 1,
+            "destinations": {
+                "pd": {"type": "pagerduty", "integration_key": PD_KEY, "url": pd.url},
+                "slack-team-a": {"type": "slack", "webhook_url": team_a.url},
+                "slack-team-b": {"type": "slack", "webhook_url": team_b.url}},
+            "owners": {"team-a": "slack-team-a", "team-b": "slack-team-b"},
+            "rules": [{"name": "Data", "event": ["validity_failure", "freshness_violation",
+                                                 PIPELINE_ERROR],
+                       "conditions": {"min_severity": "critical"}, "destinations": ["pd"]}],
+            "lineage": {"dbt_manifest": str(target / "manifest.json"), "grace": "0s"}}))
+        env = {"ARMOR_NOTIFY_STATE_DIR": str(tmp_path / "state")}
+        sent = run_cli("send", str(target), "--source", "dbt", "-c", str(config), env=env)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        (page,) = pd.events
+        assert page["event_action"] == "trigger"
+        assert page["dedup_key"] == "dbt-freshness-source.shop.raw.raw_orders"
+        radius = page["payload"]["custom_details"]["description"]
+        assert all(f"shop.main.fan_{i}" in radius for i in range(FANOUT)), radius
+        assert "× check started failing: folded into shop.main.raw_orders" in sent.stdout
+        assert len(team_a.requests) == len(team_b.requests) == 1  # once per owner
+
+        outside = tmp_path / "outside.json"
+        outside.write_text(json.dumps({
+            "event_type": "validity_failure", "severity": "critical", "title": "Nulls",
+            "asset": {"id": "crm.accounts", "name": "crm.public.accounts"},
+            "check": {"id": "not_null_accounts_id", "status": "fail"}}))
+        routed = run_cli("route", str(outside), "-c", str(config), env=env)
+        assert "crm.public.accounts is not in the lineage: pages on its own" in routed.stdout
+        assert run_cli("send", str(outside), "-c", str(config), env=env).returncode == 0
+        assert [e["payload"]["summary"] for e in pd.events][-1].startswith("Nulls")
+
+        # The next run: the source is fresh again and every test passes but fan_11's.
+        for name in ("sources.json", "run_results.json"):
+            data = json.loads((target / name).read_text())
+            data["metadata"]["invocation_id"] = "next-run"
+            for item in data["results"]:
+                if "fan_11" not in item["unique_id"]:
+                    item["status"] = "pass" if item["status"] in ("fail", "warn", "error") \
+                        else item["status"]
+            (target / name).write_text(json.dumps(data))
+        again = run_cli("send", str(target), "--source", "dbt", "-c", str(config), env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        resolve = pd.events[2]
+        assert (resolve["event_action"], resolve["dedup_key"]) == (
+            "resolve", "dbt-freshness-source.shop.raw.raw_orders")
+        # A worker's sweep releases what still fails once the grace (0 s here) is over.
+        worker = run_cli("worker", "--once", "-c", str(config), env=env)
+        assert worker.returncode == 0, worker.stdout + worker.stderr
+        released = pd.events[3]
+        assert released["event_action"] == "trigger"
+        assert "fan_11" in released["dedup_key"] and len(pd.events) == 4

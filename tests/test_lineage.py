@@ -420,3 +420,34 @@ def test_outside_the_lineage_or_without_one_an_alert_pages_and_route_says_why(
     assert broken["check"]["lineage"].startswith("the lineage cannot be read (")
     nt.send(nt.parse_alerts(result(CHILDREN[1], "fail")))
     assert capture.by_destination("pd")[-1].alert.asset.name == CHILDREN[1]
+
+
+def test_owners_of_folded_assets_are_told_once_per_incident_not_paged(tmp_path: Path) -> None:
+    import dataclasses
+
+    from armor_notify.testing import Capture, build_notifier
+
+    write(tmp_path / "edges.json", [{"from": "raw.shop.orders", "to": c} for c in CHILDREN[:3]])
+    pager, chat = Capture("pager"), Capture("chat")
+    messaging = dataclasses.replace(chat.destination_type, supports_digest=True)
+    nt = build_notifier({
+        "version": 1,
+        "destinations": {"pd": {"type": "pager"}, "finance-chat": {"type": "chat"},
+                         "finance-pager": {"type": "pager"}},
+        "owners": {"finance": ["finance-chat", "finance-pager"]},
+        "rules": [{"name": "Quality", "event": "validity_failure", "destinations": ["pd"]}],
+        "lineage": {"edges": str(tmp_path / "edges.json")}},
+        pager.destination_type, messaging)
+
+    def owned(asset: str, status: str) -> dict[str, Any]:
+        data = result(asset, status)
+        data["asset"]["owners"] = ["Finance"]
+        return data
+
+    nt.send(nt.parse_alerts([result("raw.shop.orders", "fail", "freshness"),
+                             owned(CHILDREN[0], "fail"), owned(CHILDREN[1], "fail")]))
+    nt.send(nt.parse_alerts(owned(CHILDREN[2], "fail")))  # later, same incident
+    (told,) = chat.notifications  # once, on the messaging destination only
+    assert told.alert.severity.value == "info"
+    assert told.alert.title.startswith("Upstream incident: raw.shop.orders is failing")
+    assert [n.destination for n in pager.notifications] == ["pd"]  # the root's page only

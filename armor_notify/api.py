@@ -408,7 +408,8 @@ class Notifier:
             } for name, rule, also, dedup in routes],
         }
 
-    def _explain_lineage(self, alert: Alert, at: float, history: History, check: dict[str, Any],
+    def _explain_lineage(self, alert: Alert, at: float, history: History,
+                         check: dict[str, Any],
                          routes: list[tuple[str, str, tuple[str, ...], str]],
                          verdicts: dict[str, tuple[str, str]]) -> None:
         """For a check that would start failing: whether it folds into a failing root upstream
@@ -423,16 +424,21 @@ class Notifier:
             check["lineage"] = f"{alert.asset.name} is not in the lineage: pages on its own"
             return
         settings = self.config.lineage
-        since = {s.alert.asset.name: s.since for s in history.failing(at - settings.window)
-                 if s.alert is not None and s.folded_into is None}
-        roots = [(name, d) for name, d in graph.below(since, depth=settings.depth).roots(
-            alert.asset.name, alert.asset.id) if name.lower() != alert.asset.name.lower()]
+        from .lineage import roots_above
+
+        failing = {s.alert.asset.name.lower(): s.since
+                   for s in history.failing(at - settings.window)
+                   if s.alert is not None and s.folded_into is None}
+        roots = roots_above(graph.below(failing, depth=settings.depth), alert.asset.name,
+                            alert.asset.id, alert.asset.upstream, failing)
         if not roots:
             check["lineage"] = "nothing upstream of it is failing: pages on its own"
             return
-        root, _ = max(roots, key=lambda r: (r[1], -since[r[0]]))
-        why = (f"folded into {root} (failing since "
-               f"{readable(since[root], self.config.defaults.timezone)})")
+        root, _ = max(roots, key=lambda r: (r[1], -failing[r[0].lower()]))
+        node = graph.find(root)
+        name = graph.names[node] if node is not None else root  # as the lineage writes it
+        why = (f"folded into {name} (failing since "
+               f"{readable(failing[root.lower()], self.config.defaults.timezone)})")
         check["lineage"] = why
         for name, rule_name, _, _ in routes:
             rule = self.config.rule(rule_name)

@@ -18,7 +18,7 @@ from . import ledger
 from .alert import Alert, Check, Severity
 from .delivery import Delivery, State
 from .ledger import CheckState, Incident, Key, key_of
-from .lineage import Below, Lineage
+from .lineage import Below, Lineage, roots_above
 from .times import readable
 
 if TYPE_CHECKING:
@@ -305,18 +305,17 @@ class Roots:
         """Fold a check that starts failing into the furthest failing root upstream of it (ties:
         the earliest to fail), as each delivery's rule says; ``None``: not folded (no root,
         or every rule says ``fold: off``). Returns the note."""
-        own = alert.asset.name.lower()
-        roots = [(name, distance) for name, distance in self.below.roots(alert.asset.name,
-                                                                         alert.asset.id)
-                 if name.lower() != own and name.lower() in self.failing]
+        roots = roots_above(self.below, alert.asset.name, alert.asset.id, alert.asset.upstream,
+                            self.failing)
         if not roots:
             return None
         root, _ = max(roots, key=lambda r: (r[1], -self.failing[r[0].lower()][0]))
         since, root_planned, routes = self.failing[root.lower()]
         zone = self.rules.zone
-        why = f"folded into {root} (failing since {readable(since, zone)})"
         keys = {d.destination: d.dedup_key for d in root_planned}
         keys.update({r.destination: r.dedup_key for r in routes})
+        incident = f", incident {sorted(set(keys.values()))[0]}" if keys else ""
+        why = f"folded into {root} (failing since {readable(since, zone)}{incident})"
         folded = False
         for d in planned:
             rule = self.rules.config.rule(d.rule)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ class Lineage:
     """What it was built from (file paths), for ``lineage show``."""
     owners: dict[str, set[int]] = field(default_factory=dict)
     """Owner (a dbt ``meta.owner``, a group's owner) → the assets they own."""
+    _below: tuple[tuple[tuple[str, ...], int], Below] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -159,7 +160,16 @@ class Lineage:
         """Which of ``roots`` (assets failing now, say) lie upstream of each asset, within
         ``depth`` steps: walked once, downstream from each root, into a table keyed by every
         name the assets below are known by, so that asking for one alert's asset is a few
-        lookups in that small table, however large the lineage is."""
+        lookups in that small table, however large the lineage is. The last table is kept:
+        intakes while the failing set stays the same reuse it."""
+        wanted = (tuple(sorted(set(roots))), depth)
+        if self._below is not None and self._below[0] == wanted:
+            return self._below[1]
+        made = self._make_below(wanted[0], depth)
+        self._below = (wanted, made)
+        return made
+
+    def _make_below(self, roots: Iterable[str], depth: int) -> Below:
         hits: dict[int, list[tuple[str, int]]] = {}
         for root in roots:
             node = self.find(root)
@@ -180,6 +190,19 @@ class Lineage:
                     tails[tail] = hits[node]
         lasts = frozenset(key.rsplit(".", 1)[-1].lower() for key in (*keys, *tails))
         return Below(keys, tails, lasts)
+
+
+def roots_above(below: Below, name: str, asset_id: str | None, declared: Sequence[str],
+                failing: Collection[str]) -> list[tuple[str, int]]:
+    """The failing roots (``failing``: lower-case names) upstream of an asset, with their
+    distance: from the lineage, and through its own ``asset.upstream`` (one step up)."""
+    found = list(below.roots(name, asset_id))  # (a copy: the table's own lists stay)
+    for given in declared:
+        if given.lower() in failing:
+            found.append((given, 1))
+        found += [(root, d + 1) for root, d in below.roots(given)]
+    own = name.lower()
+    return [(root, d) for root, d in found if root.lower() != own and root.lower() in failing]
 
 
 @dataclass(frozen=True)

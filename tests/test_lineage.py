@@ -451,3 +451,18 @@ def test_owners_of_folded_assets_are_told_once_per_incident_not_paged(tmp_path: 
     assert told.alert.severity.value == "info"
     assert told.alert.title.startswith("Upstream incident: raw.shop.orders is failing")
     assert [n.destination for n in pager.notifications] == ["pd"]  # the root's page only
+
+
+def test_an_alerts_declared_upstream_folds_it_too(tmp_path: Path) -> None:
+    nt, capture, _ = folding(tmp_path, children=1)
+    nt.send(nt.parse_alerts(result("raw.shop.orders", "fail", "freshness")))
+    child = result("reports.daily.kpis", "fail")  # not in the lineage, but says what feeds it
+    child["asset"]["upstream"] = ["analytics.marts.m0"]
+    report = nt.send(nt.parse_alerts(child))
+    note = next(iter(report.notes.values()))
+    assert note.startswith("check started failing: folded into raw.shop.orders (failing since")
+    assert ", incident anomalyarmor-quality-validity_failure-raw.shop.orders-freshness)" in note
+    assert len(capture.by_destination("pd")) == 1
+    assert nt.lineage.current() is not None
+    below = nt.lineage.current().below(["raw.shop.orders"], depth=10)
+    assert below is nt.lineage.current().below(["raw.shop.orders"], depth=10)  # kept

@@ -35,6 +35,7 @@ from .intake import (
     read_source,
     source_input,
 )
+from .lineage import roots_above
 from .matching import Route
 from .plugins import PluginManager, load_plugins
 from .sources import Source, SourceInput
@@ -44,7 +45,7 @@ from .validation import suggest
 if TYPE_CHECKING:
     from .dispatcher import Dispatcher
     from .ledger import CheckState
-    from .lineage import LineageFiles
+    from .lineage import Below, LineageFiles  # (LineageFiles imported when first used)
     from .mutes import Mute
     from .outbox import Outbox
 
@@ -158,6 +159,8 @@ class Notifier:
         self._max_workers, self._rng = max_workers, rng
         self.gate = Gate(config)
         """Noise controls: schedules, blackouts, cooldowns, daily limits and digests."""
+        self._roots_seen: tuple[Sequence[Any], dict[str, float], Below] | None = None
+        """What :meth:`explain` last made of the failing checks (``route`` asks per alert)."""
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str] | None = None, *,
@@ -424,13 +427,13 @@ class Notifier:
             check["lineage"] = f"{alert.asset.name} is not in the lineage: pages on its own"
             return
         settings = self.config.lineage
-        from .lineage import roots_above
-
-        failing = {s.alert.asset.name.lower(): s.since
-                   for s in history.failing(at - settings.window)
-                   if s.alert is not None and s.folded_into is None}
-        roots = roots_above(graph.below(failing, depth=settings.depth), alert.asset.name,
-                            alert.asset.id, alert.asset.upstream, failing)
+        found = history.failing(at - settings.window)
+        if self._roots_seen is None or self._roots_seen[0] is not found:  # once per input
+            table = {root.asset.lower(): root.since for root in found}
+            self._roots_seen = (found, table, graph.below(table, depth=settings.depth))
+        _, failing, below = self._roots_seen
+        roots = roots_above(below, alert.asset.name, alert.asset.id, alert.asset.upstream,
+                            failing)
         if not roots:
             check["lineage"] = "nothing upstream of it is failing: pages on its own"
             return

@@ -284,12 +284,9 @@ class Roots:
         failing: dict[str, tuple[float, list[Delivery], list[ledger.Route]]] = {}
         names: dict[str, str] = {}
         keys: dict[str, Key] = {}
-        for state in ledger.failing(db, now - settings.window):
-            if state.alert is not None and state.folded_into is None:
-                name = state.alert.asset.name
-                names[name.lower()], keys[name.lower()] = name, state.key
-                failing[name.lower()] = (state.since, [],
-                                         state.incident.routes if state.incident else [])
+        for root in ledger.failing(db, now - settings.window):
+            names[root.asset.lower()], keys[root.asset.lower()] = root.asset, root.key
+            failing[root.asset.lower()] = (root.since, [], list(root.routes))
         for alert in rules.alerts:
             if alert.check is not None and alert.check.failing:
                 low = alert.asset.name.lower()

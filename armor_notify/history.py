@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .ledger import CheckState
+    from .ledger import CheckState, Failing
     from .mutes import Mute
 
 
@@ -28,8 +28,8 @@ class History(Protocol):
     def check_state(self, key: tuple[str, str, str]) -> CheckState | None:
         """The check ledger's entry for (source, check id, asset id)."""
         ...
-    def failing(self, since: float) -> Sequence[CheckState]:
-        """Checks failing now that began failing at or after ``since``."""
+    def failing(self, since: float) -> Sequence[Failing]:
+        """Checks failing now (not folded) that began failing at or after ``since``."""
         ...
 
 
@@ -53,7 +53,7 @@ class _NoHistory:
     def check_state(self, key: tuple[str, str, str]) -> CheckState | None:
         return None
 
-    def failing(self, since: float) -> Sequence[CheckState]:
+    def failing(self, since: float) -> Sequence[Failing]:
         return ()
 
 

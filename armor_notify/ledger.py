@@ -267,12 +267,36 @@ def listing(db: Reads, *, failing: bool = False) -> list[CheckState]:
     return [state_of(r) for r in rows]
 
 
-def failing(db: Reads, since: float) -> list[CheckState]:
-    """Checks failing now that began failing at or after ``since`` (the roots lineage folds
-    alerts into)."""
-    rows = db.all(f"SELECT {COLUMNS} FROM checks WHERE state='failing' AND since>=? "
-                  "ORDER BY since LIMIT 10000", (since,))
-    return [state_of(r) for r in rows]
+@dataclass(frozen=True)
+class Failing:
+    """A check failing now, as lineage folding needs it (read without validating the stored
+    alert: this is asked for every intake and every explanation)."""
+
+    key: Key
+    asset: str
+    """The asset's name."""
+    since: float
+    routes: tuple[Route, ...]
+    """Where its page went."""
+
+
+def failing(db: Reads, since: float) -> list[Failing]:
+    """Checks failing now, not folded into another, that began failing at or after ``since``
+    (the roots lineage folds alerts into)."""
+    out = []
+    for source, check_id, asset_id, began, alert, incident in db.all(
+            "SELECT source, check_id, asset_id, since, alert, incident FROM checks WHERE "
+            "state='failing' AND folded_into IS NULL AND since>=? ORDER BY since LIMIT 10000",
+            (since,)):
+        try:
+            name = str(json.loads(alert)["asset"]["name"])
+            routes = tuple(Route(**r) for r in json.loads(incident)["routes"]) if incident \
+                else ()
+        except (ValueError, KeyError, TypeError):  # a damaged entry is no root
+            continue
+        out.append(Failing((str(source), str(check_id), str(asset_id)), name, float(began),
+                           routes))
+    return out
 
 
 def next_overdue(db: Reads) -> float | None:

@@ -222,13 +222,15 @@ class Below:
         finds it)."""
         if not self.keys:
             return []
+        lasts = self.lasts
         found = None
-        if name[name.rfind(".") + 1:].lower() in self.lasts:
+        if name[name.rfind(".") + 1:].lower() in lasts:
             found = self.keys.get(name)
             if found is None:
                 low = name.lower()
                 found = self.keys.get(low) or self.tails.get(".".join(low.rsplit(".", 2)[-2:]))
-        if found is None and asset_id:
+        # An id is a dbt unique_id (model.shop.orders): its last part is a table's name too.
+        if found is None and asset_id and asset_id[asset_id.rfind(".") + 1:].lower() in lasts:
             found = self.keys.get(asset_id.lower())
         return found or []
 

@@ -34,7 +34,7 @@ from .history import History
 from .noise import Decision, batch_key
 
 if TYPE_CHECKING:
-    from .ledger import CheckState
+    from .ledger import CheckState, Failing
     from .mutes import Mute, MuteScope
 from .outcome import MAX_RETRY_AFTER
 from .sql import Db, Reads, Row
@@ -248,6 +248,7 @@ class TableHistory:
         self.db = db
         self.one = db.one
         self._mutes: tuple[float, list[Mute]] | None = None
+        self._failing: tuple[float, list[Failing]] | None = None
 
     def mutes(self, at: float) -> list[Mute]:
         from . import mutes
@@ -261,10 +262,13 @@ class TableHistory:
 
         return ledger.read(self.db, key)
 
-    def failing(self, since: float) -> list[CheckState]:
+    def failing(self, since: float) -> list[Failing]:
+        """(Kept for the last ``since`` asked: ``route`` asks once per alert, at one time.)"""
         from . import ledger
 
-        return ledger.failing(self.db, since)
+        if self._failing is None or self._failing[0] != since:
+            self._failing = (since, ledger.failing(self.db, since))
+        return self._failing[1]
 
     def last_notified(self, rule: str, asset_id: str, destination: str,
                       since: float) -> float | None:

@@ -438,7 +438,9 @@ def test_two_workers_sharing_the_outbox_page_resolve_and_notice_a_missing_check_
                                                  expect_every="1s")),
                         "-c", str(config), *shared_state, "--wait", "0")
         assert fresh.returncode == 0, fresh.stdout + fresh.stderr
-        expected = {"fail": 3, "pass": 3}  # accepted and queued for the workers
+        # Accepted and queued for the workers (3); or, as send reads its deliveries back, one
+        # of the workers (woken at once by PostgreSQL's NOTIFY) has already delivered them (0).
+        expected = {"fail": {0, 3}, "pass": {0, 3}}
         for run, status in enumerate(SEQUENCE, 1):
             sent = run_cli("send", str(check_result(tmp_path, run, status)), "-c", str(config),
                            *shared_state, "--wait", "0", "--json")
@@ -447,7 +449,7 @@ def test_two_workers_sharing_the_outbox_page_resolve_and_notice_a_missing_check_
                 assert sent.returncode == 0, report  # still failing: nothing to send
                 assert {d["state"] for d in report["deliveries"]} == {"suppressed"}
             else:
-                assert sent.returncode == expected[status], sent.stdout + sent.stderr
+                assert sent.returncode in expected[status], sent.stdout + sent.stderr
         assert wait_for(lambda: len(pd.events) >= 5 and len(slack.requests) >= 4, 30), (
             actions(pd), [w.poll() for w in workers])
         time.sleep(2.0)  # both workers' chores run several times more

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -55,7 +56,7 @@ __all__ = [
 
 STATE_ENV = "ARMOR_NOTIFY_STATE_DIR"
 FILE_NAME = "outbox.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 5000
 
 
@@ -109,7 +110,6 @@ _V2 = (
         last_run_at REAL NOT NULL, last_run_id TEXT, passes INTEGER NOT NULL DEFAULT 0,
         resolve_after INTEGER NOT NULL DEFAULT 1, expect_every REAL, missing_since REAL,
         reminded_at REAL, alert TEXT, incident TEXT, missing_incident TEXT, overdue_at REAL,
-        folded_into TEXT, release_at REAL,
         PRIMARY KEY (source, check_id, asset_id))""",
     "CREATE INDEX IF NOT EXISTS checks_overdue ON checks(overdue_at) WHERE overdue_at IS NOT NULL",
     """CREATE TABLE IF NOT EXISTS mutes (
@@ -119,7 +119,13 @@ _V2 = (
     "ALTER TABLE deliveries ADD COLUMN mute_id INTEGER",
     "CREATE INDEX IF NOT EXISTS deliveries_mute ON deliveries(mute_id) WHERE mute_id IS NOT NULL",
 )
-MIGRATIONS: dict[int, tuple[str, ...]] = {2: _V2}
+# Schema 3: lineage folding (armor_notify.check_intake.Roots): the root a failing check is
+# folded into, and when it is released to page on its own.
+_V3 = (
+    "ALTER TABLE checks ADD COLUMN folded_into TEXT",
+    "ALTER TABLE checks ADD COLUMN release_at REAL",
+)
+MIGRATIONS: dict[int, tuple[str, ...]] = {2: _V2, 3: _V3}
 """Schema version → the statements that bring the version before it there (applied in order,
 in the transaction that opens the file; version 1 is ``_SCHEMA``)."""
 
@@ -194,7 +200,8 @@ class SqliteOutbox:
                 if version.isdigit() and int(version) < SCHEMA_VERSION:
                     for step in range(int(version) + 1, SCHEMA_VERSION + 1):
                         for statement in MIGRATIONS[step]:
-                            db.execute(statement)
+                            if not _has_column_already(db, statement):
+                                db.execute(statement)
                     db.execute("UPDATE meta SET value=? WHERE key='schema'",
                                (str(SCHEMA_VERSION),))
                     version = str(SCHEMA_VERSION)
@@ -497,6 +504,14 @@ class SqliteOutbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _has_column_already(db: _SqliteDb, statement: str) -> bool:
+    """An ``ALTER TABLE t ADD COLUMN c`` whose column is there already (SQLite has no ``IF NOT
+    EXISTS`` for columns): a file a development build wrote is brought up all the same."""
+    found = re.match(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", statement)
+    return found is not None and found.group(2) in {
+        r[1] for r in db.all(f"PRAGMA table_info({found.group(1)})")}
 
 
 def _stop_nothing() -> None:

@@ -55,7 +55,7 @@ from .secrets import ELLIPSIS
 if TYPE_CHECKING:
     import psycopg
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = "armor_notify"
 """The PostgreSQL schema (namespace) that holds the outbox's tables."""
 EXTRA = "pip install 'armor-notify[postgresql]'"
@@ -137,8 +137,7 @@ _V3 = (
         passes INTEGER NOT NULL DEFAULT 0, resolve_after INTEGER NOT NULL DEFAULT 1,
         expect_every DOUBLE PRECISION, missing_since DOUBLE PRECISION,
         reminded_at DOUBLE PRECISION, alert TEXT, incident TEXT, missing_incident TEXT,
-        overdue_at DOUBLE PRECISION, folded_into TEXT, release_at DOUBLE PRECISION,
-        PRIMARY KEY (source, check_id, asset_id))""",
+        overdue_at DOUBLE PRECISION, PRIMARY KEY (source, check_id, asset_id))""",
     "CREATE INDEX IF NOT EXISTS checks_overdue ON checks(overdue_at) WHERE overdue_at IS NOT NULL",
     """CREATE TABLE IF NOT EXISTS mutes (
         id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, scope TEXT NOT NULL,
@@ -147,7 +146,12 @@ _V3 = (
     "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS mute_id BIGINT",
     "CREATE INDEX IF NOT EXISTS deliveries_mute ON deliveries(mute_id) WHERE mute_id IS NOT NULL",
 )
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3}
+# Lineage folding: SQLite's schema 3.
+_V4 = (
+    "ALTER TABLE checks ADD COLUMN IF NOT EXISTS folded_into TEXT",
+    "ALTER TABLE checks ADD COLUMN IF NOT EXISTS release_at DOUBLE PRECISION",
+)
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 """Schema version → the statements that bring the version before it there (1: from nothing).
 Applied in order, in one transaction, under the schema lock."""
 

@@ -263,7 +263,7 @@ def test_a_state_file_from_another_version_is_refused(tmp_path: Path) -> None:
         SqliteOutbox.open(tmp_path)
 
 
-def test_a_version_1_state_file_opens_as_version_2_with_its_deliveries(tmp_path: Path) -> None:
+def test_a_version_1_state_file_opens_as_version_3_with_its_deliveries(tmp_path: Path) -> None:
     # What armor-notify before the check ledger made: schema 1, a delivery queued in it.
     from armor_notify.outbox import _SCHEMA, SCHEMA_VERSION
 
@@ -277,7 +277,7 @@ def test_a_version_1_state_file_opens_as_version_2_with_its_deliveries(tmp_path:
     db.commit()
     db.close()
     with SqliteOutbox.open(tmp_path) as box:
-        assert box.schema_version == SCHEMA_VERSION == 2
+        assert box.schema_version == SCHEMA_VERSION == 3
         (old,) = box.find()
         assert (old.id, old.state, old.alert.id, old.mute_id) == (
             "d1", State.queued, "alert_1", None)
@@ -289,10 +289,12 @@ def test_a_version_1_state_file_opens_as_version_2_with_its_deliveries(tmp_path:
         assert nt.unmute(mute.id)[1] == [held.id]
         assert nt.checks() == []
     db = sqlite3.connect(tmp_path / "outbox.sqlite3")
-    assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("2",)
+    assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("3",)
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"deliveries", "checks", "mutes", "meta", "rate_state"} <= tables
     assert "mute_id" in {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}
+    assert {"folded_into", "release_at"} <= {row[1] for row in db.execute(
+        "PRAGMA table_info(checks)")}
     db.close()
     with SqliteOutbox.open(tmp_path) as box:  # opened again: nothing more to do
         assert [d.id for d in box.find()] == [held.id, "d1"]
@@ -346,3 +348,20 @@ def test_a_claim_skips_busy_destinations(box: SqliteOutbox) -> None:
     assert {d.state for d in box.find() if d.destination == "hung"} == {State.queued}
     assert sorted(d.destination for d in box.claim("w", 10.0, 10, lambda n: RULES)) == [
         "hung", "hung"]
+
+
+def test_a_file_that_has_a_new_column_already_is_still_brought_up(tmp_path: Path) -> None:
+    # A development build's schema 2 had the lineage columns already: the step adding them
+    # must not fail on it (SQLite has no ADD COLUMN IF NOT EXISTS).
+    from armor_notify.outbox import _SCHEMA, MIGRATIONS
+
+    db = sqlite3.connect(tmp_path / "outbox.sqlite3")
+    db.executescript(_SCHEMA)
+    for statement in MIGRATIONS[2]:
+        db.execute(statement)
+    db.execute("ALTER TABLE checks ADD COLUMN folded_into TEXT")
+    db.execute("INSERT INTO meta VALUES ('schema', '2')")
+    db.commit()
+    db.close()
+    with SqliteOutbox.open(tmp_path) as box:
+        assert box.schema_version == 3 and box.checks() == []

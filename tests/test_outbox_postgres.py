@@ -272,7 +272,7 @@ def test_an_older_schema_is_brought_to_this_version_with_its_rows(
                         "'All', '[]', 'k', %s, 'queued', 1, 1)",
           (json.dumps(delivery(1).alert.model_dump(mode="json")),))
     with PostgresOutbox.open(database.url) as box:
-        assert box.schema_version == SCHEMA_VERSION == 3
+        assert box.schema_version == SCHEMA_VERSION == 4
         assert [d.id for d in box.find()] == ["d1"]
     indexes = {name for (name,) in admin(database.url, "SELECT indexname FROM pg_indexes WHERE "
                                                        "schemaname = 'armor_notify'")}
@@ -280,7 +280,7 @@ def test_an_older_schema_is_brought_to_this_version_with_its_rows(
             "deliveries_mute"} <= indexes
     assert "deliveries_intake" not in indexes
     assert admin(database.url, "SELECT value FROM armor_notify.meta WHERE key='schema'") == [
-        ("3",)]
+        ("4",)]
 
 
 @pytest.mark.slow
@@ -308,16 +308,16 @@ def test_db_upgrade_brings_a_version_2_database_to_3_with_its_rows(
     upgraded = run_cli("db", "upgrade", "--state", database.url, "--json")
     assert upgraded.returncode == 0, upgraded.stderr
     assert json.loads(upgraded.stdout) == {"outbox": shown_url(database.url),
-                                           "schema_version": 3}
+                                           "schema_version": 4}
     assert admin(database.url, "SELECT value FROM armor_notify.meta WHERE key='schema'") == [
-        ("3",)]
+        ("4",)]
     tables = {name for (name,) in admin(database.url, "SELECT table_name FROM "
                                                       "information_schema.tables WHERE "
                                                       "table_schema = 'armor_notify'")}
     assert {"deliveries", "checks", "mutes", "meta", "rate_state"} <= tables
     assert admin(database.url, "SELECT mute_id FROM armor_notify.deliveries") == [(None,)]
     again = run_cli("db", "upgrade", "--state", database.url)
-    assert again.returncode == 0 and again.stdout.strip().endswith("schema version 3, up to date")
+    assert again.returncode == 0 and again.stdout.strip().endswith("schema version 4, up to date")
 
     with PostgresOutbox.open(database.url) as box:  # the old row, and mutes that hold rows
         (old,) = box.find()

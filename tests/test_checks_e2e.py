@@ -20,14 +20,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import postgres
 import pytest
 import yaml
-from conftest import SITE, run_cli
+from conftest import SITE, run_cli, wait_for
 from fake_pagerduty import FakePagerDuty
 from fake_slack import FakeSlack
 
@@ -139,15 +139,6 @@ def stop(process: subprocess.Popen[str]) -> tuple[str, str]:
         process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=30)
     return out, err
-
-
-def wait_for(condition: Callable[[], Any], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return bool(condition())
 
 
 def actions(pd: FakePagerDuty) -> list[tuple[str, str]]:

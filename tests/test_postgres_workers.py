@@ -18,7 +18,7 @@ from typing import Any
 import postgres
 import pytest
 import yaml
-from conftest import SITE, run_cli
+from conftest import SITE, run_cli, wait_for
 from fake_pagerduty import FakePagerDuty
 from test_outbox_postgres import admin, delivery
 
@@ -34,15 +34,6 @@ def database() -> Iterator[postgres.Database]:
     found = postgres.fresh_database()
     yield found
     found.drop()
-
-
-def wait_for(condition: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return bool(condition())
 
 
 # -- LISTEN/NOTIFY --------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from conftest import EXAMPLES, SITE
+from conftest import EXAMPLES, SITE, wait_for
 from fake_pagerduty import FakePagerDuty
 
 pytestmark = pytest.mark.slow  # a server process
@@ -103,15 +103,6 @@ def serving(config: Path, state: Path | str, *args: str,
     finally:
         if proc.poll() is None:
             server.stop()
-
-
-def wait_for(condition: Any, timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return bool(condition())
 
 
 @pytest.fixture

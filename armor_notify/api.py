@@ -45,7 +45,7 @@ from .validation import suggest
 if TYPE_CHECKING:
     from .dispatcher import Dispatcher
     from .ledger import CheckState
-    from .lineage import Below, LineageFiles  # (LineageFiles imported when first used)
+    from .lineage import Below, Lineage, LineageFiles  # (LineageFiles imported when first used)
     from .mutes import Mute
     from .outbox import Outbox
 
@@ -159,7 +159,8 @@ class Notifier:
         self._max_workers, self._rng = max_workers, rng
         self.gate = Gate(config)
         """Noise controls: schedules, blackouts, cooldowns, daily limits and digests."""
-        self._roots_seen: tuple[Sequence[Any], dict[str, float], Below] | None = None
+        self._roots_seen: tuple[Sequence[Any], Lineage, dict[str, float], Below,
+                                 dict[str, str]] | None = None
         """What :meth:`explain` last made of the failing checks (``route`` asks per alert)."""
 
     @classmethod
@@ -423,25 +424,33 @@ class Notifier:
         if graph is None:
             check["lineage"] = f"the lineage cannot be read ({self.lineage.error}): pages on its own"
             return
-        if graph.find(alert.asset.name, alert.asset.id) is None and not alert.asset.upstream:
-            check["lineage"] = f"{alert.asset.name} is not in the lineage: pages on its own"
-            return
         settings = self.config.lineage
         found = history.failing(at - settings.window)
-        if self._roots_seen is None or self._roots_seen[0] is not found:  # once per input
+        seen = self._roots_seen
+        if seen is None or seen[0] is not found or seen[1] is not graph:  # once per input
             table = {root.asset.lower(): root.since for root in found}
-            self._roots_seen = (found, table, graph.below(table, depth=settings.depth))
-        _, failing, below = self._roots_seen
-        roots = roots_above(below, alert.asset.name, alert.asset.id, alert.asset.upstream,
-                            failing)
+            seen = self._roots_seen = (found, graph, table,
+                                       graph.below(table, depth=settings.depth), {})
+        _, _, failing, below, notes = seen
+        asset = alert.asset
+        roots = roots_above(below, asset.name, asset.id, asset.upstream, failing)
         if not roots:
-            check["lineage"] = "nothing upstream of it is failing: pages on its own"
+            check["lineage"] = (
+                "nothing upstream of it is failing: pages on its own"
+                if asset.upstream or asset.name in below.keys
+                or graph.find(asset.name, asset.id) is not None
+                else f"{asset.name} is not in the lineage: pages on its own")
             return
-        root, _ = max(roots, key=lambda r: (r[1], -failing[r[0].lower()]))
-        node = graph.find(root)
-        name = graph.names[node] if node is not None else root  # as the lineage writes it
-        why = (f"folded into {name} (failing since "
-               f"{readable(failing[root.lower()], self.config.defaults.timezone)})")
+        root = max(roots, key=lambda r: (r[1], -failing[r[0].lower()]))[0].lower()
+        why = notes.get(root)
+        if why is None:  # once per root and input
+            from .ledger import folded_note
+
+            entry = next(f for f in found if f.asset.lower() == root)
+            node = graph.find(entry.asset)
+            why = notes[root] = folded_note(
+                graph.names[node] if node is not None else entry.asset,  # as the lineage has it
+                entry.since, self.config.defaults.timezone, [r.dedup_key for r in entry.routes])
         check["lineage"] = why
         for name, rule_name, _, _ in routes:
             rule = self.config.rule(rule_name)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from . import ledger
 from .alert import Alert, Check, Severity
 from .delivery import Delivery, State
-from .ledger import CheckState, Incident, Key, key_of
+from .ledger import CheckState, Incident, Key, folded_note, key_of
 from .lineage import Below, Lineage, roots_above
 from .times import readable
 
@@ -308,11 +308,9 @@ class Roots:
             return None
         root, _ = max(roots, key=lambda r: (r[1], -self.failing[r[0].lower()][0]))
         since, root_planned, routes = self.failing[root.lower()]
-        zone = self.rules.zone
         keys = {d.destination: d.dedup_key for d in root_planned}
         keys.update({r.destination: r.dedup_key for r in routes})
-        incident = f", incident {sorted(set(keys.values()))[0]}" if keys else ""
-        why = f"folded into {root} (failing since {readable(since, zone)}{incident})"
+        why = folded_note(root, since, self.rules.zone, keys.values())
         folded = False
         for d in planned:
             rule = self.rules.config.rule(d.rule)

@@ -280,6 +280,13 @@ class Failing:
     """Where its page went."""
 
 
+def folded_note(root: str, since: float, zone: str, dedup_keys: Iterable[str]) -> str:
+    """Why a check is folded into ``root``'s incident (its first dedup key names it)."""
+    keys = sorted(set(dedup_keys))
+    incident = f", incident {keys[0]}" if keys else ""
+    return f"folded into {root} (failing since {readable(since, zone)}{incident})"
+
+
 def failing(db: Reads, since: float) -> list[Failing]:
     """Checks failing now, not folded into another, that began failing at or after ``since``
     (the roots lineage folds alerts into)."""

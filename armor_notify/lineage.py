@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import deque
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -159,9 +160,9 @@ class Lineage:
     def below(self, roots: Iterable[str], *, depth: int) -> Below:
         """Which of ``roots`` (assets failing now, say) lie upstream of each asset, within
         ``depth`` steps: walked once, downstream from each root, into a table keyed by every
-        name the assets below are known by, so that asking for one alert's asset is a few
-        lookups in that small table, however large the lineage is. The last table is kept:
-        intakes while the failing set stays the same reuse it."""
+        name the lineage knows, so that asking for an alert's asset is one lookup, however
+        large the lineage is. The last table is kept: intakes while the failing set stays the
+        same reuse it."""
         wanted = (tuple(sorted(set(roots))), depth)
         if self._below is not None and self._below[0] == wanted:
             return self._below[1]
@@ -177,26 +178,24 @@ class Lineage:
                 continue
             for child, distance in self.walk(node, up=False, depth=depth):
                 hits.setdefault(child, []).append((root, distance))
-        keys: dict[str, list[tuple[str, int]]] = {}
-        tails: dict[str, list[tuple[str, int]]] = {}
-        if hits:
-            for found in hits.values():
-                found.sort(key=lambda r: -r[1])  # furthest upstream first
-            for key, node in self._index.items():
-                if node in hits:
-                    keys[key] = hits[node]
-            for tail, node in self._tails.items():
-                if node is not None and node in hits:
-                    tails[tail] = hits[node]
-        lasts = frozenset(key.rsplit(".", 1)[-1].lower() for key in (*keys, *tails))
-        return Below(keys, tails, lasts)
+        if not hits:
+            return Below({}, {})
+        for found in hits.values():
+            found.sort(key=lambda r: -r[1])  # furthest upstream first
+        none: list[tuple[str, int]] = []  # (shared, never handed out)
+        return Below({key: hits.get(node, none) for key, node in self._index.items()},
+                     {tail: hits[node] for tail, node in self._tails.items()
+                      if node is not None and node in hits})
 
 
 def roots_above(below: Below, name: str, asset_id: str | None, declared: Sequence[str],
                 failing: Collection[str]) -> list[tuple[str, int]]:
     """The failing roots (``failing``: lower-case names) upstream of an asset, with their
     distance: from the lineage, and through its own ``asset.upstream`` (one step up)."""
-    found = list(below.roots(name, asset_id))  # (a copy: the table's own lists stay)
+    found = below.roots(name, asset_id)
+    if not found and not declared:
+        return []
+    found = list(found)  # (a copy: the table's own lists stay)
     for given in declared:
         if given.lower() in failing:
             found.append((given, 1))
@@ -210,28 +209,23 @@ class Below:
     """:meth:`Lineage.below`'s answer: asset → the roots upstream of it, furthest first."""
 
     keys: dict[str, list[tuple[str, int]]]
-    """Every name (as written, lower-case, dbt ``unique_id``) of an asset below a root."""
+    """Every name the lineage knows (as written, lower-case, dbt ``unique_id``) → the roots
+    upstream of it (empty: none); empty when no root is in the lineage."""
     tails: dict[str, list[tuple[str, int]]]
-    """The same by the last two parts of the name."""
-    lasts: frozenset[str]
-    """The last part of every key, lower-case: a name whose last part is not here is below
-    no root (the common case, answered first and cheaply)."""
+    """The assets below a root by the last two parts of their name."""
 
     def roots(self, name: str, asset_id: str | None = None) -> list[tuple[str, int]]:
         """The roots upstream of the asset, furthest first (found as :meth:`Lineage.find`
         finds it)."""
-        if not self.keys:
-            return []
-        lasts = self.lasts
-        found = None
-        if name[name.rfind(".") + 1:].lower() in lasts:
-            found = self.keys.get(name)
+        keys = self.keys
+        found = keys.get(name)  # the name as the lineage writes it: one lookup, most alerts
+        if found is None and keys:
+            low = name.lower()
+            found = keys.get(low)
+            if found is None and asset_id:
+                found = keys.get(asset_id.lower())
             if found is None:
-                low = name.lower()
-                found = self.keys.get(low) or self.tails.get(".".join(low.rsplit(".", 2)[-2:]))
-        # An id is a dbt unique_id (model.shop.orders): its last part is a table's name too.
-        if found is None and asset_id and asset_id[asset_id.rfind(".") + 1:].lower() in lasts:
-            found = self.keys.get(asset_id.lower())
+                found = self.tails.get(".".join(low.rsplit(".", 2)[-2:]))
         return found or []
 
 
@@ -406,14 +400,11 @@ class LineageFiles:
     def __init__(self, dbt_manifest: Path | None, edges: Sequence[Path]) -> None:
         self.dbt_manifest = dbt_manifest
         self.edges = tuple(edges)
+        self.paths: tuple[Path, ...] = ((dbt_manifest,) if dbt_manifest else ()) + self.edges
         self.error: str | None = None
         self._lineage: Lineage | None = None
         self._stamps: tuple[tuple[float, int] | None, ...] | None = None
         self._checked = -1e9
-
-    @property
-    def paths(self) -> tuple[Path, ...]:
-        return ((self.dbt_manifest,) if self.dbt_manifest else ()) + self.edges
 
     def _stamp(self) -> tuple[tuple[float, int] | None, ...]:
         stamps: list[tuple[float, int] | None] = []
@@ -432,13 +423,11 @@ class LineageFiles:
 
     def current(self) -> Lineage | None:
         """The lineage (``None``: none configured, or it cannot be read: see ``error``)."""
-        import time
-
-        if not self.paths:
-            return None
         now = time.monotonic()
         if now - self._checked < self.CHECK_EVERY and self._stamps is not None:
             return self._lineage
+        if not self.paths:
+            return None
         self._checked = now
         stamps = self._stamp()
         if stamps != self._stamps:

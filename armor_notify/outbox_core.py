@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
+from . import ledger, mutes
 from .alert import Alert, Asset
 from .delivery import Attempt, Delivery, State
 from .destinations import RateLimit
@@ -184,8 +185,6 @@ def enqueue(db: Db, deliveries: Sequence[Delivery], *, repeat_window: float, now
     window (``False``), else the policy's decision applied (mutes too), a held trigger settled
     by its resolve, leased at intake when ``lease_to`` asks and nothing stops it, and written
     (``True``)."""
-    from . import mutes
-
     out: list[tuple[Delivery, bool]] = []
     history = TableHistory(db)
     if checks is not None:
@@ -251,21 +250,15 @@ class TableHistory:
         self._failing: tuple[float, list[Failing]] | None = None
 
     def mutes(self, at: float) -> list[Mute]:
-        from . import mutes
-
         if self._mutes is None or self._mutes[0] != at:  # once per intake
             self._mutes = (at, mutes.active(self.db, at))
         return self._mutes[1]
 
     def check_state(self, key: tuple[str, str, str]) -> CheckState | None:
-        from . import ledger
-
         return ledger.read(self.db, key)
 
     def failing(self, since: float) -> list[Failing]:
         """(Kept for the last ``since`` asked: ``route`` asks once per alert, at one time.)"""
-        from . import ledger
-
         if self._failing is None or self._failing[0] != since:
             self._failing = (since, ledger.failing(self.db, since))
         return self._failing[1]

@@ -81,7 +81,7 @@ class Fleet:
         config.pop("state")
         with Notifier.from_dict(config, outbox=PostgresOutbox.open(self.url)) as notifier:
             alerts = notifier.parse_alerts([alert_data(offset + i) for i in range(count)])
-            notifier.enqueue(alerts, _lease=False)
+            notifier.enqueue(alerts)
 
     def listening(self) -> int:
         """How many workers are connected and listening for new work."""
@@ -159,7 +159,7 @@ def intake_rate(postgres: Any, count: int) -> tuple[float, float]:
                     alerts = notifier.parse_alerts([alert_data(i) for i in range(count)])
                     began = time.perf_counter()
                     for i in range(0, count, BATCH):
-                        notifier.enqueue(alerts[i:i + BATCH], _lease=False)
+                        notifier.enqueue(alerts[i:i + BATCH])
                     rates.append(count / (time.perf_counter() - began))
     finally:
         database.drop()

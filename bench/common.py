@@ -110,11 +110,13 @@ ROUNDS: dict[str, list[float]] = {}
 
 def interleaved(rounds: int, contenders: dict[str, Callable[[], float]],
                 verbose: bool = False) -> dict[str, float]:
-    """Run each contender ``rounds`` times, interleaved; each returns a rate (higher is better).
-    Returns each contender's best rate (every round's is left in ``ROUNDS``)."""
+    """Run each contender ``rounds`` times, interleaved, each first in turn; each returns a rate
+    (higher is better). Returns each contender's best rate (every round's is left in
+    ``ROUNDS``)."""
     ROUNDS.clear()
+    order = list(contenders.items())
     for i in range(rounds):
-        for name, fn in contenders.items():
+        for name, fn in order[i % len(order):] + order[: i % len(order)]:
             rate = fn()
             if verbose:
                 print(f"    round {i + 1} {name}: {rate:,.1f}/s", file=sys.stderr, flush=True)
@@ -124,6 +126,13 @@ def interleaved(rounds: int, contenders: dict[str, Callable[[], float]],
 
 def median_of(name: str) -> float:
     return statistics.median(ROUNDS[name])
+
+
+def paired_ratio(name: str, baseline: str) -> float:
+    """How many times longer ``name`` takes than ``baseline``: the median, over the last
+    :func:`interleaved` call's rounds, of the two rates measured side by side in one round
+    (a round's noise falls on both, so the pairs vary less than either's best)."""
+    return statistics.median(b / n for n, b in zip(ROUNDS[name], ROUNDS[baseline], strict=True))
 
 
 def timed(fn: Callable[[], object]) -> float:

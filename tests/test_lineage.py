@@ -303,6 +303,7 @@ def folding(tmp_path: Path, children: int = 12, **rule: Any) -> tuple[Any, Any, 
     from armor_notify.testing import Capture, build_notifier
 
     edges = [{"from": "raw.shop.orders", "to": f"analytics.marts.m{i}"} for i in range(children)]
+    edges.append({"from": "raw.shop.customers", "to": "analytics.marts.customers"})
     write(tmp_path / "edges.json", edges)
     capture = Capture()
     nt = build_notifier({
@@ -406,13 +407,24 @@ def test_outside_the_lineage_or_without_one_an_alert_pages_and_route_says_why(
 
     folded = explained(CHILDREN[0])
     assert folded["check"]["lineage"].startswith("folded into raw.shop.orders (failing since")
+    assert folded["check"]["lineage"].endswith(  # as intake says it: the root's incident too
+        ", incident anomalyarmor-quality-validity_failure-raw.shop.orders-freshness)")
     assert [r["outcome"] for r in folded["routes"]] == ["suppressed", "suppressed"]
+    assert explained(CHILDREN[1].upper())["check"]["lineage"] == folded["check"]["lineage"]
+    inside = explained("analytics.marts.customers")  # in the lineage, nothing failing above it
+    assert inside["check"]["lineage"] == "nothing upstream of it is failing: pages on its own"
     outside = explained("elsewhere.schema.table")
     assert outside["check"]["lineage"] == ("elsewhere.schema.table is not in the lineage: "
                                            "pages on its own")
     assert [r["sent"] for r in outside["routes"]] == [True, True]
     nt.send(nt.parse_alerts(result("elsewhere.schema.table", "fail")))
     assert capture.by_destination("pd")[-1].alert.asset.name == "elsewhere.schema.table"
+    # A lineage read again is asked afresh (not the table of the one before).
+    write(tmp_path / "edges.json", [{"from": "raw.shop.customers", "to": CHILDREN[2]}])
+    os.utime(tmp_path / "edges.json", (4, 4))
+    nt.lineage.reload()
+    assert explained(CHILDREN[2])["check"]["lineage"] == (
+        "nothing upstream of it is failing: pages on its own")
     (tmp_path / "edges.json").write_text("[")  # unreadable: fail open
     os.utime(tmp_path / "edges.json", (5, 5))
     nt.lineage.reload()

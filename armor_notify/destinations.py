@@ -242,6 +242,12 @@ class Notification:
     """True for ``armor-notify test``."""
     digest: tuple[Alert, ...] = ()
     """For a digest: every alert it summarises (``alert`` is then a synthetic summary alert)."""
+    thread: Mapping[str, Any] | None = None
+    """Where this incident's message is on this destination: what the sender returned as
+    ``Outcome.delivered(message={...})`` for an earlier delivery with the same dedup key (Slack's
+    channel and ts), so that it can update that message or reply in its thread. ``None``: no
+    message yet, or the incident was resolved since (a new trigger starts a new message). Given
+    only to senders that set ``threads = True``, never for digests or tests."""
 
     @property
     def action(self) -> Action:
@@ -265,6 +271,11 @@ class Sender(Protocol):
     ``send`` with a single delivery to make then runs it on the calling thread, sparing two
     thread switches; without the promise every attempt runs on an I/O thread, where the hard
     timeout can write off a sender that hangs.
+
+    A sender that can update what it posted sets ``threads = True``: each notification then
+    carries :attr:`Notification.thread`, the ``message`` it reported for the same incident
+    before. Deliveries of one dedup key to one destination are sent in order, so a resolve's
+    attempt starts after its trigger's ended.
     """
 
     def send(self, notification: Notification) -> Outcome: ...

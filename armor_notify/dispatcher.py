@@ -27,6 +27,7 @@ from .alert import Alert
 from .config import Config, Destination
 from .delivery import Attempt, Delivery, State
 from .destinations import Notification, Sender
+from .history import NO_HISTORY, History
 from .outbox import ClaimRules, Outbox
 from .outcome import Outcome
 from .pool import IOPool, Job
@@ -200,7 +201,8 @@ class Dispatcher:
         self._senders.clear()
 
     def _start(self, delivery: Delivery, pool: IOPool, finished: queue.SimpleQueue[Job[Outcome]],
-               now: float, leased_at: float, alone: bool = False) -> _Running | None:
+               now: float, leased_at: float, alone: bool = False,
+               history: History = NO_HISTORY) -> _Running | None:
         dest = self.config.destinations[delivery.destination]
         sender = self.sender_for(dest)
         if isinstance(sender, Exception):
@@ -222,6 +224,8 @@ class Dispatcher:
             attempt=delivery.attempt_count + 1,
             test=delivery.test,
             digest=delivery.digest,
+            thread=self._thread_of(delivery, history) if getattr(sender, "threads", False)
+            is True else None,
         )
         inline = alone and getattr(sender, "bounded_waits", False) is True
         start = IOPool.run_here if inline else pool.submit
@@ -230,6 +234,19 @@ class Dispatcher:
         hard = hard_timeout(dest.config.timeout)
         # The lease (claimed at ``leased_at``) is twice the hard timeout plus a margin.
         return _Running(delivery, notification, job, now, began, hard, leased_at + 2 * hard)
+
+    @staticmethod
+    def _thread_of(delivery: Delivery, history: History) -> Mapping[str, Any] | None:
+        """The incident's message on the destination (:attr:`Notification.thread`)."""
+        if delivery.digest or delivery.test:
+            return None
+        posted = history.posted(delivery.destination, delivery.dedup_key)
+        if posted is None:
+            return None
+        status, message = posted
+        if status == "resolved" and delivery.alert.status == "triggered":
+            return None  # the incident was closed: a trigger opens a new one
+        return message
 
     @staticmethod
     def _outcome_of(job: Job[Outcome]) -> Outcome:
@@ -356,6 +373,7 @@ class _Pass:
                  chores: Sequence[Chore] = (), stop: threading.Event | None = None) -> None:
         self.d = dispatcher
         self.outbox = outbox
+        self.history = outbox.history()
         self.ids = ids
         self.on_final = on_final
         self.chores = chores
@@ -561,7 +579,8 @@ class _Pass:
         # timeout can run right here (see Sender.bounded_waits).
         alone = (self.open_ids is not None and len(self.open_ids) == 1 and not self.running
                  and not self.late)
-        run = self.d._start(delivery, self.pool, self.finished, now, leased_at, alone)
+        run = self.d._start(delivery, self.pool, self.finished, now, leased_at, alone,
+                            self.history)
         if run is None:
             self.held.discard(delivery.id)
             self.ended.append(delivery)

@@ -6,8 +6,8 @@ an outbox with nothing in it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .ledger import CheckState, Failing
@@ -30,6 +30,11 @@ class History(Protocol):
         ...
     def failing(self, since: float) -> Sequence[Failing]:
         """Checks failing now (not folded) that began failing at or after ``since``."""
+        ...
+    def posted(self, destination: str, dedup_key: str) -> tuple[str, Mapping[str, Any]] | None:
+        """The message a destination last reported posting for an incident (what its sender
+        returned as ``Outcome.delivered(message=…)``), with the alert status it was posted
+        for; ``None``: none."""
         ...
 
 
@@ -55,6 +60,9 @@ class _NoHistory:
 
     def failing(self, since: float) -> Sequence[Failing]:
         return ()
+
+    def posted(self, destination: str, dedup_key: str) -> tuple[str, Mapping[str, Any]] | None:
+        return None
 
 
 NO_HISTORY: History = _NoHistory()

@@ -56,7 +56,7 @@ __all__ = [
 
 STATE_ENV = "ARMOR_NOTIFY_STATE_DIR"
 FILE_NAME = "outbox.sqlite3"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 5000
 
 
@@ -125,7 +125,10 @@ _V3 = (
     "ALTER TABLE checks ADD COLUMN folded_into TEXT",
     "ALTER TABLE checks ADD COLUMN release_at REAL",
 )
-MIGRATIONS: dict[int, tuple[str, ...]] = {2: _V2, 3: _V3}
+# Schema 4: where a destination posted a delivery (Slack's channel and ts), to update that
+# message and reply in its thread when the incident changes.
+_V4 = ("ALTER TABLE deliveries ADD COLUMN message TEXT",)
+MIGRATIONS: dict[int, tuple[str, ...]] = {2: _V2, 3: _V3, 4: _V4}
 """Schema version → the statements that bring the version before it there (applied in order,
 in the transaction that opens the file; version 1 is ``_SCHEMA``)."""
 

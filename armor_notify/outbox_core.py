@@ -263,6 +263,18 @@ class TableHistory:
             self._failing = (since, ledger.failing(self.db, since))
         return self._failing[1]
 
+    def posted(self, destination: str, dedup_key: str) -> tuple[str, Mapping[str, Any]] | None:
+        row = self.one("SELECT alert_status, message FROM deliveries WHERE destination=? AND "
+                       "dedup_key=? AND message IS NOT NULL ORDER BY seq DESC LIMIT 1",
+                       (destination, dedup_key))
+        if row is None:
+            return None
+        try:
+            ref = json.loads(row[1])
+        except ValueError:
+            return None
+        return (str(row[0]), ref) if isinstance(ref, dict) else None
+
     def last_notified(self, rule: str, asset_id: str, destination: str,
                       since: float) -> float | None:
         row = self.one(
@@ -582,10 +594,11 @@ def complete(db: Db, deliveries: Sequence[Delivery], owner: str, now: float) -> 
     lost."""
     return [db.execute(
         "UPDATE deliveries SET state=?, run_at=?, lease_owner=NULL, reason=?, hint=?, "
-        "details=?, history=?, finalized_at=?, first_attempt_at=? WHERE id=? AND "
+        "details=?, history=?, finalized_at=?, first_attempt_at=?, message=? WHERE id=? AND "
         "lease_owner=? AND attempt=? AND state='in_flight'",
         (d.state.value, d.next_attempt_at, d.reason, d.hint, _details(d), _history(d),
-         now if d.state.final else None, d.first_attempt_at, d.id, owner, d.attempt_count),
+         now if d.state.final else None, d.first_attempt_at, _message(d), d.id, owner,
+         d.attempt_count),
     ) == 1 for d in deliveries]
 
 
@@ -750,6 +763,13 @@ def _history(d: Delivery) -> str:
         return "[]"
     return json.dumps([{"number": a.number, "started_at": a.started_at, "duration": a.duration,
                         "status": a.status, "reason": a.reason} for a in d.attempts])
+
+
+def _message(d: Delivery) -> str | None:
+    """Where the destination posted a delivered notification (``details["message"]``: Slack's
+    channel and ts), kept in a column of its own to find an incident's message by."""
+    ref = d.details.get("message") if d.state is State.delivered else None
+    return json.dumps(ref) if isinstance(ref, dict) and ref else None
 
 
 def _details(d: Delivery) -> str:

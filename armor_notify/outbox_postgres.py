@@ -55,7 +55,7 @@ from .secrets import ELLIPSIS
 if TYPE_CHECKING:
     import psycopg
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA = "armor_notify"
 """The PostgreSQL schema (namespace) that holds the outbox's tables."""
 EXTRA = "pip install 'armor-notify[postgresql]'"
@@ -151,7 +151,9 @@ _V4 = (
     "ALTER TABLE checks ADD COLUMN IF NOT EXISTS folded_into TEXT",
     "ALTER TABLE checks ADD COLUMN IF NOT EXISTS release_at DOUBLE PRECISION",
 )
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
+# Where a destination posted a delivery: SQLite's schema 4.
+_V5 = ("ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS message TEXT",)
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
 """Schema version → the statements that bring the version before it there (1: from nothing).
 Applied in order, in one transaction, under the schema lock."""
 

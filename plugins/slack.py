@@ -1,4 +1,6 @@
-"""The ``slack`` destination: a Block Kit message posted to a Slack incoming webhook.
+"""The ``slack`` destination: a Block Kit message posted to a Slack incoming webhook, or with a
+bot token through Slack's Web API (:mod:`armor_notify_plugins.slack_api`), which can update the
+message and reply in its thread when the incident is acknowledged or resolved.
 
 Alert text is untrusted: an asset called ``<!channel>`` must not page a whole channel. So every
 piece of it is escaped (``&``, ``<``, ``>``, the only characters Slack parses for mentions and
@@ -12,19 +14,24 @@ Slack answers ``200 ok`` on success and a plain-text error code otherwise (``cha
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, field_validator, model_validator
 
 from armor_notify import (
     DestinationConfig,
     DestinationType,
+    HttpsUrl,
     Notification,
     Outcome,
+    Secret,
     SecretHttpsUrl,
+    Sender,
     hookimpl,
+    mask_secret,
     mask_url,
     parse_retry_after,
 )
@@ -38,6 +45,7 @@ __all__ = [
     "SlackSender",
     "build_payload",
     "escape",
+    "make_sender",
     "register_destination_types",
 ]
 
@@ -303,22 +311,85 @@ def build_payload(notification: Notification) -> dict[str, Any]:
     }
 
 
-class SlackConfig(DestinationConfig):
-    """``type: slack``: a Slack incoming webhook."""
+_CHANNEL = re.compile(r"^(?:[CGD][A-Z0-9]{8,}|#[a-z0-9][a-z0-9._-]{0,79})$")
 
-    # The webhook URL is the credential: keep it out of pydantic's error messages too.
-    # (pydantic merges this with the base class's settings.)
+
+class SlackConfig(DestinationConfig):
+    """``type: slack``: a Slack incoming webhook (``webhook_url``), or a bot posting to a
+    channel through the Web API (``token`` and ``channel``)."""
+
+    # The webhook URL and the token are credentials: keep them out of pydantic's error messages
+    # too. (pydantic merges this with the base class's settings.)
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    webhook_url: SecretHttpsUrl
+    webhook_url: SecretHttpsUrl | None = None
     """``https://hooks.slack.com/services/T…/B…/…`` (keep it in ``${SLACK_WEBHOOK_URL}``)."""
+    token: Secret | None = None
+    """A bot token, ``xoxb-…`` (keep it in ``${SLACK_BOT_TOKEN}``); needs the ``chat:write``
+    scope, and the app invited to the channel."""
+    channel: str | None = None
+    """With ``token``: the channel's ID (``C0123ABCD``) or ``#name``."""
+    api_url: HttpsUrl = "https://slack.com/api/"
+    """With ``token``: where the Web API is (a proxy, or a loopback fake in tests)."""
+
+    @field_validator("token")
+    @classmethod
+    def _bot_token(cls, value: Secret | None) -> Secret | None:
+        if value is not None and not value.get_secret_value().startswith(("xoxb-", "xoxp-")):
+            raise ValueError("is not a Slack bot token: use the Bot User OAuth Token (xoxb-…) "
+                             "from the app's OAuth & Permissions page")
+        return value
+
+    @field_validator("channel")
+    @classmethod
+    def _channel_id_or_name(cls, value: str | None) -> str | None:
+        if value is not None and not _CHANNEL.match(value):
+            raise ValueError("must be a channel ID (C0123ABCD: the channel's details, at the "
+                             "bottom of About) or #name (lower case)")
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _ends_with_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> SlackConfig:
+        bot = self.token is not None or self.channel is not None
+        if self.webhook_url is not None and bot:
+            raise ValueError("give webhook_url (an incoming webhook) or token and channel (a "
+                             "bot), not both")
+        if self.webhook_url is None and not bot:
+            raise ValueError("give webhook_url (an incoming webhook: ${SLACK_WEBHOOK_URL}), or "
+                             "token and channel (a bot: ${SLACK_BOT_TOKEN} and C0123… or #name)")
+        if bot and (self.token is None or self.channel is None):
+            raise ValueError(f"a bot needs both token and channel: "
+                             f"{'channel' if self.channel is None else 'token'} is missing")
+        return self
 
     def describe(self) -> str:
+        if self.token is not None:
+            return (f"Slack {self.channel} as a bot (token "
+                    f"{mask_secret(self.token.get_secret_value())})")
+        assert self.webhook_url is not None
         return f"Slack webhook {mask_url(self.webhook_url.get_secret_value())}"
 
     def target_key(self) -> str | None:
-        # One webhook posts to one channel; its rate limit follows (rate_limit_key's default).
+        # A webhook posts to one channel; a bot is one app in one channel. The rate limit
+        # follows (rate_limit_key's default): Slack's is per channel.
+        if self.token is not None:
+            return f"{self.api_url} {self.token.get_secret_value()} {self.channel}"
+        assert self.webhook_url is not None
         return self.webhook_url.get_secret_value()
+
+
+def make_sender(config: SlackConfig) -> Sender:
+    """A webhook's sender, or with a token the Web API's."""
+    if config.token is not None:
+        from .slack_api import SlackApiSender
+
+        return SlackApiSender(config)
+    return SlackSender(config)
 
 
 class SlackSender:
@@ -328,6 +399,7 @@ class SlackSender:
     """One post through HttpClient, whose timeout bounds the whole attempt."""
 
     def __init__(self, config: SlackConfig) -> None:
+        assert config.webhook_url is not None
         self._config = config
         self._url = config.webhook_url.get_secret_value()
         self._http = HttpClient(self._url, {"Content-Type": "application/json"})
@@ -408,9 +480,9 @@ def _from_slack_tokens_url(url: str) -> dict[str, Any]:
     if parts.username or parts.query or parts.fragment or len(tokens) != 3:
         if tokens and tokens[0].lower().startswith("xox"):
             raise ValueError(
-                "Slack bot tokens are not supported: use an incoming webhook "
-                "(type: slack, webhook_url: ${SLACK_WEBHOOK_URL}), or send through Apprise "
-                "with type: apprise"
+                "a bot token does not go in a URL (it would be shown wherever the URL is): "
+                "write the destination out (type: slack, token: ${SLACK_BOT_TOKEN}, channel: "
+                "C0123… or #name)"
             )
         raise ValueError(
             "only Apprise's incoming-webhook form slack://TokenA/TokenB/TokenC is supported "
@@ -424,7 +496,7 @@ def _from_slack_tokens_url(url: str) -> dict[str, Any]:
 SLACK = DestinationType(
     name="slack",
     config_model=SlackConfig,
-    sender=SlackSender,
+    sender=make_sender,
     display_name="Slack",
     send_resolved_default=True,
     default_rate_limit="1/second",

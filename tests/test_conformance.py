@@ -128,11 +128,16 @@ class TestSlackConformance(DestinationConformance):
         return [
             ({"webhook_url": SLACK_URL.replace("https:", "http:")}, "webhook_url"),
             ({"webhook_url": "hooks.slack.com/services/T000/B000/SECRETPATHxxxxxxxx"}, "webhook_url"),
-            ({}, "webhook_url"),
+            ({}, ""),
+            ({"token": "xoxb-1111-2222-SECRETSECRETSECRET", "channel": "general"}, "channel"),
+            ({"token": "SECRETSECRETSECRET-not-a-token", "channel": "C0123ALERTS"}, "token"),
+            ({"token": "xoxb-1111-2222-SECRETSECRETSECRET"}, ""),
+            ({"webhook_url": SLACK_URL, "token": "xoxb-1111-2222-SECRETSECRETSECRET",
+              "channel": "C0123ALERTS"}, ""),
         ]
 
     def secrets(self, config: Mapping[str, Any]) -> list[str]:
-        return _secret_fields(config, "webhook_url")
+        return _secret_fields(config, "webhook_url", "token")
 
     @contextlib.contextmanager
     def receiver(self, replies: Sequence[Reply]) -> Iterator[dict[str, Any]]:

@@ -263,7 +263,7 @@ def test_a_state_file_from_another_version_is_refused(tmp_path: Path) -> None:
         SqliteOutbox.open(tmp_path)
 
 
-def test_a_version_1_state_file_opens_as_version_3_with_its_deliveries(tmp_path: Path) -> None:
+def test_a_version_1_state_file_opens_as_version_4_with_its_deliveries(tmp_path: Path) -> None:
     # What armor-notify before the check ledger made: schema 1, a delivery queued in it.
     from armor_notify.outbox import _SCHEMA, SCHEMA_VERSION
 
@@ -277,7 +277,7 @@ def test_a_version_1_state_file_opens_as_version_3_with_its_deliveries(tmp_path:
     db.commit()
     db.close()
     with SqliteOutbox.open(tmp_path) as box:
-        assert box.schema_version == SCHEMA_VERSION == 3
+        assert box.schema_version == SCHEMA_VERSION == 4
         (old,) = box.find()
         assert (old.id, old.state, old.alert.id, old.mute_id) == (
             "d1", State.queued, "alert_1", None)
@@ -289,10 +289,11 @@ def test_a_version_1_state_file_opens_as_version_3_with_its_deliveries(tmp_path:
         assert nt.unmute(mute.id)[1] == [held.id]
         assert nt.checks() == []
     db = sqlite3.connect(tmp_path / "outbox.sqlite3")
-    assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("3",)
+    assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("4",)
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"deliveries", "checks", "mutes", "meta", "rate_state"} <= tables
-    assert "mute_id" in {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}
+    assert {"mute_id", "message"} <= {row[1] for row in db.execute(
+        "PRAGMA table_info(deliveries)")}
     assert {"folded_into", "release_at"} <= {row[1] for row in db.execute(
         "PRAGMA table_info(checks)")}
     db.close()

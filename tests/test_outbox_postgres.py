@@ -272,7 +272,7 @@ def test_an_older_schema_is_brought_to_this_version_with_its_rows(
                         "'All', '[]', 'k', %s, 'queued', 1, 1)",
           (json.dumps(delivery(1).alert.model_dump(mode="json")),))
     with PostgresOutbox.open(database.url) as box:
-        assert box.schema_version == SCHEMA_VERSION == 4
+        assert box.schema_version == SCHEMA_VERSION == 5
         assert [d.id for d in box.find()] == ["d1"]
     indexes = {name for (name,) in admin(database.url, "SELECT indexname FROM pg_indexes WHERE "
                                                        "schemaname = 'armor_notify'")}
@@ -280,11 +280,14 @@ def test_an_older_schema_is_brought_to_this_version_with_its_rows(
             "deliveries_mute"} <= indexes
     assert "deliveries_intake" not in indexes
     assert admin(database.url, "SELECT value FROM armor_notify.meta WHERE key='schema'") == [
-        ("4",)]
+        ("5",)]
+    assert admin(database.url, "SELECT column_name FROM information_schema.columns WHERE "
+                               "table_schema = 'armor_notify' AND table_name = 'deliveries' "
+                               "AND column_name = 'message'") == [("message",)]
 
 
 @pytest.mark.slow
-def test_db_upgrade_brings_a_version_2_database_to_3_with_its_rows(
+def test_db_upgrade_brings_a_version_2_database_to_the_latest_with_its_rows(
         database: postgres.Database) -> None:
     # What armor-notify before the check ledger made: schema 2, a delivery held in it.
     import psycopg
@@ -308,16 +311,17 @@ def test_db_upgrade_brings_a_version_2_database_to_3_with_its_rows(
     upgraded = run_cli("db", "upgrade", "--state", database.url, "--json")
     assert upgraded.returncode == 0, upgraded.stderr
     assert json.loads(upgraded.stdout) == {"outbox": shown_url(database.url),
-                                           "schema_version": 4}
+                                           "schema_version": SCHEMA_VERSION}
     assert admin(database.url, "SELECT value FROM armor_notify.meta WHERE key='schema'") == [
-        ("4",)]
+        (str(SCHEMA_VERSION),)]
     tables = {name for (name,) in admin(database.url, "SELECT table_name FROM "
                                                       "information_schema.tables WHERE "
                                                       "table_schema = 'armor_notify'")}
     assert {"deliveries", "checks", "mutes", "meta", "rate_state"} <= tables
     assert admin(database.url, "SELECT mute_id FROM armor_notify.deliveries") == [(None,)]
     again = run_cli("db", "upgrade", "--state", database.url)
-    assert again.returncode == 0 and again.stdout.strip().endswith("schema version 4, up to date")
+    assert again.returncode == 0 and again.stdout.strip().endswith(
+        f"schema version {SCHEMA_VERSION}, up to date")
 
     with PostgresOutbox.open(database.url) as box:  # the old row, and mutes that hold rows
         (old,) = box.find()

@@ -209,7 +209,7 @@ def test_apprise_webhook_url_maps_to_native_config() -> None:
     assert slack.SLACK.from_url is not None
     config = slack.SLACK.from_url(f"slack://T00000000/B00000000/{SECRET_TOKEN}")
     assert config == {"webhook_url": f"https://hooks.slack.com{WEBHOOK_PATH}"}
-    with pytest.raises(ValueError, match="bot tokens are not supported") as caught:
+    with pytest.raises(ValueError, match="a bot token does not go in a URL") as caught:
         slack.SLACK.from_url("slack://xoxb-1234-1234-SECRETSECRET/#general")
     assert "SECRETSECRET" not in str(caught.value)
     with pytest.raises(ValueError, match="incoming-webhook form") as caught:

@@ -116,6 +116,8 @@ class SendReport:
     notes: Mapping[str, str] = field(default_factory=dict)
     """Alert id → what the check ledger did with it (a check result: paged, still failing,
     resolved, passing)."""
+    payloads: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """A dry run's: delivery id → what would have been sent (:meth:`Notifier.preview`)."""
 
     def count(self, state: State) -> int:
         return sum(1 for d in self.deliveries if d.state is state)
@@ -135,7 +137,9 @@ class SendReport:
                         "status": a.status, **({"check": self.notes[a.id]}
                                                if a.id in self.notes else {})}
                        for a in self.alerts],
-            "deliveries": [d.as_dict() for d in self.deliveries],
+            "deliveries": [{**d.as_dict(), **({"payload": self.payloads[d.id]}
+                                              if d.id in self.payloads else {})}
+                           for d in self.deliveries],
             "summary": {s.value: self.count(s) for s in State},
             "exit_code": self.exit_code,
         }
@@ -366,6 +370,33 @@ class Notifier:
         off). Writes and sends nothing."""
         return self.config.plan([alerts] if isinstance(alerts, Alert) else alerts)
 
+    def preview(self, alerts: Alert | Iterable[Alert], *,
+                destination: str | None = None) -> list[dict[str, Any]]:
+        """What each destination the alerts route to would be sent, exactly (the PagerDuty
+        event, the Slack payload, the email's headers and parts), with secrets masked; only
+        ``destination``'s when given. Judged by routing alone (not by noise controls, mutes or
+        the check ledger, which ``route`` explains). Sends and writes nothing."""
+        if destination is not None and destination not in self.config.destinations:
+            names = list(self.config.destinations)
+            raise ArmorNotifyError(f"no destination named '{destination}'"
+                                   f"{suggest(destination, names)} (the config has: "
+                                   f"{', '.join(names) or 'none'})")
+        shown = []
+        for d in self.plan(alerts):
+            if destination is not None and d.destination != destination:
+                continue
+            dest = self.config.destinations[d.destination]
+            entry: dict[str, Any] = {
+                "alert_id": d.alert.id, "status": d.alert.status, "title": d.alert.title,
+                "destination": d.destination, "type": dest.type.name, "rule": d.rule,
+                "dedup_key": d.dedup_key}
+            if d.state is State.suppressed:
+                entry["not_sent_because"] = d.reason
+            else:
+                entry["payload"] = self.dispatcher.preview(d)
+            shown.append(entry)
+        return shown
+
     def explain(self, alert: Alert, *, at: float | None = None,
                 history: History = NO_HISTORY) -> dict[str, Any]:
         """What ``route`` shows for ``alert``, as data: the matching rules, and for each routed
@@ -569,7 +600,9 @@ class Notifier:
         deliveries accepted earlier, nor for those still queued when ``send`` returns."""
         alerts = [alerts] if isinstance(alerts, Alert) else list(alerts)
         if dry_run:
-            return SendReport(alerts, self._skip_all(alerts, on_final))
+            skipped = self._skip_all(alerts, on_final)
+            return SendReport(alerts, skipped, payloads={
+                d.id: self.dispatcher.preview(d) for d in skipped if d.state is State.skipped})
         # Deliveries due now are leased to this process as they are written, so sending them
         # needs no separate claim.
         deliveries, notes = self._intake(alerts, lease=wait is None or wait > 0)

@@ -9,7 +9,7 @@ import sys
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,7 @@ from .errors import (
     ArmorNotifyError,
     ProblemsError,
 )
-from .output import clean, echo, echo_json, stdout_closed, table
+from .output import clean, echo, echo_json, safe, stdout_closed, table
 from .times import readable, zone
 
 if TYPE_CHECKING:
@@ -456,6 +456,66 @@ def route(ctx: click.Context, event: str, config: str | None, as_json: bool, at:
                 if stdout_closed():  # the reader went away (`| head`): nothing more to show
                     return
                 _print_route(res)
+
+
+# -- preview ----------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("event", metavar="EVENT")
+@click.option("--config", "-c", "config", metavar="F", help=CONFIG_HELP)
+@click.option("--destination", "-d", metavar="NAME", help="Show only this destination's.")
+@json_option
+@source_option
+@click.pass_context
+def preview(ctx: click.Context, event: str, config: str | None, destination: str | None,
+            as_json: bool, source: str | None) -> None:
+    """Show exactly what each destination EVENT routes to would be sent; send nothing.
+
+    The PagerDuty event, the Slack payload, the email's headers and parts, with secrets masked.
+    Templates are rendered as they would be. Routing alone decides (noise controls, mutes and
+    check results are judged by `armor-notify route`)."""
+    _json_flag(ctx, as_json)
+    notifier = _notifier(config)
+    with notifier:
+        alerts = notifier.read_alerts(event, source=source)
+        shown = notifier.preview(alerts, destination=destination)
+    if as_json:
+        _emit({"previews": shown})
+        return
+    by_alert: dict[str, list[dict[str, Any]]] = {}
+    for entry in shown:
+        by_alert.setdefault(entry["alert_id"], []).append(entry)
+    for alert in alerts:
+        echo(f"Alert {clean(alert.id)}: {clean(alert.event_type)} {clean(alert.status)} — "
+             f"{clean(alert.title)} ({clean(alert.asset.name)})")
+        entries = by_alert.get(alert.id, [])
+        if not entries:
+            echo("  no rule routes it" + (f" to {clean(destination)}" if destination else "")
+                 + ": nothing would be sent\n")
+            continue
+        for entry in entries:
+            echo(f"  → {clean(entry['destination'])} ({clean(entry['type'])}, rule "
+                 f"{clean(entry['rule'])}, dedup key {clean(entry['dedup_key'])})")
+            if "not_sent_because" in entry:
+                echo(f"    not sent: {clean(entry['not_sent_because'])}")
+            else:
+                echo(_indent(_indent(_shown(entry["payload"]))))
+            echo("")
+    if any("error" in e.get("payload", {}) for e in shown):
+        ctx.exit(EXIT_FAILED)
+
+
+def _shown(payload: Mapping[str, Any]) -> str:
+    """A preview for people: texts as they are (an email's parts), the rest as JSON."""
+    lines = []
+    for key, value in payload.items():
+        if isinstance(value, str) and ("\n" in value or key in ("text", "html", "body")):
+            lines += [f"{key}:", *("  " + safe(line) for line in value.splitlines())]
+        elif isinstance(value, str):
+            lines.append(f"{key}: {clean(value)}")
+        else:
+            dumped = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+            lines.append(f"{key}: " + "\n".join(safe(line) for line in dumped.splitlines()))
+    return "\n".join(lines)
 
 
 class _NoOutbox:

@@ -213,7 +213,22 @@ class Dispatcher:
             return None
         if delivery.first_attempt_at is None:
             delivery.first_attempt_at = now
-        notification = Notification(
+        notification = self.notification_for(
+            delivery, thread=self._thread_of(delivery, history)
+            if getattr(sender, "threads", False) is True else None)
+        inline = alone and getattr(sender, "bounded_waits", False) is True
+        start = IOPool.run_here if inline else pool.submit
+        began = time.monotonic()
+        job = start(lambda: sender.send(notification), finished)
+        hard = hard_timeout(dest.config.timeout)
+        # The lease (claimed at ``leased_at``) is twice the hard timeout plus a margin.
+        return _Running(delivery, notification, job, now, began, hard, leased_at + 2 * hard)
+
+    def notification_for(self, delivery: Delivery,
+                         thread: Mapping[str, Any] | None = None) -> Notification:
+        """What the sender is given for the delivery's next attempt."""
+        dest = self.config.destinations[delivery.destination]
+        return Notification(
             alert=delivery.alert,
             destination=dest.name,
             rule=delivery.rule,
@@ -224,16 +239,27 @@ class Dispatcher:
             attempt=delivery.attempt_count + 1,
             test=delivery.test,
             digest=delivery.digest,
-            thread=self._thread_of(delivery, history) if getattr(sender, "threads", False)
-            is True else None,
+            thread=thread,
         )
-        inline = alone and getattr(sender, "bounded_waits", False) is True
-        start = IOPool.run_here if inline else pool.submit
-        began = time.monotonic()
-        job = start(lambda: sender.send(notification), finished)
-        hard = hard_timeout(dest.config.timeout)
-        # The lease (claimed at ``leased_at``) is twice the hard timeout plus a margin.
-        return _Running(delivery, notification, job, now, began, hard, leased_at + 2 * hard)
+
+    def preview(self, delivery: Delivery) -> dict[str, Any]:
+        """What the delivery's sender would put on the wire (its ``preview``), with every
+        secret of the destination masked; ``{"error": …}`` when it cannot be shown."""
+        dest = self.config.destinations[delivery.destination]
+        sender = self.sender_for(dest)
+        if isinstance(sender, Exception):
+            return {"error": self._clean(dest, f"plugin for type '{dest.type.name}' could not "
+                                               f"set up this destination: "
+                                               f"{type(sender).__name__}: {sender}")}
+        show = getattr(sender, "preview", None)
+        if not callable(show):
+            return {"error": f"the {dest.type.title} plugin cannot show what it sends (its "
+                             "sender has no preview)"}
+        try:
+            shown = show(self.notification_for(delivery))
+        except Exception as exc:  # a template that fails for this alert, a plugin's bug
+            return {"error": self._clean(dest, f"{type(exc).__name__}: {exc}")}
+        return self._clean_details(dest, shown)
 
     @staticmethod
     def _thread_of(delivery: Delivery, history: History) -> Mapping[str, Any] | None:

@@ -527,14 +527,24 @@ class AppriseSender:
                 self._services.append(service)
         return built
 
+    def _content(self, notification: Notification) -> tuple[Message, str, str]:
+        """The message, and its body and body format as this service prefers."""
+        message = build_message(notification)
+        if self._markdown:
+            return message, render_markdown(message, notification.source), "markdown"
+        return message, render_text(message, notification.source), "text"
+
+    def preview(self, notification: Notification) -> dict[str, Any]:
+        """What ``send`` would hand Apprise (which formats it for the service)."""
+        message, body, body_format = self._content(notification)
+        return {"request": f"Apprise {self.name} ({self.config.describe()})",
+                "title": message.summary, "body": body, "body_format": body_format,
+                "notify_type": notify_type(message)}
+
     def send(self, notification: Notification) -> Outcome:
         apobj, service = self._objects()
         service.socket_connect_timeout = service.socket_read_timeout = float(notification.timeout)
-        message = build_message(notification)
-        if self._markdown:
-            body, body_format = render_markdown(message, notification.source), "markdown"
-        else:
-            body, body_format = render_text(message, notification.source), "text"
+        message, body, body_format = self._content(notification)
         started = time.monotonic()
         with captured_log() as said:
             try:

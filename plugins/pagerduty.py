@@ -466,18 +466,30 @@ class PagerDutySender:
         return f"PagerDutySender({self.config.describe()})"
 
     def send(self, notification: Notification) -> Outcome:
-        if self.config.event_kind == "change":
-            if notification.action != "trigger":
-                return Outcome.delivered(
-                    f"nothing sent: PagerDuty change events cannot be {notification.action}d",
-                    skipped=True,
-                )
-            event = change_event(self.config, notification)
-        elif notification.action == "trigger":
-            event = trigger_event(self.config, notification)
-        else:
-            event = lifecycle_event(self.config, notification)
+        event = self._event(notification)
+        if event is None:
+            return Outcome.delivered(
+                f"nothing sent: PagerDuty change events cannot be {notification.action}d",
+                skipped=True,
+            )
         return self._post(self.config.endpoint, event, notification)
+
+    def preview(self, notification: Notification) -> dict[str, Any]:
+        """The event ``send`` would post, its integration key masked."""
+        event = self._event(notification)
+        if event is None:
+            return {"nothing_sent": f"PagerDuty change events cannot be "
+                                    f"{notification.action}d"}
+        return {"request": f"POST {self.config.endpoint}",
+                "event": {**event, "routing_key": mask_secret(event["routing_key"])}}
+
+    def _event(self, notification: Notification) -> dict[str, Any] | None:
+        if self.config.event_kind == "change":
+            return change_event(self.config, notification) if notification.action == "trigger" \
+                else None
+        if notification.action == "trigger":
+            return trigger_event(self.config, notification)
+        return lifecycle_event(self.config, notification)
 
     def close(self) -> None:
         """Close the kept-alive connections (a later ``send`` opens new ones)."""

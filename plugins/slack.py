@@ -410,6 +410,10 @@ class SlackSender:
         """Close the kept-alive connections (a later ``send`` opens new ones)."""
         self._http.close()
 
+    def preview(self, notification: Notification) -> dict[str, Any]:
+        """The payload ``send`` would post, to the webhook (masked)."""
+        return {"request": f"POST {mask_url(self._url)}", "payload": build_payload(notification)}
+
     def send(self, notification: Notification) -> Outcome:
         body = json.dumps(build_payload(notification), allow_nan=False).encode()
         where = mask_url(self._url)

@@ -128,6 +128,15 @@ class SlackApiSender:
     def close(self) -> None:
         self._http.close()
 
+    def preview(self, notification: Notification) -> dict[str, Any]:
+        """The first call ``send`` would make (without the incident's message: a new one)."""
+        body = {**build_payload(notification), "channel": self._channel}
+        shown: dict[str, Any] = {"request": f"POST {self._base}chat.postMessage", "payload": body}
+        if notification.action != "trigger":
+            shown["then"] = ("when the incident's message is known: chat.update of it with this "
+                             "payload, and a reply in its thread: " + _reply(notification)["text"])
+        return shown
+
     def send(self, notification: Notification) -> Outcome:
         deadline = time.monotonic() + notification.timeout
         try:

@@ -537,6 +537,27 @@ def test_complete_stores_each_outcome_and_checks_each_lease(box: Outbox) -> None
     assert retried.first_attempt_at == 100.0
 
 
+def test_where_a_delivery_was_posted_is_kept_and_found_by_its_incident(box: Outbox) -> None:
+    history = box.history()
+    assert history.posted("d", "key-1") is None
+    trigger, refused = delivery(1), delivery(1, destination="other")
+    enqueue(box, [trigger, refused], now=100.0)
+    sent, failed = claim(box, "w", 100.0, rules=LONG)
+    attempted(sent, 100.0).details["message"] = {"channel": "C1", "ts": "1.000100"}
+    attempted(failed, 100.0, State.failed, "not_in_channel").details["message"] = {"ts": "x"}
+    box.complete([sent, failed], "w", 101.0)
+    assert history.posted("d", "key-1") == ("triggered", {"channel": "C1", "ts": "1.000100"})
+    assert history.posted("other", "key-1") is None  # not delivered: nothing was posted
+    assert history.posted("d", "key-2") is None
+    resolve = delivery(2, status="resolved", dedup="key-1")
+    enqueue(box, [resolve], now=102.0)
+    (got,) = claim(box, "w", 102.0, rules=LONG)
+    attempted(got, 102.0).details["message"] = {"channel": "C1", "ts": "1.000100"}
+    box.complete([got], "w", 103.0)
+    assert history.posted("d", "key-1") == ("resolved", {"channel": "C1", "ts": "1.000100"})
+    assert stored(box, got).details["message"] == {"channel": "C1", "ts": "1.000100"}
+
+
 def test_complete_by_another_owner_is_refused(box: Outbox) -> None:
     enqueue(box, [delivery(1)], now=100.0)
     (d,) = claim(box, "w", 100.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from armor_notify import Notification, Outcome, is_loopback_host
 from armor_notify.http import Redactor
@@ -42,6 +43,18 @@ class EmailSender:
 
     def send(self, notification: Notification) -> Outcome:
         return self._redactor.outcome(self._send(notification))
+
+    def preview(self, notification: Notification) -> dict[str, Any]:
+        """The message ``send`` would carry: its headers (``Date`` and ``Message-ID`` are made
+        when it is sent) and its text and HTML parts."""
+        message = build_email(self.config, notification)
+        parts = {part.get_content_type(): part.get_content() for part in message.iter_parts()}
+        return {"request": f"SMTP {self.where} ({self.config.security}) to "
+                           f"{', '.join(self.config.recipients())}",
+                "headers": {name: str(value) for name, value in message.items()
+                            if name not in ("Date", "Message-ID", "MIME-Version",
+                                            "Content-Type")},
+                "text": parts.get("text/plain", ""), "html": parts.get("text/html", "")}
 
     def _send(self, notification: Notification) -> Outcome:
         message = build_email(self.config, notification)

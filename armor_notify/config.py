@@ -364,6 +364,9 @@ class _Layout:
     """(path, line of the repeat, line of the first definition)."""
     key_text: dict[tuple[Any, ...], str]
     """For keys YAML reads as non-strings (``off:``, ``null:``): path with the value → the text."""
+    starts: dict[Loc, int] = field(default_factory=dict)
+    """For text values: the line their text starts on (a ``|`` block's is the next line), so
+    that a line inside a value (a template's) can be told as a line of the file."""
 
 
 class _Loader(yaml.SafeLoader):
@@ -510,6 +513,8 @@ def _layout(node: yaml.Node | None, loader: _Loader) -> _Layout:
 
     def walk(n: yaml.Node, loc: Loc) -> None:
         layout.lines.setdefault(loc, n.start_mark.line + 1)
+        if isinstance(n, yaml.ScalarNode):
+            layout.starts[loc] = n.start_mark.line + (2 if n.style in ("|", ">") else 1)
         if isinstance(n, yaml.MappingNode):
             merged = _merged_pairs(n) if id(n) not in flattened else []
             first: dict[str, int] = {}
@@ -597,6 +602,7 @@ class _Validator:
                  environ: Mapping[str, str]) -> None:
         self.source = source
         self.lines = layout.lines
+        self.starts = layout.starts
         self.key_text = layout.key_text
         self.interpolated: set[str] = set()
         self.registry = registry
@@ -629,7 +635,11 @@ class _Validator:
                 message = "unsupported config version: write `version: 1`"
             else:
                 message = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-            self.problem(prefix + loc, message)
+            # A template's own line, as a line of the file (when the file is where it came from).
+            inner = getattr(err.get("ctx", {}).get("error"), "line", None)
+            start = self.starts.get(prefix + loc)
+            line = start + inner - 1 if isinstance(inner, int) and start is not None else None
+            self.problem(prefix + loc, message, line=line)
 
     # -- ${VAR} ---------------------------------------------------------------------------------
     def interpolate(self, value: Any, loc: Loc) -> Any:

@@ -30,6 +30,15 @@ from armor_notify import (
 )
 from armor_notify.http import HttpClient, NetworkError, Redactor
 from armor_notify.secrets import ELLIPSIS
+from armor_notify.templates import (
+    Template,
+    TemplateError,
+    TemplateText,
+    render_named,
+    template_context,
+    template_failed,
+)
+from armor_notify.validation import StrictModel
 
 from .apprise_urls import read_apprise_url
 
@@ -79,6 +88,21 @@ REJECTED_CONTENT_HINT = (
 )
 
 
+MAX_DETAIL_CHARS = 10_000
+"""A templated custom detail is cut here: the event's 512 KB are for the alert's own details."""
+
+
+class PagerDutyTemplate(StrictModel):
+    """``template:`` of a PagerDuty destination (see docs/templates.md)."""
+
+    summary: Annotated[Template, TemplateText(single_line=True,
+                                              max_length=MAX_SUMMARY_CHARS)] | None = None
+    """``payload.summary`` (the incident's title): one line, at most 1,024 characters."""
+    custom_details: dict[str, Annotated[Template, TemplateText(max_length=MAX_DETAIL_CHARS)]] = Field(
+        default_factory=dict, max_length=50)
+    """More ``payload.custom_details``, by name (a name of armor-notify's own replaces it)."""
+
+
 class PagerDutyConfig(DestinationConfig):
     """A PagerDuty service reached through one Events API v2 integration."""
 
@@ -97,6 +121,8 @@ class PagerDutyConfig(DestinationConfig):
     """``payload.severity`` of every trigger: PagerDuty is for pages."""
     event_kind: Literal["alert", "change"] = "alert"
     """``alert`` events open and close incidents; ``change`` events only annotate the service."""
+    template: PagerDutyTemplate | None = None
+    """The summary and more custom details, from templates of the alert's fields."""
 
     @field_validator("integration_key", mode="before")
     @classmethod
@@ -382,13 +408,30 @@ def _timestamp(notification: Notification) -> str:
     return notification.alert.occurred_at.isoformat(timespec="milliseconds")
 
 
+def _templated(config: PagerDutyConfig,
+               notification: Notification) -> tuple[str, dict[str, str]]:
+    """The summary and the extra custom details, from the destination's templates (the
+    built-in summary when there is none); :class:`TemplateError` when one fails."""
+    template = config.template
+    if template is None or notification.digest:
+        return event_summary(notification), {}
+    context = template_context(notification)
+    summary = render_named({"summary": template.summary}, context)["summary"] \
+        if template.summary else ""
+    extra = render_named({f"custom_details.{k}": t for k, t in template.custom_details.items()},
+                         context)
+    return (summary or event_summary(notification),
+            {name.removeprefix("custom_details."): text for name, text in extra.items()})
+
+
 def trigger_event(config: PagerDutyConfig, notification: Notification) -> dict[str, Any]:
     """The ``trigger`` event for an alert, under 512 KB."""
     alert = notification.alert
+    summary, extra = _templated(config, notification)
 
     def make(trim: _Trim) -> dict[str, Any]:
         payload: dict[str, Any] = {
-            "summary": event_summary(notification),
+            "summary": summary,
             "source": _source(config, notification),
             "severity": config.severity,
             "timestamp": _timestamp(notification),
@@ -397,7 +440,7 @@ def trigger_event(config: PagerDutyConfig, notification: Notification) -> dict[s
         if alert.asset.data_source:
             payload["group"] = shorten(alert.asset.data_source, MAX_FIELD_CHARS)
         payload["class"] = alert.event_type
-        payload["custom_details"] = _custom_details(notification, trim)
+        payload["custom_details"] = {**_custom_details(notification, trim), **extra}
         event: dict[str, Any] = {
             "routing_key": config.integration_key.get_secret_value(),
             "event_action": "trigger",
@@ -426,15 +469,16 @@ def lifecycle_event(config: PagerDutyConfig, notification: Notification) -> dict
 def change_event(config: PagerDutyConfig, notification: Notification) -> dict[str, Any]:
     """A change event: shown on the service's timeline, never pages anyone."""
     alert = notification.alert
+    summary, extra = _templated(config, notification)
 
     def make(trim: _Trim) -> dict[str, Any]:
         event: dict[str, Any] = {
             "routing_key": config.integration_key.get_secret_value(),
             "payload": {
-                "summary": event_summary(notification),
+                "summary": summary,
                 "source": _source(config, notification),
                 "timestamp": _timestamp(notification),
-                "custom_details": _custom_details(notification, trim),
+                "custom_details": {**_custom_details(notification, trim), **extra},
             },
         }
         links = _links(notification, trim)
@@ -466,7 +510,10 @@ class PagerDutySender:
         return f"PagerDutySender({self.config.describe()})"
 
     def send(self, notification: Notification) -> Outcome:
-        event = self._event(notification)
+        try:
+            event = self._event(notification)
+        except TemplateError as exc:
+            return template_failed(exc, notification)
         if event is None:
             return Outcome.delivered(
                 f"nothing sent: PagerDuty change events cannot be {notification.action}d",

@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import ConfigDict, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from armor_notify import (
     DestinationConfig,
@@ -38,6 +38,15 @@ from armor_notify import (
 from armor_notify.http import Answer, HttpClient, NetworkError, Redactor
 from armor_notify.message import Message, and_more, build_digest, build_message
 from armor_notify.secrets import ELLIPSIS
+from armor_notify.templates import (
+    Template,
+    TemplateError,
+    TemplateText,
+    render_named,
+    template_context,
+    template_failed,
+)
+from armor_notify.validation import StrictModel
 
 __all__ = [
     "SLACK",
@@ -55,6 +64,7 @@ MAX_SECTION_TEXT = 3000
 MAX_FIELDS = 10
 MAX_FIELD_TEXT = 2000
 MAX_HEADER_TEXT = 150
+MAX_CONTEXT_ELEMENTS = 10
 # The top-level `text` is only the notification preview and fallback; Slack cuts at 40,000.
 MAX_FALLBACK_TEXT = 3000
 # Slack lists more schema changes than the shared default: a message has room, an inbox less so.
@@ -139,7 +149,11 @@ def escape(text: str) -> str:
 
 def _fit(text: str, limit: int) -> str:
     """``text`` escaped and cut to ``limit`` characters with an ellipsis, never inside an entity."""
-    escaped = escape(text)
+    return _cut_escaped(escape(text), limit)
+
+
+def _cut_escaped(escaped: str, limit: int) -> str:
+    """Escaped text cut to ``limit`` characters with an ellipsis, never inside an entity."""
     if len(escaped) <= limit:
         return escaped
     cut = escaped[: max(0, limit - len(ELLIPSIS))]
@@ -231,13 +245,137 @@ def build_digest_payload(notification: Notification) -> dict[str, Any]:
     }
 
 
-def build_payload(notification: Notification) -> dict[str, Any]:
+# -- templates ------------------------------------------------------------------------------------
+
+Text = Annotated[Template, TemplateText(escape=escape)]
+"""A template whose printed values are escaped as Slack needs (``& < >``)."""
+
+
+class TextObject(StrictModel):
+    """A Block Kit text object whose text is a template."""
+
+    type: Literal["mrkdwn", "plain_text"] = "mrkdwn"
+    text: Text
+    emoji: bool | None = None
+    """For ``plain_text``: show ``:emoji:`` codes as emoji."""
+
+    def render(self, context: Mapping[str, Any], limit: int) -> dict[str, Any] | None:
+        """The text object, cut to ``limit``; ``None`` when it renders empty (Slack refuses an
+        empty text)."""
+        text = _cut_escaped(self.text.render(context), limit)
+        if not text.strip():
+            return None
+        if self.type == "mrkdwn":  # verbatim: no auto-linking of #channels or URLs, as built in
+            return {"type": "mrkdwn", "text": text, "verbatim": True}
+        shown: dict[str, Any] = {"type": "plain_text", "text": text}
+        if self.emoji is not None:
+            shown["emoji"] = self.emoji
+        return shown
+
+
+class HeaderBlock(StrictModel):
+    type: Literal["header"]
+    text: TextObject
+
+    @field_validator("text")
+    @classmethod
+    def _plain(cls, value: TextObject) -> TextObject:
+        if value.type != "plain_text":
+            raise ValueError("a header's text is plain_text (Slack shows no mrkdwn there)")
+        return value
+
+    def render(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
+        text = self.text.render(context, MAX_HEADER_TEXT)
+        return {"type": "header", "text": text} if text else None
+
+
+class SectionBlock(StrictModel):
+    type: Literal["section"]
+    text: TextObject | None = None
+    fields: Annotated[tuple[TextObject, ...], Field(max_length=MAX_FIELDS)] = ()
+
+    @model_validator(mode="after")
+    def _something(self) -> SectionBlock:
+        if self.text is None and not self.fields:
+            raise ValueError("a section needs text or fields")
+        return self
+
+    def render(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
+        block: dict[str, Any] = {"type": "section"}
+        text = self.text.render(context, MAX_SECTION_TEXT) if self.text else None
+        fields = [f for f in (f.render(context, MAX_FIELD_TEXT) for f in self.fields) if f]
+        if text:
+            block["text"] = text
+        if fields:
+            block["fields"] = fields
+        return block if text or fields else None
+
+
+class ContextBlock(StrictModel):
+    type: Literal["context"]
+    elements: Annotated[tuple[TextObject, ...], Field(min_length=1, max_length=MAX_CONTEXT_ELEMENTS)]
+
+    def render(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
+        elements = [e for e in (e.render(context, MAX_FIELD_TEXT) for e in self.elements) if e]
+        return {"type": "context", "elements": elements} if elements else None
+
+
+class DividerBlock(StrictModel):
+    type: Literal["divider"]
+
+    def render(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
+        return {"type": "divider"}
+
+
+Block = Annotated[HeaderBlock | SectionBlock | ContextBlock | DividerBlock,
+                  Field(discriminator="type")]
+
+
+class SlackTemplate(StrictModel):
+    """``template:`` of a Slack destination (see docs/templates.md): the message's ``text``
+    (the notification and fallback text) and its ``blocks``, each string a template."""
+
+    text: Annotated[Template, TemplateText(escape=escape,
+                                           max_length=MAX_FALLBACK_TEXT)] | None = None
+    blocks: Annotated[tuple[Block, ...], Field(max_length=MAX_BLOCKS)] | None = None
+    """``[]``: the text alone."""
+
+
+def _templated(payload: dict[str, Any], template: SlackTemplate,
+               notification: Notification) -> dict[str, Any]:
+    """The built-in payload with the template's text and blocks in place of its own."""
+    context = template_context(notification)
+    if template.text is not None:
+        text = render_named({"text": template.text}, context)["text"]
+        if text.strip():
+            payload["text"] = text
+    if template.blocks is not None:
+        blocks = []
+        for index, block in enumerate(template.blocks):
+            try:
+                shown = block.render(context)
+            except TemplateError as exc:
+                raise exc.within(f"template.blocks[{index}]") from None
+            if shown is not None:
+                blocks.append(shown)
+        payload["blocks"] = blocks
+        if not blocks:  # none given, or every one rendered empty: the text alone
+            del payload["blocks"]
+    return payload
+
+
+def build_payload(notification: Notification,
+                  template: SlackTemplate | None = None) -> dict[str, Any]:
     """The JSON body for Slack: a Block Kit message within Slack's limits, plus a ``text`` fallback.
 
     Every alert-derived string is escaped; the payload never includes ``link_names`` or ``parse``.
+    With a ``template``, its text and blocks replace the built-in ones (not for digests); a
+    template that fails for this alert raises :class:`TemplateError`.
     """
     if notification.digest:
         return build_digest_payload(notification)
+    if template is not None:
+        return _templated(build_payload(notification), template, notification)
     message = build_message(notification, max_changes=MAX_LISTED_CHANGES)
     emoji = _STATE_EMOJI.get(message.state) or _SEVERITY_EMOJI.get(message.severity, ":bell:")
 
@@ -331,6 +469,8 @@ class SlackConfig(DestinationConfig):
     """With ``token``: the channel's ID (``C0123ABCD``) or ``#name``."""
     api_url: HttpsUrl = "https://slack.com/api/"
     """With ``token``: where the Web API is (a proxy, or a loopback fake in tests)."""
+    template: SlackTemplate | None = None
+    """The message's text and blocks, from templates of the alert's fields."""
 
     @field_validator("token")
     @classmethod
@@ -412,10 +552,15 @@ class SlackSender:
 
     def preview(self, notification: Notification) -> dict[str, Any]:
         """The payload ``send`` would post, to the webhook (masked)."""
-        return {"request": f"POST {mask_url(self._url)}", "payload": build_payload(notification)}
+        return {"request": f"POST {mask_url(self._url)}",
+                "payload": build_payload(notification, self._config.template)}
 
     def send(self, notification: Notification) -> Outcome:
-        body = json.dumps(build_payload(notification), allow_nan=False).encode()
+        try:
+            payload = build_payload(notification, self._config.template)
+        except TemplateError as exc:
+            return template_failed(exc, notification)
+        body = json.dumps(payload, allow_nan=False).encode()
         where = mask_url(self._url)
         try:
             answer = self._http.post(self._url, body, timeout=notification.timeout)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from armor_notify import Notification, Outcome, mask_url, parse_retry_after
 from armor_notify.http import HttpClient, NetworkError, Redactor
 from armor_notify.message import build_message
+from armor_notify.templates import TemplateError, template_failed
 
 from .slack import ERROR_HINTS, MAX_FALLBACK_TEXT, _fit, _section, build_payload
 
@@ -118,6 +119,7 @@ class SlackApiSender:
         assert config.token is not None and config.channel is not None
         self._channel = config.channel
         self._base = config.api_url
+        self._template = config.template
         token = config.token.get_secret_value()
         self._http = HttpClient(self._base, {
             "Content-Type": "application/json; charset=utf-8",
@@ -130,7 +132,7 @@ class SlackApiSender:
 
     def preview(self, notification: Notification) -> dict[str, Any]:
         """The first call ``send`` would make (without the incident's message: a new one)."""
-        body = {**build_payload(notification), "channel": self._channel}
+        body = {**build_payload(notification, self._template), "channel": self._channel}
         shown: dict[str, Any] = {"request": f"POST {self._base}chat.postMessage", "payload": body}
         if notification.action != "trigger":
             shown["then"] = ("when the incident's message is known: chat.update of it with this "
@@ -143,10 +145,12 @@ class SlackApiSender:
             outcome = self._send(notification, deadline)
         except _Refused as refused:
             outcome = refused.outcome
+        except TemplateError as exc:
+            outcome = template_failed(exc, notification)
         return self._redactor.outcome(outcome)
 
     def _send(self, n: Notification, deadline: float) -> Outcome:
-        payload = build_payload(n)
+        payload = build_payload(n, self._template)
         thread = n.thread if n.thread and {"channel", "ts"} <= n.thread.keys() else None
         if thread is not None and n.action != "trigger":
             return self._update(n, payload, thread, deadline)

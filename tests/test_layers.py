@@ -20,8 +20,8 @@ The layers, lowest first:
    blackouts, digests, the intake ``Decision`` and the ``History`` it is decided with). Nothing
    here reads a config.
 3. **services on the models**: matching alerts to rules, the retry policy, reading alerts from
-   JSON (``intake``), the shared message wording (``message``) and digests built with it
-   (``digests``), the HTTP client senders use (``http``), the plugin contract (``hookspecs``) and
+   JSON (``intake``), the shared message wording (``message``), digests built with it
+   (``digests``) and users' templates of it (``templates``), the HTTP client senders use (``http``), the plugin contract (``hookspecs``) and
    what plugins registered (``registry``), and what intake decisions ask the outbox
    (``history``): the check-state ledger (``ledger``) and the mutes (``mutes``), with their SQL
    over the seam (``sql``, a leaf) that the outbox's backends implement.
@@ -58,7 +58,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = tuple((name, frozenset(modules)
     ("models", {"alert", "rules", "destinations", "delivery", "noise"}),
     ("services on the models", {"matching", "retry", "intake", "message", "digests", "http",
                                 "hookspecs", "registry", "history", "ledger", "mutes",
-                                "lineage"}),
+                                "lineage", "templates"}),
     ("storage", {"outbox_core", "outbox", "outbox_postgres"}),
     ("loading", {"plugins", "config"}),
     ("applying a config", {"gate", "dispatcher", "check_intake"}),

@@ -14,9 +14,10 @@ from email.utils import format_datetime, make_msgid
 
 from armor_notify import Notification
 from armor_notify.message import DigestMessage, Message, and_more, build_digest, build_message
+from armor_notify.templates import render_named, template_context
 
 from .addresses import header_text, parse_address
-from .config import DEFAULT_SUBJECT_PREFIX, EmailConfig
+from .config import DEFAULT_SUBJECT_PREFIX, SUBJECT_MAX_CHARS, EmailConfig
 
 __all__ = [
     "SUBJECT_MAX_CHARS",
@@ -28,8 +29,6 @@ __all__ = [
     "render_text",
 ]
 
-SUBJECT_MAX_CHARS = 200
-"""Long titles are cut here: mail clients show about 80 characters of a subject anyway."""
 
 
 def email_subject(notification: Notification, prefix: str = DEFAULT_SUBJECT_PREFIX) -> str:
@@ -190,6 +189,13 @@ def build_email(config: EmailConfig, notification: Notification) -> EmailMessage
         content = build_message(notification)
         msg["Subject"] = email_subject(notification, config.subject_prefix)
         text, html_part = render_text(content), render_html(content)
+        if config.template is not None:  # what it gives replaces the built-in part
+            given = {name: t for name in ("subject", "text", "html")
+                     if (t := getattr(config.template, name)) is not None}
+            shown = render_named(given, template_context(notification))
+            if shown.get("subject", "").strip():
+                msg.replace_header("Subject", header_text(shown["subject"]))
+            text, html_part = shown.get("text", text), shown.get("html", html_part)
     msg["From"] = sender
     msg["To"] = tuple(parse_address(a) for a in config.to)
     if config.cc:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Mapping
 from email.utils import formataddr
@@ -12,6 +13,8 @@ from urllib.parse import unquote
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from armor_notify import DestinationConfig, Secret, is_loopback_host
+from armor_notify.templates import Template, TemplateText
+from armor_notify.validation import StrictModel
 
 from ..apprise_urls import apprise_bool, read_apprise_url
 from .addresses import FORBIDDEN_IN_ADDRESS, EmailAddress, header_text, parse_address
@@ -26,6 +29,26 @@ DEFAULT_PORTS: Mapping[str, int] = {
     "none": 25,  # smtplib.SMTP_PORT
 }
 DEFAULT_SUBJECT_PREFIX = "[AnomalyArmor]"
+
+
+SUBJECT_MAX_CHARS = 200
+"""Long titles are cut here: mail clients show about 80 characters of a subject anyway."""
+
+
+def escape_html(text: str) -> str:
+    """HTML escaping for the values an HTML template prints (quotes too: they may sit in an
+    attribute)."""
+    return html.escape(text, quote=True)
+
+
+class EmailTemplate(StrictModel):
+    """``template:`` of an email destination (see docs/templates.md): any of the subject (one
+    line), the text part and the HTML part; what is not given stays built in."""
+
+    subject: Annotated[Template, TemplateText(single_line=True,
+                                              max_length=SUBJECT_MAX_CHARS)] | None = None
+    text: Annotated[Template, TemplateText()] | None = None
+    html: Annotated[Template, TemplateText(escape=escape_html)] | None = None
 
 
 class EmailConfig(DestinationConfig):
@@ -47,6 +70,8 @@ class EmailConfig(DestinationConfig):
     to: tuple[EmailAddress, ...]
     cc: tuple[EmailAddress, ...] = ()
     subject_prefix: Annotated[str, Field(max_length=100)] = DEFAULT_SUBJECT_PREFIX
+    template: EmailTemplate | None = None
+    """The subject and the text and HTML parts, from templates of the alert's fields."""
     verify: bool = True
     """Check the server's certificate and host name. Turning it off is logged as a warning."""
     ca_file: str | None = None

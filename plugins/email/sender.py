@@ -7,6 +7,7 @@ from typing import Any
 
 from armor_notify import Notification, Outcome, is_loopback_host
 from armor_notify.http import Redactor
+from armor_notify.templates import TemplateError, template_failed
 
 from .addresses import parse_address
 from .compose import build_email
@@ -57,7 +58,10 @@ class EmailSender:
                 "text": parts.get("text/plain", ""), "html": parts.get("text/html", "")}
 
     def _send(self, notification: Notification) -> Outcome:
-        message = build_email(self.config, notification)
+        try:
+            message = build_email(self.config, notification)
+        except TemplateError as exc:
+            return template_failed(exc, notification)
         recipients = self.config.recipients()
         sender = parse_address(self.config.from_).addr_spec
         try:

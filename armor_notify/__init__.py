@@ -20,6 +20,7 @@ _EXPORTS: dict[str, str] = {
     "hookimpl": "plugins",
     **dict.fromkeys(("Secret", "SecretUrl", "mask_secret", "mask_url"), "secrets"),
     **dict.fromkeys(("Source", "SourceAlert", "SourceError", "SourceInput"), "sources"),
+    "StrictModel": "validation",
 }
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "SourceAlert",
     "SourceError",
     "SourceInput",
+    "StrictModel",
     "__version__",
     "hookimpl",
     "is_loopback_host",
@@ -98,3 +100,4 @@ if TYPE_CHECKING:  # what type checkers and editors see: the same names, importe
     from .sources import SourceAlert as SourceAlert
     from .sources import SourceError as SourceError
     from .sources import SourceInput as SourceInput
+    from .validation import StrictModel as StrictModel

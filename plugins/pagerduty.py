@@ -22,6 +22,7 @@ from armor_notify import (
     Notification,
     Outcome,
     Secret,
+    StrictModel,
     __version__,
     hookimpl,
     mask_secret,
@@ -38,7 +39,6 @@ from armor_notify.templates import (
     template_context,
     template_failed,
 )
-from armor_notify.validation import StrictModel
 
 from .apprise_urls import read_apprise_url
 

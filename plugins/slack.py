@@ -30,6 +30,7 @@ from armor_notify import (
     Secret,
     SecretHttpsUrl,
     Sender,
+    StrictModel,
     hookimpl,
     mask_secret,
     mask_url,
@@ -46,7 +47,6 @@ from armor_notify.templates import (
     template_context,
     template_failed,
 )
-from armor_notify.validation import StrictModel
 
 __all__ = [
     "SLACK",

@@ -21,8 +21,9 @@ The layers, lowest first:
    here reads a config.
 3. **services on the models**: matching alerts to rules, the retry policy, reading alerts from
    JSON (``intake``), the shared message wording (``message``), digests built with it
-   (``digests``) and users' templates of it (``templates``), the HTTP client senders use (``http``), the plugin contract (``hookspecs``) and
-   what plugins registered (``registry``), and what intake decisions ask the outbox
+   (``digests``) and users' templates of it (``templates``), the HTTP client senders use
+   (``http``), the plugin contract (``hookspecs``) and what plugins registered (``registry``),
+   and what intake decisions ask the outbox
    (``history``): the check-state ledger (``ledger``) and the mutes (``mutes``), with their SQL
    over the seam (``sql``, a leaf) that the outbox's backends implement.
 4. **storage**: the outbox. It takes an intake policy (``IntakePolicy``) with each write and

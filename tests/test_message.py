@@ -214,7 +214,7 @@ def test_the_plugin_api_is_documented() -> None:
 
 
 PLUGIN_API = {"armor_notify", "armor_notify.http", "armor_notify.secrets", "armor_notify.message",
-              "armor_notify.sources",
+              "armor_notify.sources", "armor_notify.templates",
               "armor_notify.testing"}
 
 

@@ -354,7 +354,7 @@ def test_a_claim_skips_busy_destinations(box: SqliteOutbox) -> None:
 def test_a_file_that_has_a_new_column_already_is_still_brought_up(tmp_path: Path) -> None:
     # A development build's schema 2 had the lineage columns already: the step adding them
     # must not fail on it (SQLite has no ADD COLUMN IF NOT EXISTS).
-    from armor_notify.outbox import _SCHEMA, MIGRATIONS
+    from armor_notify.outbox import _SCHEMA, MIGRATIONS, SCHEMA_VERSION
 
     db = sqlite3.connect(tmp_path / "outbox.sqlite3")
     db.executescript(_SCHEMA)
@@ -365,4 +365,4 @@ def test_a_file_that_has_a_new_column_already_is_still_brought_up(tmp_path: Path
     db.commit()
     db.close()
     with SqliteOutbox.open(tmp_path) as box:
-        assert box.schema_version == 3 and box.checks() == []
+        assert box.schema_version == SCHEMA_VERSION and box.checks() == []

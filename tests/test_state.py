@@ -209,12 +209,15 @@ def runner() -> Iterator[CliRunner]:
 
 
 def test_db_upgrade_creates_the_sqlite_outbox(runner: CliRunner, tmp_path: Path) -> None:
+    from armor_notify.outbox import SCHEMA_VERSION
+
     result = runner.invoke(cli, ["db", "upgrade", "--state-dir", str(tmp_path / "s"), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data == {"outbox": str(tmp_path / "s" / "outbox.sqlite3"), "schema_version": 3}
+    assert data == {"outbox": str(tmp_path / "s" / "outbox.sqlite3"),
+                    "schema_version": SCHEMA_VERSION}
     result = runner.invoke(cli, ["db", "upgrade", "--state-dir", str(tmp_path / "s")])
-    assert result.output.strip().endswith("schema version 3, up to date")
+    assert result.output.strip().endswith(f"schema version {SCHEMA_VERSION}, up to date")
 
 
 def test_outbox_list_state_still_filters_and_says_what_it_accepts(

@@ -12,9 +12,8 @@ from urllib.parse import unquote
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from armor_notify import DestinationConfig, Secret, is_loopback_host
+from armor_notify import DestinationConfig, Secret, StrictModel, is_loopback_host
 from armor_notify.templates import Template, TemplateText
-from armor_notify.validation import StrictModel
 
 from ..apprise_urls import apprise_bool, read_apprise_url
 from .addresses import FORBIDDEN_IN_ADDRESS, EmailAddress, header_text, parse_address

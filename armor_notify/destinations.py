@@ -247,7 +247,8 @@ class Notification:
     ``Outcome.delivered(message={...})`` for an earlier delivery with the same dedup key (Slack's
     channel and ts), so that it can update that message or reply in its thread. ``None``: no
     message yet, or the incident was resolved since (a new trigger starts a new message). Given
-    only to senders that set ``threads = True``, never for digests or tests."""
+    only to senders that set ``threads = True``, never for tests; a digest has one only when
+    all its alerts belong to one incident."""
 
     @property
     def action(self) -> Action:

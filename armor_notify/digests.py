@@ -39,7 +39,9 @@ def digest_headline(alerts: Sequence[Alert]) -> str:
 
 
 def make_digest(members: Sequence[Delivery], now: float) -> Delivery:
-    """One queued delivery that carries every member's alert."""
+    """One queued delivery that carries every member's alert. Its dedup key is its own, unless
+    every member belongs to one incident: then the incident's (a destination that threads
+    posts it in the incident's thread)."""
     alerts = tuple(m.alert for m in members)
     first = members[0]
     rules = {m.rule for m in members}
@@ -56,7 +58,8 @@ def make_digest(members: Sequence[Delivery], now: float) -> Delivery:
                       destination_type=first.destination_type,
                       rule=rules.pop() if len(rules) == 1 else "digest",
                       dedup_key="", digest=alerts)
-    digest.dedup_key = f"anomalyarmor-digest-{digest.id}"
+    keys = {m.dedup_key for m in members}
+    digest.dedup_key = keys.pop() if len(keys) == 1 else f"anomalyarmor-digest-{digest.id}"
     digest.created_at = now
     digest.next_attempt_at = now
     return digest

@@ -264,7 +264,7 @@ class Dispatcher:
     @staticmethod
     def _thread_of(delivery: Delivery, history: History) -> Mapping[str, Any] | None:
         """The incident's message on the destination (:attr:`Notification.thread`)."""
-        if delivery.digest or delivery.test:
+        if delivery.test:
             return None
         posted = history.posted(delivery.destination, delivery.dedup_key)
         if posted is None:

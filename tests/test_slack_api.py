@@ -31,10 +31,11 @@ def bot(api: FakeSlackApi, **options: Any) -> dict[str, Any]:
             "retry_backoff": 0.01, "rate_limit": "none", **options}
 
 
-def notifier(api: FakeSlackApi, **options: Any) -> Notifier:
+def notifier(api: FakeSlackApi, outbox: Any = None, **options: Any) -> Notifier:
     return Notifier.from_dict({
         "version": 1, "destinations": {"team": bot(api, **options)},
-        "rules": [{"name": "All", "event": "schema_change", "destinations": ["team"]}]})
+        "rules": [{"name": "All", "event": "schema_change", "destinations": ["team"]}]},
+        outbox=outbox)
 
 
 def alert(status: str = "triggered", n: int = 1, **fields: Any) -> dict[str, Any]:
@@ -230,3 +231,21 @@ def test_the_test_command_and_preview_in_bot_mode(api: FakeSlackApi, tmp_path: P
     assert entry["payload"]["request"] == f"POST {api.url}chat.postMessage"
     assert entry["payload"]["payload"] == api.requests[-1].json()
     assert TOKEN not in shown.stdout
+
+
+def test_a_digest_of_one_open_incident_goes_to_its_thread(api: FakeSlackApi,
+                                                          tmp_path: Path) -> None:
+    from armor_notify.outbox import SqliteOutbox
+
+    with notifier(api, SqliteOutbox.open(tmp_path)) as nt:
+        send(nt, alert())  # the incident's message
+    with notifier(api, SqliteOutbox.open(tmp_path), digest={"window": "10m",
+                                                            "max_items": 2}) as nt:
+        send(nt, alert(n=2), alert(n=3))  # two more of it: a digest, in its thread
+        nt.drain()
+        send(nt, {**alert(n=4), "dedup_key": "other"}, {**alert(n=5), "dedup_key": "more"})
+        nt.drain()  # a digest of two incidents: a message of its own
+    first, digest = api.messages(CHANNEL)
+    (reply,) = first.replies
+    assert reply.text.startswith(":package: Digest: 2 schema changes")
+    assert digest.text.startswith(":package: Digest: 2 schema changes") and not digest.replies

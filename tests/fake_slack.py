@@ -18,6 +18,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -197,49 +198,51 @@ class FakeSlack:
         return Reply(403, body), f"Forbidden {path} {token}"
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
+        def answer(received: Received) -> tuple[Reply, str | None]:
+            reply = self._next_reply(received)
+            return self._echo(received.path) if self.echo_secret else (reply, None)
 
-        class Handler(BaseHTTPRequestHandler):
-            # HTTP/1.1 keep-alive, as Slack does, so connection reuse is exercised too.
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # TCP_NODELAY: no 40 ms Nagle wait per kept-alive answer
+        return handler_class(answer, lambda: self.latency, "text/html")
 
-            def do_POST(self) -> None:
-                self._answer()
 
-            def do_GET(self) -> None:
-                self._answer()
+def handler_class(answer: Callable[[Received], tuple[Reply, str | None]],
+                  latency: Callable[[], float], content_type: str) -> type[BaseHTTPRequestHandler]:
+    """A request handler that answers each request as ``answer`` says (the reply, and a reason
+    phrase or ``None``), after ``latency()`` and the reply's own delay: HTTP/1.1 keep-alive, as
+    Slack does, so connection reuse is exercised too."""
 
-            def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                received = Received(
-                    self.command,
-                    self.path,
-                    {k.lower(): v for k, v in self.headers.items()},
-                    body,
-                    self.client_address[1],
-                )
-                reply = fake._next_reply(received)
-                phrase = None
-                if fake.echo_secret:
-                    reply, phrase = fake._echo(self.path)
-                wait = fake.latency + reply.delay
-                if wait:
-                    time.sleep(wait)
-                data = reply.body.encode()
-                try:
-                    self.send_response(reply.status, phrase)
-                    self.send_header("Content-Type", "text/html")
-                    self.send_header("Content-Length", str(len(data)))
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the client gave up (a timeout test): nothing to answer
-                    self.close_connection = True
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # TCP_NODELAY: no 40 ms Nagle wait per kept-alive answer
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+        def do_POST(self) -> None:
+            self._answer()
 
-        return Handler
+        def do_GET(self) -> None:
+            self._answer()
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            received = Received(self.command, self.path,
+                                {k.lower(): v for k, v in self.headers.items()}, body,
+                                self.client_address[1])
+            reply, phrase = answer(received)
+            wait = latency() + reply.delay
+            if wait:
+                time.sleep(wait)
+            data = reply.body.encode()
+            try:
+                self.send_response(reply.status, phrase)
+                for name, value in {"Content-Type": content_type, **reply.headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:  # the client gave up (a timeout test): nothing to answer
+                self.close_connection = True
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler

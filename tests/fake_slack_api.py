@@ -57,7 +57,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from fake_slack import Received, Reply, slack_check
+from fake_slack import Received, Reply, handler_class, slack_check
 
 __all__ = [
     "BOT_ID",
@@ -414,47 +414,6 @@ class FakeSlackApi:
         return data
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            # HTTP/1.1 keep-alive, as Slack does, so connection reuse is exercised too.
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # TCP_NODELAY: no 40 ms Nagle wait per kept-alive answer
-
-            def do_POST(self) -> None:
-                self._respond()
-
-            def do_GET(self) -> None:
-                self._respond()
-
-            def _respond(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                received = Received(
-                    self.command,
-                    self.path,
-                    {k.lower(): v for k, v in self.headers.items()},
-                    body,
-                    self.client_address[1],
-                )
-                reply = fake._answer(received)
-                wait = fake.latency + reply.delay
-                if wait:
-                    time.sleep(wait)
-                data = reply.body.encode()
-                headers = {"Content-Type": "application/json; charset=utf-8", **reply.headers}
-                try:
-                    self.send_response(reply.status)
-                    for name, value in headers.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the client gave up (a timeout test): nothing to answer
-                    self.close_connection = True
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
+        return handler_class(lambda received: (self._answer(received), None),
+                             lambda: self.latency, "application/json; charset=utf-8")
 

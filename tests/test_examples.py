@@ -81,3 +81,23 @@ def test_run_script_is_the_readme_main_command() -> None:
     script = (EXAMPLES / "run.sh").read_text()
     assert "send examples/alerts/batch.json" in script and "--dry-run" in script
     subprocess.run(["bash", "-n", str(EXAMPLES / "run.sh")], check=True)
+
+
+def test_the_templates_example_previews_the_breaking_change() -> None:
+    text = (EXAMPLES / "templates" / "armor-notify.yaml").read_text()
+    env = {**ENV, "SLACK_BOT_TOKEN": "xoxb-1111-2222-abcdefabcdefabcdefabcdef"}
+    with Notifier.from_yaml(text, plugins=PluginManager().load(), environ=env) as nt:
+        alert = nt.parse_alerts(json.loads((EXAMPLES / "alerts" /
+                                            "schema_change_breaking.json").read_text()))
+        shown = {p["destination"]: p["payload"] for p in nt.preview(alert)}
+    assert shown[PD]["event"]["payload"]["summary"] == (
+        "[production] 2 breaking schema changes on analytics.public.orders")
+    slack = shown[SLACK]
+    assert slack["request"] == "POST https://slack.com/api/chat.postMessage"
+    assert slack["payload"]["channel"] == "#data-incidents"
+    assert [b["type"] for b in slack["payload"]["blocks"]] == ["header", "section", "section",
+                                                                "context"]
+    assert shown[EMAIL]["headers"]["Subject"] == (
+        "[CRITICAL] analytics.public.orders: 2 breaking schema changes on analytics.public.orders")
+    assert "- Column removed: customer_id — breaking\n" in shown[EMAIL]["text"]
+    assert "xoxb-1111" not in json.dumps(shown)

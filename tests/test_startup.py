@@ -27,7 +27,8 @@ ENV = {
 HEAVY = ("pydantic", "yaml", "pluggy", "importlib.metadata", "requests", "urllib3", "sqlite3",
          "smtplib", "ssl", "armor_notify.alert", "armor_notify.config", "armor_notify.api")
 SENDING = ("requests", "urllib3", "smtplib", "armor_notify.dispatcher",
-           "armor_notify_plugins.email.sender", "armor_notify_plugins.email.compose")
+           "armor_notify_plugins.email.sender", "armor_notify_plugins.email.compose",
+           "jinja2")  # (the example config has no templates: Jinja2 is never needed)
 
 # Runs the command line in-process, then reports what it imported as the last line of stderr.
 RUN = """\

@@ -49,8 +49,7 @@ import time
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -241,8 +240,7 @@ def compile_template(source: str, *, escape: Callable[[str], str] | None = None,
                     max_length=max_length)
 
 
-@dataclass(frozen=True)
-class TemplateText:
+class TemplateText(NamedTuple):
     """A config model's template field: ``Annotated[Template, TemplateText(...)]``. The text is
     compiled when the config is loaded, with these settings (see :func:`compile_template`), so a
     mistake is reported at the field's place in the config, on the template's own line; the
@@ -344,15 +342,13 @@ def _alert_data(alert: Alert) -> dict[str, Any]:
 # -- what a template may name ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Object:
+class _Object(NamedTuple):
     """A mapping whose keys are known: a name not among them is a typo."""
 
     fields: Mapping[str, _Schema]
 
 
-@dataclass(frozen=True)
-class _List:
+class _List(NamedTuple):
     """A list: its items are reached by index or by a loop."""
 
     item: _Schema

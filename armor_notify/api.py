@@ -590,19 +590,24 @@ class Notifier:
 
     def send(self, alerts: Alert | Iterable[Alert], *, dry_run: bool = False,
              wait: float | None = None,
-             on_final: Callable[[Delivery], None] | None = None) -> SendReport:
+             on_final: Callable[[Delivery], None] | None = None,
+             payloads: bool = False) -> SendReport:
         """Route, write to the outbox and deliver; returns when every delivery is final or
         ``wait`` seconds have passed (what is still retrying then stays queued).
 
         ``on_final`` is called on the calling thread once for each delivery of these alerts as
         it becomes final during the send (e.g. for a progress bar): at once for those final when
         written (suppressed, or skipped in a dry run), then as attempts end. Not for repeats of
-        deliveries accepted earlier, nor for those still queued when ``send`` returns."""
+        deliveries accepted earlier, nor for those still queued when ``send`` returns.
+
+        A dry run with ``payloads`` also reports what each delivery would have sent
+        (:attr:`SendReport.payloads`, as :meth:`preview` shows it)."""
         alerts = [alerts] if isinstance(alerts, Alert) else list(alerts)
         if dry_run:
             skipped = self._skip_all(alerts, on_final)
             return SendReport(alerts, skipped, payloads={
-                d.id: self.dispatcher.preview(d) for d in skipped if d.state is State.skipped})
+                d.id: self.dispatcher.preview(d) for d in skipped
+                if payloads and d.state is State.skipped})
         # Deliveries due now are leased to this process as they are written, so sending them
         # needs no separate claim.
         deliveries, notes = self._intake(alerts, lease=wait is None or wait > 0)

@@ -248,7 +248,8 @@ def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_
         try:
             with _progress(notifier, alerts, show_progress) as progress:
                 report = notifier.send(alerts, dry_run=dry_run, wait=wait,
-                                       on_final=progress.step if progress else None)
+                                       on_final=progress.step if progress else None,
+                                       payloads=as_json)
                 if progress and not report.count(State.queued) + report.count(State.in_flight):
                     progress.complete()  # every delivery is final (repeats were not sent again)
         except KeyboardInterrupt:

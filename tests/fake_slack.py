@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 from slack_sdk.errors import SlackObjectFormationError
@@ -120,7 +120,30 @@ def slack_check(body: bytes) -> Reply | None:
     return None
 
 
-class FakeSlack:
+class Serving:
+    """Starts and stops a loopback server (``_server``) served on a thread (``_thread``); a
+    context manager."""
+
+    _server: ThreadingHTTPServer
+    _thread: threading.Thread
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class FakeSlack(Serving):
     """A threaded HTTP server on 127.0.0.1 speaking Slack's incoming-webhook protocol."""
 
     def __init__(
@@ -162,21 +185,6 @@ class FakeSlack:
         """Answer the next requests with ``replies`` in order, then with ``default`` again."""
         with self._lock:
             self._script.extend(replies)
-
-    def start(self) -> FakeSlack:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeSlack:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _next_reply(self, received: Received) -> Reply:
         with self._lock:

@@ -57,7 +57,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from fake_slack import Received, Reply, handler_class, slack_check
+from fake_slack import Received, Reply, Serving, handler_class, slack_check
 
 __all__ = [
     "BOT_ID",
@@ -145,7 +145,7 @@ def _refuse(code: str, **extra: Any) -> _Refused:
     return _Refused(error_reply(code, **extra))
 
 
-class FakeSlackApi:
+class FakeSlackApi(Serving):
     """A threaded HTTP server on 127.0.0.1 speaking Slack's Web API for a bot token."""
 
     def __init__(
@@ -212,21 +212,6 @@ class FakeSlackApi:
             message = self._store(channel_id, text, [], None, FOREIGN_USER_ID)
             self.foreign.add(message.ts)
             return message.ts
-
-    def start(self) -> FakeSlackApi:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeSlackApi:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # State (called with the lock held).
 

@@ -415,13 +415,13 @@ def _templated(config: PagerDutyConfig,
     template = config.template
     if template is None or notification.digest:
         return event_summary(notification), {}
-    context = template_context(notification)
-    summary = render_named({"summary": template.summary}, context)["summary"] \
-        if template.summary else ""
-    extra = render_named({f"custom_details.{k}": t for k, t in template.custom_details.items()},
-                         context)
+    given = {f"custom_details.{k}": t for k, t in template.custom_details.items()}
+    if template.summary is not None:
+        given["summary"] = template.summary
+    shown = render_named(given, template_context(notification))
+    summary = shown.pop("summary", "")
     return (summary or event_summary(notification),
-            {name.removeprefix("custom_details."): text for name, text in extra.items()})
+            {name.removeprefix("custom_details."): text for name, text in shown.items()})
 
 
 def trigger_event(config: PagerDutyConfig, notification: Notification) -> dict[str, Any]:

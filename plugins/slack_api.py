@@ -28,7 +28,7 @@ from armor_notify.http import HttpClient, NetworkError, Redactor
 from armor_notify.message import build_message
 from armor_notify.templates import TemplateError, template_failed
 
-from .slack import ERROR_HINTS, MAX_FALLBACK_TEXT, _fit, _section, build_payload
+from .slack import _STATE_EMOJI, ERROR_HINTS, MAX_FALLBACK_TEXT, _fit, _section, build_payload
 
 if TYPE_CHECKING:
     from .slack import SlackConfig
@@ -95,7 +95,6 @@ _UNEXPECTED_HINT = (
     "that is not an answer of Slack's Web API: check api_url (https://slack.com/api/ unless a "
     "proxy stands in for Slack)"
 )
-_STATE_EMOJI = {"resolved": ":white_check_mark:", "acknowledged": ":eyes:"}
 
 
 class _Refused(Exception):

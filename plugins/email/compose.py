@@ -30,7 +30,6 @@ __all__ = [
 ]
 
 
-
 def email_subject(notification: Notification, prefix: str = DEFAULT_SUBJECT_PREFIX) -> str:
     """``[AnomalyArmor] CRITICAL: <title> (<asset>)``; ``RESOLVED:`` and ``Test Alert:`` forms."""
     alert = notification.alert

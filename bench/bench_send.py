@@ -1,7 +1,11 @@
 """Figure 7: ``armor-notify send`` as a producer runs it, start-up included (issue 14's targets).
 
 Every contender is a fresh process posting the same alerts to one loopback PagerDuty receiver
-(``loopback.py``), so start-up counts the same way on both sides:
+(``loopback.py``), so start-up counts the same way on both sides. Both run from a clean install
+(``common.clean_install``: the working tree installed by pip, not editable, runtime dependencies
+only, in ``bench/.clean-venv``), as a user's would; ``--venv DIR`` runs them from another venv
+(``--venv .venv``: the editable dev install). This process (the receiver, the bodies) runs on
+whatever Python started it:
 
 * baseline: a bare pooled ``requests.Session`` loop in a new process (``python BARE_LOOP``),
   posting the exact bytes armor-notify's PagerDuty sender posts for these alerts, one after
@@ -16,7 +20,7 @@ Rate limits are off (``rate_limit: none``), as the issue states the target. Each
 at the receiver: every event arrived. Rounds are interleaved; the best round of each counts
 (the machine is shared; the best is the least disturbed), medians are in the notes.
 
-    .venv/bin/python bench/bench_send.py [--alerts 400] [--rounds 3] [--large 10000]
+    .venv/bin/python bench/bench_send.py [--alerts 400] [--rounds 3] [--large 10000] [--venv .venv]
 """
 
 from __future__ import annotations
@@ -26,13 +30,12 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench_delivery import event_bodies
-from common import Row, alert_data, emit, pagerduty_config
+from common import Row, alert_data, clean_install, emit, pagerduty_config, venv_bin, venv_row
 from loopback import Receiver, start
 
 from armor_notify.api import Notifier
@@ -55,7 +58,7 @@ for body in bodies:
 class Runs:
     """The files each contender reads, made once per size; every run a new process."""
 
-    def __init__(self, rx: Receiver, tmp: Path) -> None:
+    def __init__(self, rx: Receiver, tmp: Path, bin_dir: Path) -> None:
         self.rx = rx
         self.tmp = tmp
         config = pagerduty_config(rx.url)
@@ -66,7 +69,8 @@ class Runs:
         self.env = {**os.environ, "BENCH_PD_KEY": self.key}
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode caches, as an install has
         self.env.pop("ARMOR_NOTIFY_LOAD_PLUGINS", None)
-        self.exe = str(Path(sys.executable).with_name("armor-notify"))
+        self.python = str(bin_dir / "python")
+        self.exe = str(bin_dir / "armor-notify")
         self.offset = 0
         self.notifier = Notifier.from_dict(pagerduty_config(rx.url))
 
@@ -81,7 +85,7 @@ class Runs:
     def _checked(self, count: int, cmd: list[str]) -> float:
         before = self.rx.stats()["ok"]
         start_at = time.perf_counter()
-        subprocess.run(cmd, env=self.env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, env=self.env, cwd=self.tmp, check=True, stdout=subprocess.DEVNULL)
         elapsed = time.perf_counter() - start_at
         arrived = self.rx.stats()["ok"] - before
         if arrived != count:
@@ -93,7 +97,7 @@ class Runs:
         url, bodies = event_bodies(self.notifier, self.notifier.parse_alerts(data))
         lines = self.tmp / "bodies.jsonl"
         lines.write_text("".join(json.dumps(b.decode()) + "\n" for b in bodies))
-        return self._checked(count, [sys.executable, str(self.tmp / "bare.py"), url, str(lines)])
+        return self._checked(count, [self.python, str(self.tmp / "bare.py"), url, str(lines)])
 
     def send(self, count: int, *extra: str) -> float:
         path, _ = self._alerts(count)
@@ -103,10 +107,12 @@ class Runs:
                                      *extra])
 
 
-def run(alerts: int, rounds: int, large: int) -> list[Row]:
+def run(alerts: int, rounds: int, large: int, venv: str | None = None) -> list[Row]:
+    """``venv``: the venv the measured processes run from; None: the clean install."""
+    bin_dir = venv_bin(venv) if venv else clean_install()
     times: dict[str, list[float]] = {"bare": [], "send": [], "send --json": []}
     with start() as rx, tempfile.TemporaryDirectory() as tmp:
-        runs = Runs(rx, Path(tmp))
+        runs = Runs(rx, Path(tmp), bin_dir)
         runs.bare(20)  # warm up: the receiver's connections, .pyc files, the page cache
         runs.send(20)
         for _ in range(rounds):
@@ -120,6 +126,7 @@ def run(alerts: int, rounds: int, large: int) -> list[Row]:
     base = rate["bare"]
     note = f"{alerts} alerts, best of {rounds} rounds"
     rows = [
+        venv_row("7 send", bin_dir, clean=venv is None),
         Row("7 send", "bare requests loop, fresh process", rate["bare"], "/s", 1.0, "itself",
             note=f"{note}; median {alerts / statistics.median(times['bare']):,.0f}/s"),
         Row("7 send", "armor-notify send, durable outbox", rate["send"], "/s",
@@ -144,9 +151,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--large", type=int, default=10_000,
                         help="the linearity check's larger count (0: skip it)")
+    parser.add_argument("--venv", metavar="DIR",
+                        help="run the measured processes from this venv (e.g. .venv, the editable "
+                             "dev install) instead of a clean install of the working tree")
     parser.add_argument("--json", action="store_true", help="rows as JSON lines (for run_all)")
     args = parser.parse_args()
-    emit(run(args.alerts, args.rounds, args.large), args.json)
+    emit(run(args.alerts, args.rounds, args.large, args.venv), args.json)
 
 
 if __name__ == "__main__":

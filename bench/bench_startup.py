@@ -1,7 +1,11 @@
 """Figure 4: start-up, as a cold process each time (issue 14's targets).
 
 Times whole commands, each run as a new process, interleaved and repeated, against the bare
-interpreter of the same venv (``python -c pass``):
+interpreter of the same venv (``python -c pass``). They run as a new user's would: from a clean
+install (``common.clean_install``: a venv holding the working tree installed by pip, not editable,
+with its runtime dependencies only; built once in ``bench/.clean-venv`` and reused while the
+source is unchanged). ``--venv DIR`` runs them from another venv instead (``--venv .venv``: the
+editable dev install, whose ``.pth`` finder slows every process, the bare interpreter's too):
 
 * ``armor-notify --version``, ``--help`` and click's shell completion of ``armor-notify ou<Tab>``:
   target at most 5x the bare interpreter;
@@ -10,16 +14,18 @@ interpreter of the same venv (``python -c pass``):
   alert routed, table printed): target at most 8x;
 * for context: the libraries armor-notify is built on, imported and nothing else (``click``,
   ``pydantic``'s models, ``yaml``, ``pluggy`` and an entry-point lookup): the floor no command
-  that validates a config can go below; and ``apprise --dry-run`` with an equivalent Apprise YAML
-  config (the same four destinations as URLs, the rules' event types as tags).
+  that validates a config can go below, and the same with ``requests`` (what ``send`` adds);
+  and ``apprise --dry-run`` with an equivalent Apprise YAML config (the same four destinations as
+  URLs, the rules' event types as tags), when the venv has Apprise (an optional extra: the clean
+  install has not, ``.venv`` has).
 
 Each figure is the median of ``--runs`` runs, as a ratio to the baseline's median. The commands
 run as a user's would: with bytecode caching on (pip compiles an installed package; the warm-up
-run writes the caches of an editable install), whatever ``PYTHONDONTWRITEBYTECODE`` says here.
-``--importtime`` also prints the ten slowest imports of ``armor-notify route``
-(``python -X importtime``).
+run writes the caches of an editable install), whatever ``PYTHONDONTWRITEBYTECODE`` says here,
+from a scratch directory. ``--importtime`` also prints the ten slowest imports of
+``armor-notify route`` (``python -X importtime``).
 
-    .venv/bin/python bench/bench_startup.py [--runs 15] [--importtime]
+    .venv/bin/python bench/bench_startup.py [--runs 15] [--importtime] [--venv .venv]
 """
 
 from __future__ import annotations
@@ -28,12 +34,11 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import INTEGRATION_KEYS, REST_API_KEY, ROOT, Row, emit
+from common import INTEGRATION_KEYS, REST_API_KEY, ROOT, Row, clean_install, emit, venv_bin, venv_row
 
 ENV = {
     "PAGERDUTY_INTEGRATION_KEY": INTEGRATION_KEYS[0],
@@ -60,19 +65,20 @@ urls:
 
 LIBRARIES = ("import click, pydantic, yaml, pluggy, importlib.metadata; pydantic.BaseModel; pydantic.Field; "
              "pydantic.TypeAdapter; importlib.metadata.entry_points(group='armor_notify')")
+FLOOR = "libraries alone (the floor)"
 
 TARGETS = {"armor-notify --version": 5.0, "armor-notify --help": 5.0,
            "shell completion": 5.0, "armor-notify validate": 8.0, "armor-notify route": 8.0}
 """Command → the most it may take, as a multiple of ``python -c pass``."""
 
 
-def commands(tmp: str) -> dict[str, list[str]]:
-    bin_dir = Path(sys.executable).parent
+def commands(tmp: str, bin_dir: Path) -> dict[str, list[str]]:
+    python = str(bin_dir / "python")
     exe = str(bin_dir / "armor-notify")
     config = str(ROOT / "examples/armor-notify.yaml")
     Path(tmp, "apprise.yml").write_text(APPRISE_CONFIG)
-    return {
-        "python -c pass": [sys.executable, "-c", "pass"],
+    cmds = {
+        "python -c pass": [python, "-c", "pass"],
         "armor-notify --version": [exe, "--version"],
         "armor-notify --help": [exe, "--help"],
         "shell completion": [exe],  # with _ARMOR_NOTIFY_COMPLETE set: see COMPLETION
@@ -80,20 +86,24 @@ def commands(tmp: str) -> dict[str, list[str]]:
         "armor-notify route": [exe, "route",
                                str(ROOT / "examples/alerts/schema_change_breaking.json"),
                                "--config", config],
-        "libraries alone (the floor)": [sys.executable, "-c", LIBRARIES],
+        FLOOR: [python, "-c", LIBRARIES],
+        "libraries + requests": [python, "-c", LIBRARIES + "; import requests"],
         "apprise --dry-run": [str(bin_dir / "apprise"), "--dry-run", "--config",
                               f"{tmp}/apprise.yml", "--tag", "schema_change", "--body",
                               "2 breaking schema changes on analytics.public.orders"],
     }
+    if not (bin_dir / "apprise").exists():
+        del cmds["apprise --dry-run"]
+    return cmds
 
 
 COMPLETION = {"_ARMOR_NOTIFY_COMPLETE": "bash_complete", "COMP_WORDS": "armor-notify ou",
               "COMP_CWORD": "1"}
 
 
-def run_once(cmd: list[str], env: dict[str, str]) -> float:
+def run_once(cmd: list[str], env: dict[str, str], cwd: str) -> float:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -102,13 +112,15 @@ def run_once(cmd: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
-def import_times(cmd: list[str], env: dict[str, str], top: int = 10) -> list[tuple[int, str]]:
+def import_times(cmd: list[str], env: dict[str, str], bin_dir: Path, cwd: str,
+                 top: int = 10) -> list[tuple[int, str]]:
     """The slowest imports (cumulative microseconds) of a command run with -X importtime."""
     script = cmd[0]
     with open(script) as fh:
         is_python_script = fh.readline().startswith("#!")
-    args = [sys.executable, "-X", "importtime", script, *cmd[1:]] if is_python_script else cmd
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    args = ([str(bin_dir / "python"), "-X", "importtime", script, *cmd[1:]] if is_python_script
+            else cmd)
+    proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, check=False)
     rows = []
     for line in proc.stderr.splitlines():
         if line.startswith("import time:") and "|" in line:
@@ -118,25 +130,31 @@ def import_times(cmd: list[str], env: dict[str, str], top: int = 10) -> list[tup
     return sorted(rows, reverse=True)[:top]
 
 
-def run(runs: int, importtime: bool) -> list[Row]:
+def run(runs: int, importtime: bool, venv: str | None = None) -> list[Row]:
+    """``venv``: the venv to run every command from; None: the clean install."""
+    bin_dir = venv_bin(venv) if venv else clean_install()
     env = {**os.environ, **ENV}
     env.pop("ARMOR_NOTIFY_LOAD_PLUGINS", None)  # every installed plugin loads, as for a user
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode caches, as an installed package has
     envs = {name: {**env, **COMPLETION} if name == "shell completion" else env
             for name in TARGETS}
     with tempfile.TemporaryDirectory() as tmp:
-        cmds = commands(tmp)
+        cmds = commands(tmp, bin_dir)
         for name, cmd in cmds.items():  # warm the page cache and write the .pyc files
-            run_once(cmd, envs.get(name, env))
+            run_once(cmd, envs.get(name, env), tmp)
         times: dict[str, list[float]] = {name: [] for name in cmds}
         for _ in range(runs):
             for name, cmd in cmds.items():
-                times[name].append(run_once(cmd, envs.get(name, env)))
-        slowest = import_times(cmds["armor-notify route"], env) if importtime else []
+                times[name].append(run_once(cmd, envs.get(name, env), tmp))
+        slowest = (import_times(cmds["armor-notify route"], env, bin_dir, tmp) if importtime
+                   else [])
     median = {name: statistics.median(t) for name, t in times.items()}
     base = median["python -c pass"]
     ms = 1000
-    rows = []
+    no_apprise = "" if "apprise --dry-run" in cmds else (
+        "Apprise is not installed here (an optional extra, not a runtime dependency): "
+        "its rows are left out (--venv .venv has it)")
+    rows = [venv_row("4 start-up", bin_dir, clean=venv is None, extra_note=no_apprise)]
     for name in cmds:
         ratio = median[name] / base
         limit = TARGETS.get(name)
@@ -144,10 +162,10 @@ def run(runs: int, importtime: bool) -> list[Row]:
         rows.append(Row("4 start-up", name, median[name] * ms, "ms", ratio, "python -c pass",
                         target=f"<= {limit:g}x" if limit else "",
                         passed=ratio <= limit if limit else None, note=note))
-    route = median["armor-notify route"]
-    rows.append(Row("4 start-up", "armor-notify route vs apprise --dry-run",
-                    route / median["apprise --dry-run"], "x",
-                    route / median["apprise --dry-run"], "apprise --dry-run"))
+    if "apprise --dry-run" in median:
+        route = median["armor-notify route"] / median["apprise --dry-run"]
+        rows.append(Row("4 start-up", "armor-notify route vs apprise --dry-run", route, "x",
+                        route, "apprise --dry-run"))
     if slowest:
         route_row = next(r for r in rows if r.figure == "armor-notify route")
         route_row.extra["slowest_imports_us"] = slowest
@@ -161,9 +179,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--importtime", action="store_true",
                         help="also list the slowest imports of armor-notify route")
+    parser.add_argument("--venv", metavar="DIR",
+                        help="run every command from this venv (e.g. .venv, the editable dev "
+                             "install) instead of a clean install of the working tree")
     parser.add_argument("--json", action="store_true", help="rows as JSON lines (for run_all)")
     args = parser.parse_args()
-    emit(run(args.runs, args.importtime), args.json)
+    emit(run(args.runs, args.importtime, args.venv), args.json)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,16 @@ from a neighbour hurts one round of each rather than one contender.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -152,6 +156,152 @@ def run_child(script: str, *args: str, timeout: float = 600) -> list[Row]:
     if proc.returncode != 0:
         raise RuntimeError(f"{script} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return rows_from_output(proc.stdout)
+
+
+# -- the clean install: what a new user's venv holds ----------------------------------------------
+
+CLEAN_VENV = ROOT / "bench" / ".clean-venv"
+"""Where :func:`clean_install` keeps its venv by default (git-ignored), reused from run to run."""
+_MARKER = "armor-bench-install.json"
+_INFO = """\
+import importlib.metadata as m, json, sys
+d = m.distribution("armor-notify")
+url = json.loads(d.read_text("direct_url.json") or "{}")
+names = {(x.metadata["Name"] or "").lower() for x in m.distributions()}
+print(json.dumps({"dists": len(names), "version": d.version, "python": sys.version.split()[0],
+                  "editable": bool(url.get("dir_info", {}).get("editable"))}))
+"""
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _snapshot(dest: Path) -> str:
+    """Copy the working tree as git sees it (tracked and untracked files, ignored ones and
+    ``bench/`` left out) into ``dest``; return a hash of every copied file's path and contents.
+
+    pip builds from this copy, not from ``ROOT``: a build in the tree would leave ``build/lib``
+    behind (whose stale modules a later wheel would pick up) while someone edits it, and the
+    hash is of exactly the bytes installed."""
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard", "--", ".", ":(exclude)bench"],
+                            capture_output=True, check=True).stdout.decode()
+    digest = hashlib.sha256()
+    for rel in sorted(set(filter(None, listed.split("\0")))):
+        source = ROOT / rel
+        if not source.is_file():  # deleted in the working tree, not yet in the index
+            continue
+        data = source.read_bytes()
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dest / rel).write_bytes(data)
+        digest.update(f"{rel}\0{len(data)}\0".encode() + data)
+    return digest.hexdigest()
+
+
+def _dependencies(pyproject: Path) -> str:
+    """The project's runtime dependencies as declared (the whole pyproject.toml without tomllib)."""
+    text = pyproject.read_text()
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        return hashlib.sha256(text.encode()).hexdigest()
+    return json.dumps(sorted(tomllib.loads(text)["project"].get("dependencies", [])))
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # pip compiles the .pyc files, as for a user
+    env.pop("PYTHONPATH", None)  # at_commit.py's older code is not what gets installed
+    return env
+
+
+def clean_install(path: Path | None = None) -> Path:
+    """A venv holding the working tree installed as a user installs it: not editable, with its
+    runtime dependencies only (no extras, no dev tools), ``.pyc`` files compiled by pip. Returns
+    its ``bin`` directory.
+
+    Built with the stdlib ``venv`` (and its bundled pip) from this interpreter's base Python at
+    ``path`` (default :data:`CLEAN_VENV`), then reused while a marker file in it matches: the same
+    Python, the same declared dependencies and the same source (a hash of the working tree's
+    files). When only the source changed, the project alone is reinstalled
+    (``--no-deps --force-reinstall``); otherwise the venv is built afresh (15 s here, under a minute)."""
+    venv = (path or CLEAN_VENV).absolute()
+    bin_dir = venv / "bin"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    env = _child_env()
+    with open(venv.with_name(venv.name + ".lock"), "w") as lock, \
+            tempfile.TemporaryDirectory(prefix="armor-bench-src-") as tmp:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time; the next one reuses it
+        source = Path(tmp, "armor-notify")
+        tree = _snapshot(source)
+        wanted = {"python": f"{sys.version} {sys.base_prefix}",
+                  "dependencies": _dependencies(source / "pyproject.toml"), "tree": tree}
+        try:
+            have = json.loads((venv / _MARKER).read_text())
+        except (OSError, ValueError):
+            have = {}
+        python = bin_dir / "python"
+        pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        start = time.perf_counter()
+        if not python.exists() or any(have.get(k) != wanted[k] for k in ("python", "dependencies")):
+            if venv.exists() and any(venv.iterdir()) and not (venv / _MARKER).exists():
+                raise SystemExit(f"{venv} exists and was not made by clean_install: not deleting it")
+            _say(f"building a clean install in {venv} (a new venv, then pip install of the "
+                 "working tree with its runtime dependencies; under a minute) ...")
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], env=env, check=True,
+                           stdout=sys.stderr)
+            subprocess.run([*pip, str(source)], env=env, check=True, stdout=sys.stderr)
+        elif have.get("tree") != tree:
+            _say(f"the source changed: reinstalling armor-notify (no dependencies) in {venv} ...")
+            subprocess.run([*pip, "--no-deps", "--force-reinstall", str(source)], env=env,
+                           check=True, stdout=sys.stderr)
+        else:
+            return bin_dir
+        info = venv_info(bin_dir)
+        if info["editable"] or not any(venv.glob("lib/python*/site-packages/armor_notify/"
+                                                 "__pycache__/*.pyc")):
+            raise RuntimeError(f"{venv}: armor-notify is editable or has no .pyc files")
+        (venv / _MARKER).write_text(json.dumps({**wanted, "version": info["version"]}, indent=1))
+        _say(f"  done in {time.perf_counter() - start:.0f} s: armor-notify {info['version']}, "
+             f"{info['dists']} distributions")
+    return bin_dir
+
+
+def venv_bin(directory: str | Path) -> Path:
+    """The ``bin`` directory of a venv given as the venv's directory or its ``bin``."""
+    given = Path(directory).absolute()  # not resolve(): bin/python is a link out of the venv
+    for bin_dir in (given / "bin", given):
+        if (bin_dir / "python").exists():
+            return bin_dir
+    raise SystemExit(f"{directory}: not a venv (no bin/python)")
+
+
+def venv_info(bin_dir: Path) -> dict[str, Any]:
+    """The installed armor-notify's version, whether it is editable, how many distributions the
+    venv holds (every entry-point lookup reads them all) and the Python version."""
+    out = subprocess.run([str(bin_dir / "python"), "-I", "-c", _INFO], capture_output=True,
+                         text=True, check=True).stdout
+    info: dict[str, Any] = json.loads(out)
+    return info
+
+
+def venv_row(scenario: str, bin_dir: Path, clean: bool, extra_note: str = "") -> Row:
+    """A row saying which venv the measured processes ran from: the figure is its number of
+    distributions."""
+    info = venv_info(bin_dir)
+    try:
+        where = str(bin_dir.parent.relative_to(Path.cwd()))
+    except ValueError:
+        where = str(bin_dir.parent)
+    kind = ("clean install: not editable, runtime dependencies only" if clean
+            else "editable install: its .pth file imports a finder in every process"
+            if info["editable"] else "not editable")
+    note = (f"processes measured from {where} ({kind}); armor-notify {info['version']}, "
+            f"Python {info['python']}" + (f"; {extra_note}" if extra_note else ""))
+    return Row(scenario, "venv measured", info["dists"], "distributions", note=note,
+               extra={"venv": str(bin_dir.parent), "clean": clean, **info})
 
 
 # -- alerts and configs ---------------------------------------------------------------------------

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import sys
 import time
-import traceback
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -107,6 +103,8 @@ class _Group(click.Group):
             raise
         except Exception as exc:
             if ctx.find_root().params.get("debug"):
+                import traceback
+
                 echo(traceback.format_exc(), err=True, nl=False)
             else:
                 echo(f"armor-notify: internal error: {type(exc).__name__}: {clean(exc)}\n"
@@ -566,6 +564,8 @@ _OUTCOME_WORDS = {"suppressed": "no", "held": "later", "digest": "in a digest", 
 
 
 def _parse_at(text: str | None, zone_name: str) -> float:
+    from datetime import datetime
+
     if text is None:
         return time.time()
     try:
@@ -712,6 +712,8 @@ def worker(ctx: click.Context, config: str | None, once: bool, wait: float | Non
     Several workers may share one outbox: each delivery is leased to one worker at a time, and a
     delivery whose worker died is picked up again when its lease expires.
     """
+    import signal
+
     from .api import Notifier
     from .config import load_config
 
@@ -774,6 +776,8 @@ def _stopped_already(signum: int, frame: Any) -> None:
 def _reload_lineage_on_sighup(notifier: Notifier) -> None:
     """``kill -HUP`` makes a long-running process read the config's lineage files again (they
     are also read again when one changes)."""
+    import signal
+
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, lambda signum, frame: notifier.lineage.reload())
 
@@ -936,6 +940,7 @@ def serve(config: str | None, listen: str, workers: int, no_worker: bool, grace:
     lets running attempts finish and leaves the rest queued.
     """
     import logging
+    import signal
 
     try:
         import uvicorn
@@ -1002,6 +1007,8 @@ def db_upgrade(ctx: click.Context, config: str | None, as_json: bool, state: str
     Every command that opens the outbox does this by itself (under a lock, so workers starting
     at once do not race); run it to do it ahead of a deploy. A schema newer than this version
     knows is refused: upgrade armor-notify instead."""
+    from pathlib import Path
+
     from .api import is_postgres_url, state_location
 
     _json_flag(ctx, as_json)
@@ -1211,6 +1218,8 @@ def run(ctx: click.Context, assets: tuple[str, ...], tags: tuple[str, ...], reas
 def _run_child(command: Sequence[str], subprocess: Any) -> int:
     """Run ``command``; its exit code (a signal: 128 + its number, as shells say). SIGTERM and
     SIGINT sent to this process are passed on to it, and its end is waited for."""
+    import signal
+
     try:
         child = subprocess.Popen(list(command))
     except FileNotFoundError:

@@ -6,7 +6,7 @@ these fields without the dispatcher changing shape.
 
 from __future__ import annotations
 
-import uuid
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -73,7 +73,7 @@ class Delivery:
     rule: str
     dedup_key: str
     also_matched: tuple[str, ...] = ()
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: os.urandom(16).hex())
     state: State = State.queued
     attempts: list[Attempt] = field(default_factory=list)
     next_attempt_at: float = 0.0

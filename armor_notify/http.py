@@ -32,7 +32,6 @@ import json
 import os
 import re
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -41,6 +40,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
 
 if TYPE_CHECKING:
+    import ssl
+
     import requests
     import requests.adapters
 
@@ -434,19 +435,27 @@ def watch(sock: socket.socket) -> socket.socket:
 def watch_tls(context: ssl.SSLContext) -> ssl.SSLContext:
     """Make ``context``'s TLS sockets put themselves under the calling thread's deadline when
     their handshake starts (no-op outside one); returns ``context``."""
-    context.sslsocket_class = _WatchedSSLSocket
+    context.sslsocket_class = _watched_ssl_socket()
     return context
 
 
-class _WatchedSSLSocket(ssl.SSLSocket):
-    """A TLS socket whose handshake is under the deadline of the post that opens it."""
+@functools.cache
+def _watched_ssl_socket() -> type[ssl.SSLSocket]:
+    """A TLS socket whose handshake is under the deadline of the post that opens it (made on
+    first use: ``ssl`` is imported only by what posts)."""
+    import ssl
 
-    def do_handshake(self, block: bool = False) -> None:
-        _WATCHDOG.claim(self)
-        super().do_handshake(block)
+    class WatchedSSLSocket(ssl.SSLSocket):
+        def do_handshake(self, block: bool = False) -> None:
+            _WATCHDOG.claim(self)
+            super().do_handshake(block)
+
+    return WatchedSSLSocket
 
 
 def _watched_tls_context(bundle: str) -> ssl.SSLContext:
+    import ssl
+
     from urllib3.util.ssl_ import create_urllib3_context
 
     context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
@@ -458,7 +467,7 @@ def _watched_tls_context(bundle: str) -> ssl.SSLContext:
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         raise NetworkError("certificate",
                            f"cannot load CA certificates from {bundle}: {_words(exc)}") from None
-    context.sslsocket_class = _WatchedSSLSocket
+    context.sslsocket_class = _watched_ssl_socket()
     return context
 
 

@@ -94,8 +94,9 @@ class PluginManager:
                 return self
             wanted = _wanted_distributions()
             eps = metadata.entry_points(group=GROUP) if entry_points is None else entry_points
+            named: dict[int, tuple[str, str]] = {}  # a distribution's metadata, parsed once
             for ep in sorted(eps, key=lambda e: e.name):
-                self._load_entry_point(ep, wanted)
+                self._load_entry_point(ep, wanted, named)
             for name, plugin in extra:
                 self.register(plugin, name=name)
             self._drop_unknown_hooks()
@@ -107,10 +108,16 @@ class PluginManager:
             self._loaded = True
         return self
 
-    def _load_entry_point(self, ep: metadata.EntryPoint, wanted: set[str] | None) -> None:
+    def _load_entry_point(self, ep: metadata.EntryPoint, wanted: set[str] | None,
+                          named: dict[int, tuple[str, str]]) -> None:
         dist = ep.dist
-        dist_name = dist.metadata["Name"] if dist is not None else "unknown"
-        version = dist.version if dist is not None else "unknown"
+        if dist is None:
+            dist_name = version = "unknown"
+        else:  # the entry points of one distribution share its object
+            if id(dist) not in named:
+                meta = dist.metadata
+                named[id(dist)] = (meta["Name"], meta["Version"])
+            dist_name, version = named[id(dist)]
         builtin = _normalise(dist_name) == BUILTIN_DISTRIBUTION
         if not builtin and wanted is not None and _normalise(dist_name) not in wanted:
             return

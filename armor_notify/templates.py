@@ -54,7 +54,6 @@ from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Union, get_args, g
 from pydantic import BaseModel
 
 from .alert import Alert, one_line
-from .message import build_message
 from .secrets import ELLIPSIS
 from .validation import suggest
 
@@ -299,6 +298,8 @@ def template_context(notification: Notification) -> dict[str, Any]:
     :func:`armor_notify.message.build_message`, unescaped like the rest: the template's
     ``escape`` escapes whatever is printed.
     """
+    from .message import build_message  # the built-in wording: only when a template renders
+
     alert = notification.alert
     message = build_message(notification)
     return {

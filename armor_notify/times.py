@@ -12,13 +12,18 @@ datetime is read as UTC.
 from __future__ import annotations
 
 from datetime import datetime, timezone, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 __all__ = ["iso", "readable", "zone"]
 
 
 def zone(name: str) -> ZoneInfo:
     """The IANA time zone *name*; ``ValueError`` with a hint when there is none."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # not at import: `--help` stays fast
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -275,9 +275,10 @@ def test_a_rate_limit_delays_a_storm_and_drops_nothing(tmp_path: Path) -> None:
     assert {d.state for d in report.deliveries} == {State.delivered}
     times = sorted(r["time"] for r in records(rec))
     assert len(times) == 5
-    # No window of one second ever holds more than two sends.
+    # No window of one second ever holds more than two sends. The times are taken in the
+    # sender's thread after the limiter let it go, so a loaded machine shifts each by a few ms.
     for i in range(len(times) - 2):
-        assert times[i + 2] - times[i] >= 0.99
+        assert times[i + 2] - times[i] >= 0.95
 
 
 def test_secrets_are_masked_in_every_reason() -> None:

@@ -25,7 +25,8 @@ ENV = {
     "SMTP_PASSWORD": "not-a-real-password",
 }
 HEAVY = ("pydantic", "yaml", "pluggy", "importlib.metadata", "requests", "urllib3", "sqlite3",
-         "smtplib", "ssl", "armor_notify.alert", "armor_notify.config", "armor_notify.api")
+         "smtplib", "ssl", "zoneinfo", "traceback", "armor_notify.alert", "armor_notify.config",
+         "armor_notify.api")
 SENDING = ("requests", "urllib3", "smtplib", "armor_notify.dispatcher",
            "armor_notify_plugins.email.sender", "armor_notify_plugins.email.compose",
            "jinja2")  # (the example config has no templates: Jinja2 is never needed)

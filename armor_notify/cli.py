@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 from collections import Counter
@@ -124,6 +123,8 @@ def _safe_usage(exc: click.ClickException) -> click.ClickException:
 
 
 def _report_error(ctx: click.Context, exc: ArmorNotifyError) -> None:
+    import json
+
     sub = ctx.invoked_subcommand
     as_json = bool(sub and ctx.obj and ctx.obj.get("json"))
     if as_json:
@@ -165,12 +166,16 @@ def _json_flag(ctx: click.Context, as_json: bool) -> None:
 
 
 def _emit(data: Any) -> None:
+    import json
+
     echo_json(json.dumps(data, indent=2, default=str))
 
 
 def _emit_list(key: str, items: Iterable[Any]) -> None:
     """``_emit({key: list(items)})``, written item by item (the same text, in flat memory); stops
     when standard output is closed."""
+    import json
+
     echo_json(f'{{\n  "{key}": [', nl=False)
     count = 0
     for item in items:
@@ -505,6 +510,8 @@ def preview(ctx: click.Context, event: str, config: str | None, destination: str
 
 def _shown(payload: Mapping[str, Any]) -> str:
     """A preview for people: texts as they are (an email's parts), the rest as JSON."""
+    import json
+
     lines = []
     for key, value in payload.items():
         if isinstance(value, str) and ("\n" in value or key in ("text", "html", "body")):
@@ -712,6 +719,7 @@ def worker(ctx: click.Context, config: str | None, once: bool, wait: float | Non
     Several workers may share one outbox: each delivery is leased to one worker at a time, and a
     delivery whose worker died is picked up again when its lease expires.
     """
+    import json
     import signal
 
     from .api import Notifier

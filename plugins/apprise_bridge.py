@@ -37,14 +37,13 @@ import difflib
 import functools
 import hashlib
 import inspect
-import logging
 import re
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import ConfigDict, SecretStr, field_validator
@@ -57,8 +56,12 @@ from armor_notify import (
     hookimpl,
     is_loopback_host,
 )
-from armor_notify.message import Message, build_message
 from armor_notify.secrets import ELLIPSIS, redact
+
+if TYPE_CHECKING:
+    import logging
+
+    from armor_notify.message import Message
 
 __all__ = [
     "APPRISE",
@@ -72,7 +75,6 @@ __all__ = [
     "render_text",
 ]
 
-log = logging.getLogger(__name__)
 
 APPRISE_MISSING = (
     "the apprise destination needs the apprise package: pip install 'armor-notify[apprise]'"
@@ -185,7 +187,7 @@ _CALL_LOG: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
 )
 
 
-class _CallLog(logging.Filter):
+class _CallLog:
     """Takes the ``apprise`` logger's records emitted by armor-notify's own calls into Apprise.
 
     One filter on the ``apprise`` logger serves every thread: each call sets its own list in a
@@ -196,6 +198,8 @@ class _CallLog(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        import logging
+
         sink = _CALL_LOG.get()
         if sink is None:
             return True
@@ -215,6 +219,8 @@ _FILTER = _CallLog()
 def captured_log() -> Iterator[list[str]]:
     """The ``apprise`` logger's warnings and errors from this context while inside; none of its
     records from this context reach the application's log handlers."""
+    import logging  # here, not at import: checking a config needs no logging (Apprise loads it)
+
     # addFilter is idempotent.
     logging.getLogger(APPRISE_LOGGER).addFilter(_FILTER)
     messages: list[str] = []
@@ -500,8 +506,11 @@ class AppriseSender:
         self.name = str(getattr(first, "service_name", None) or url_scheme(self._url))
         self._markdown = _prefers_markdown(first)
         if getattr(first, "verify_certificate", True) is False:
-            log.warning("%s: TLS certificate verification is OFF (verify=no in the Apprise URL)",
-                        config.describe())
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "%s: TLS certificate verification is OFF (verify=no in the Apprise URL)",
+                config.describe())
 
     def __repr__(self) -> str:
         return f"AppriseSender({self.config.describe()})"
@@ -529,6 +538,8 @@ class AppriseSender:
 
     def _content(self, notification: Notification) -> tuple[Message, str, str]:
         """The message, and its body and body format as this service prefers."""
+        from armor_notify.message import build_message
+
         message = build_message(notification)
         if self._markdown:
             return message, render_markdown(message, notification.source), "markdown"

@@ -28,7 +28,8 @@ from armor_notify.http import HttpClient, NetworkError, Redactor
 from armor_notify.message import build_message
 from armor_notify.templates import TemplateError, template_failed
 
-from .slack import _STATE_EMOJI, ERROR_HINTS, MAX_FALLBACK_TEXT, _fit, _section, build_payload
+from .slack import MAX_FALLBACK_TEXT
+from .slack_sender import _STATE_EMOJI, ERROR_HINTS, _fit, _section, build_payload
 
 if TYPE_CHECKING:
     from .slack import SlackConfig

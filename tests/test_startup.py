@@ -27,8 +27,10 @@ ENV = {
 HEAVY = ("pydantic", "yaml", "pluggy", "importlib.metadata", "requests", "urllib3", "sqlite3",
          "smtplib", "ssl", "zoneinfo", "traceback", "armor_notify.alert", "armor_notify.config",
          "armor_notify.api")
-SENDING = ("requests", "urllib3", "smtplib", "armor_notify.dispatcher",
-           "armor_notify_plugins.email.sender", "armor_notify_plugins.email.compose",
+SENDING = ("requests", "urllib3", "smtplib", "ssl", "logging", "armor_notify.dispatcher",
+           "armor_notify.http", "armor_notify_plugins.pagerduty_sender",
+           "armor_notify_plugins.slack_sender", "armor_notify_plugins.email.sender",
+           "armor_notify_plugins.email.compose",
            "jinja2")  # (the example config has no templates: Jinja2 is never needed)
 
 # Runs the command line in-process, then reports what it imported as the last line of stderr.

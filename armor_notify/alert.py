@@ -59,15 +59,18 @@ _CREDENTIAL_URL = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://[^
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]+")
 # Control characters (C0, DEL, C1), line and paragraph separators, and bidirectional overrides.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_SPACES = re.compile(r"[ \t]{2,}")
 
 
 def one_line(text: str) -> str:
     """Collapse line breaks (all of them, not only ``\\n``) and runs of spaces to one space."""
-    return re.sub(r"[ \t]{2,}", " ", _LINE_BREAKS.sub(" ", text)).strip()
+    if "  " not in text and "\t" not in text and _LINE_BREAKS.search(text) is None:
+        return text.strip()  # nothing to collapse (nearly always)
+    return _SPACES.sub(" ", _LINE_BREAKS.sub(" ", text)).strip()
 
 
 def _no_credentials(value: Any) -> Any:
-    if isinstance(value, str) and _CREDENTIAL_URL.search(value):
+    if isinstance(value, str) and "://" in value and _CREDENTIAL_URL.search(value):
         raise ValueError(
             "looks like a connection string with credentials (scheme://user:password@host); "
             "alerts must never carry credentials: send the data source's name instead"

@@ -192,11 +192,30 @@ def enqueue(db: Db, deliveries: Sequence[Delivery], *, repeat_window: float, now
     keys = RateKeys(db, now)
     if lease_to is not None:
         keys.lock(_keys_of(lease_to[1], {d.destination for d in deliveries}))
+    # What the outbox held before this intake, asked once for all of it: the deliveries within
+    # the repeat window, and the keys with unfinished deliveries. A delivery whose alert (or
+    # key) came earlier in this same intake asks on its own, as it then sees what was written;
+    # so does a delivery alone (its own queries are the cheaper).
+    since = now - repeat_window
+    many = len(deliveries) > 1
+    recent = _recent(db, [d for d in deliveries if not (d.checked or d.test)], since) \
+        if many else None
+    pending = _pending(db, deliveries) if many and lease_to is not None else None
+    alerts_seen: set[tuple[str, str, str]] = set()
+    keys_seen: set[tuple[str, str]] = set()
     for d in deliveries:
-        row = None if d.checked or d.test else db.one(
-            f"SELECT {_COLUMNS} FROM deliveries WHERE alert_id=? AND alert_status=? "
-            "AND destination=? AND created_at>=? AND test=0 ORDER BY seq DESC LIMIT 1",
-            (d.alert.id, d.alert.status, d.destination, now - repeat_window))
+        alert_key = (d.alert.id, d.alert.status, d.destination)
+        row = None
+        if d.checked or d.test:
+            pass
+        elif recent is None or alert_key in alerts_seen:
+            row = db.one(
+                f"SELECT {_COLUMNS} FROM deliveries WHERE alert_id=? AND alert_status=? "
+                "AND destination=? AND created_at>=? AND test=0 ORDER BY seq DESC LIMIT 1",
+                (*alert_key, since))
+        else:
+            row = recent.get(alert_key)
+        alerts_seen.add(alert_key)
         stored = _readable(row) if row is not None else None
         if stored is not None:  # (an unreadable one is not sent: take this one)
             out.append((stored, False))
@@ -209,8 +228,13 @@ def enqueue(db: Db, deliveries: Sequence[Delivery], *, repeat_window: float, now
             batch = _apply(d, policy.decide(d, now, history))
         mutes.settle_held(db, d, now)
         owner = None
+        order_key = (d.destination, d.dedup_key)
+        waits = order_key in pending if pending is not None and order_key not in keys_seen \
+            else None  # None: ask (below, only when it matters)
+        keys_seen.add(order_key)
         if (lease_to is not None and d.state is State.queued
-                and d.next_attempt_at <= now and not _waits_for_older(db, d)
+                and d.next_attempt_at <= now
+                and not (_waits_for_older(db, d) if waits is None else waits)
                 and _take(d, lease_to[1](d.destination), now, keys)):
             owner = lease_to[0]  # written in flight: no claim needed
         _insert(db, d, now, batch, owner)
@@ -219,6 +243,41 @@ def enqueue(db: Db, deliveries: Sequence[Delivery], *, repeat_window: float, now
     if checks is not None:
         checks.after(db, [d for d, new in out if new])
     return out
+
+
+_AMONG = 400
+"""Values one ``IN (…)`` of an intake's lookups takes at most (SQLite before 3.32 allowed 999
+parameters a statement)."""
+
+
+def _recent(db: Db, deliveries: Sequence[Delivery],
+            since: float) -> dict[tuple[str, str, str], Row]:
+    """(alert id, status, destination) → the newest stored delivery of it accepted since
+    ``since`` (its row), for these deliveries' alerts: the repeat window, in one query."""
+    found: dict[tuple[str, str, str], tuple[int, Row]] = {}
+    alert_ids = sorted({d.alert.id for d in deliveries})
+    for at in range(0, len(alert_ids), _AMONG):
+        where, params = db.among("alert_id", alert_ids[at:at + _AMONG])
+        for seq, *row in db.all(f"SELECT seq, {_COLUMNS} FROM deliveries WHERE {where} AND "
+                                "created_at>=? AND test=0", (*params, since)):
+            key = (str(row[1]), str(row[2]), str(row[3]))
+            if key not in found or found[key][0] < seq:
+                found[key] = (seq, tuple(row))
+    return {key: row for key, (_, row) in found.items()}
+
+
+def _pending(db: Db, deliveries: Sequence[Delivery]) -> set[tuple[str, str]]:
+    """The (destination, dedup key) pairs of these deliveries that have an unfinished
+    delivery stored (which goes first: :func:`_waits_for_older`), in one query."""
+    destinations, dedup_keys = db.among("destination", sorted({d.destination for d in deliveries}))
+    wanted = sorted({d.dedup_key for d in deliveries})
+    found: set[tuple[str, str]] = set()
+    for at in range(0, len(wanted), _AMONG):
+        where, params = db.among("dedup_key", wanted[at:at + _AMONG])
+        found.update((str(r[0]), str(r[1])) for r in db.all(
+            f"SELECT DISTINCT destination, dedup_key FROM deliveries WHERE {destinations} AND "
+            f"{where} AND state IN ('queued','in_flight')", (*dedup_keys, *params)))
+    return found
 
 
 def _apply(d: Delivery, decision: Decision) -> tuple[str, int] | None:
@@ -589,17 +648,36 @@ def _keys_of(rules_for: RulesFor, destinations: Iterable[str]) -> set[str]:
 # -- after an attempt -----------------------------------------------------------------------------
 
 
+_OUTCOME = (("id", "text"), ("attempt", "integer"), ("state", "text"), ("run_at", "real"),
+            ("reason", "text"), ("hint", "text"), ("details", "text"), ("history", "text"),
+            ("finalized_at", "real"), ("first_attempt_at", "real"), ("message", "text"))
+"""What :func:`complete` writes of each delivery: the table ``v`` of its one statement."""
+
+
 def complete(db: Db, deliveries: Sequence[Delivery], owner: str, now: float) -> list[bool]:
     """Store the outcomes of attempts ``owner`` holds; for each, ``False`` if its lease was
-    lost."""
-    return [db.execute(
-        "UPDATE deliveries SET state=?, run_at=?, lease_owner=NULL, reason=?, hint=?, "
-        "details=?, history=?, finalized_at=?, first_attempt_at=?, message=? WHERE id=? AND "
-        "lease_owner=? AND attempt=? AND state='in_flight'",
-        (d.state.value, d.next_attempt_at, d.reason, d.hint, _details(d), _history(d),
-         now if d.state.final else None, d.first_attempt_at, _message(d), d.id, owner,
-         d.attempt_count),
-    ) == 1 for d in deliveries]
+    lost. A batch is one statement (:meth:`Db.update_each`, each lease checked in it), not one
+    per delivery."""
+    rows = [(d.id, d.attempt_count, d.state.value, d.next_attempt_at, d.reason, d.hint,
+             _details(d), _history(d), now if d.state.final else None, d.first_attempt_at,
+             _message(d)) for d in deliveries]
+    if len(rows) == 1:  # the plain statement: cheaper for one
+        (id_, attempt, *values), = rows
+        return [db.execute(
+            "UPDATE deliveries SET state=?, run_at=?, lease_owner=NULL, reason=?, hint=?, "
+            "details=?, history=?, finalized_at=?, first_attempt_at=?, message=? WHERE id=? AND "
+            "lease_owner=? AND attempt=? AND state='in_flight'",
+            (*values, id_, owner, attempt)) == 1]
+    if len({row[0] for row in rows}) < len(rows):  # the same one twice: the first counts
+        return [complete(db, [d], owner, now)[0] for d in deliveries]
+    return db.update_each(
+        "deliveries",
+        "state=v.state, run_at=v.run_at, lease_owner=NULL, reason=v.reason, hint=v.hint, "
+        "details=v.details, history=v.history, finalized_at=v.finalized_at, "
+        "first_attempt_at=v.first_attempt_at, message=v.message",
+        "deliveries.id=v.id AND deliveries.lease_owner=? AND deliveries.attempt=v.attempt AND "
+        "deliveries.state='in_flight'",
+        _OUTCOME, rows, (owner,))
 
 
 def requeue(deliveries: Sequence[Delivery], now: float) -> None:
@@ -772,8 +850,12 @@ def _message(d: Delivery) -> str | None:
     return json.dumps(ref) if isinstance(ref, dict) and ref else None
 
 
+_DETAILS = json.JSONEncoder(default=str)
+"""``json.dumps(…, default=str)``, made once (``dumps`` with an argument makes one per call)."""
+
+
 def _details(d: Delivery) -> str:
-    return json.dumps(d.details, default=str) if d.details else "{}"
+    return _DETAILS.encode(d.details) if d.details else "{}"
 
 
 def _to_row(d: Delivery, batch: tuple[str, int] | None = None) -> tuple[Any, ...]:

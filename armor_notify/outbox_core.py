@@ -194,13 +194,10 @@ def enqueue(db: Db, deliveries: Sequence[Delivery], *, repeat_window: float, now
         keys.lock(_keys_of(lease_to[1], {d.destination for d in deliveries}))
     # What the outbox held before this intake, asked once for all of it: the deliveries within
     # the repeat window, and the keys with unfinished deliveries. A delivery whose alert (or
-    # key) came earlier in this same intake asks on its own, as it then sees what was written;
-    # so does a delivery alone (its own queries are the cheaper).
+    # key) came earlier in this same intake asks on its own, as it then sees what was written.
     since = now - repeat_window
-    many = len(deliveries) > 1
-    recent = _recent(db, [d for d in deliveries if not (d.checked or d.test)], since) \
-        if many else None
-    pending = _pending(db, deliveries) if many and lease_to is not None else None
+    recent = _recent(db, [d for d in deliveries if not (d.checked or d.test)], since)
+    pending = _pending(db, deliveries) if lease_to is not None else set()
     alerts_seen: set[tuple[str, str, str]] = set()
     keys_seen: set[tuple[str, str]] = set()
     for d in deliveries:
@@ -208,7 +205,7 @@ def enqueue(db: Db, deliveries: Sequence[Delivery], *, repeat_window: float, now
         row = None
         if d.checked or d.test:
             pass
-        elif recent is None or alert_key in alerts_seen:
+        elif alert_key in alerts_seen:
             row = db.one(
                 f"SELECT {_COLUMNS} FROM deliveries WHERE alert_id=? AND alert_status=? "
                 "AND destination=? AND created_at>=? AND test=0 ORDER BY seq DESC LIMIT 1",
@@ -229,12 +226,11 @@ def enqueue(db: Db, deliveries: Sequence[Delivery], *, repeat_window: float, now
         mutes.settle_held(db, d, now)
         owner = None
         order_key = (d.destination, d.dedup_key)
-        waits = order_key in pending if pending is not None and order_key not in keys_seen \
-            else None  # None: ask (below, only when it matters)
+        first = order_key not in keys_seen
         keys_seen.add(order_key)
         if (lease_to is not None and d.state is State.queued
                 and d.next_attempt_at <= now
-                and not (_waits_for_older(db, d) if waits is None else waits)
+                and not (order_key in pending if first else _waits_for_older(db, d))
                 and _take(d, lease_to[1](d.destination), now, keys)):
             owner = lease_to[0]  # written in flight: no claim needed
         _insert(db, d, now, batch, owner)

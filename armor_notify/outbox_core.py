@@ -192,27 +192,11 @@ def enqueue(db: Db, deliveries: Sequence[Delivery], *, repeat_window: float, now
     keys = RateKeys(db, now)
     if lease_to is not None:
         keys.lock(_keys_of(lease_to[1], {d.destination for d in deliveries}))
-    # What the outbox held before this intake, asked once for all of it: the deliveries within
-    # the repeat window, and the keys with unfinished deliveries. A delivery whose alert (or
-    # key) came earlier in this same intake asks on its own, as it then sees what was written.
-    since = now - repeat_window
-    recent = _recent(db, [d for d in deliveries if not (d.checked or d.test)], since)
-    pending = _pending(db, deliveries) if lease_to is not None else set()
-    alerts_seen: set[tuple[str, str, str]] = set()
-    keys_seen: set[tuple[str, str]] = set()
     for d in deliveries:
-        alert_key = (d.alert.id, d.alert.status, d.destination)
-        row = None
-        if d.checked or d.test:
-            pass
-        elif alert_key in alerts_seen:
-            row = db.one(
-                f"SELECT {_COLUMNS} FROM deliveries WHERE alert_id=? AND alert_status=? "
-                "AND destination=? AND created_at>=? AND test=0 ORDER BY seq DESC LIMIT 1",
-                (*alert_key, since))
-        else:
-            row = recent.get(alert_key)
-        alerts_seen.add(alert_key)
+        row = None if d.checked or d.test else db.one(
+            f"SELECT {_COLUMNS} FROM deliveries WHERE alert_id=? AND alert_status=? "
+            "AND destination=? AND created_at>=? AND test=0 ORDER BY seq DESC LIMIT 1",
+            (d.alert.id, d.alert.status, d.destination, now - repeat_window))
         stored = _readable(row) if row is not None else None
         if stored is not None:  # (an unreadable one is not sent: take this one)
             out.append((stored, False))
@@ -225,12 +209,8 @@ def enqueue(db: Db, deliveries: Sequence[Delivery], *, repeat_window: float, now
             batch = _apply(d, policy.decide(d, now, history))
         mutes.settle_held(db, d, now)
         owner = None
-        order_key = (d.destination, d.dedup_key)
-        first = order_key not in keys_seen
-        keys_seen.add(order_key)
         if (lease_to is not None and d.state is State.queued
-                and d.next_attempt_at <= now
-                and not (order_key in pending if first else _waits_for_older(db, d))
+                and d.next_attempt_at <= now and not _waits_for_older(db, d)
                 and _take(d, lease_to[1](d.destination), now, keys)):
             owner = lease_to[0]  # written in flight: no claim needed
         _insert(db, d, now, batch, owner)
@@ -239,41 +219,6 @@ def enqueue(db: Db, deliveries: Sequence[Delivery], *, repeat_window: float, now
     if checks is not None:
         checks.after(db, [d for d, new in out if new])
     return out
-
-
-_AMONG = 400
-"""Values one ``IN (…)`` of an intake's lookups takes at most (SQLite before 3.32 allowed 999
-parameters a statement)."""
-
-
-def _recent(db: Db, deliveries: Sequence[Delivery],
-            since: float) -> dict[tuple[str, str, str], Row]:
-    """(alert id, status, destination) → the newest stored delivery of it accepted since
-    ``since`` (its row), for these deliveries' alerts: the repeat window, in one query."""
-    found: dict[tuple[str, str, str], tuple[int, Row]] = {}
-    alert_ids = sorted({d.alert.id for d in deliveries})
-    for at in range(0, len(alert_ids), _AMONG):
-        where, params = db.among("alert_id", alert_ids[at:at + _AMONG])
-        for seq, *row in db.all(f"SELECT seq, {_COLUMNS} FROM deliveries WHERE {where} AND "
-                                "created_at>=? AND test=0", (*params, since)):
-            key = (str(row[1]), str(row[2]), str(row[3]))
-            if key not in found or found[key][0] < seq:
-                found[key] = (seq, tuple(row))
-    return {key: row for key, (_, row) in found.items()}
-
-
-def _pending(db: Db, deliveries: Sequence[Delivery]) -> set[tuple[str, str]]:
-    """The (destination, dedup key) pairs of these deliveries that have an unfinished
-    delivery stored (which goes first: :func:`_waits_for_older`), in one query."""
-    destinations, dedup_keys = db.among("destination", sorted({d.destination for d in deliveries}))
-    wanted = sorted({d.dedup_key for d in deliveries})
-    found: set[tuple[str, str]] = set()
-    for at in range(0, len(wanted), _AMONG):
-        where, params = db.among("dedup_key", wanted[at:at + _AMONG])
-        found.update((str(r[0]), str(r[1])) for r in db.all(
-            f"SELECT DISTINCT destination, dedup_key FROM deliveries WHERE {destinations} AND "
-            f"{where} AND state IN ('queued','in_flight')", (*dedup_keys, *params)))
-    return found
 
 
 def _apply(d: Delivery, decision: Decision) -> tuple[str, int] | None:

@@ -235,26 +235,6 @@ def test_enqueue_can_lease_what_is_due_to_the_sender_itself(box: Outbox) -> None
     assert stored(box, first).state is State.delivered
 
 
-def test_one_intake_sees_what_it_wrote_itself(box: Outbox) -> None:
-    # Repeats and the per-key order within one intake, as across intakes: the same alert twice
-    # is written once; of a trigger and its resolve only the trigger is leased; a key that
-    # already has an unfinished delivery leases nothing; other keys are leased.
-    enqueue(box, [delivery(9, dedup="old-key", due=500.0)], now=10.0)
-    once, twice = delivery(1), delivery(1)
-    trigger, resolve = delivery(2, dedup="shared"), delivery(3, status="resolved", dedup="shared")
-    behind, free = delivery(4, dedup="old-key"), delivery(5)
-    out = enqueue(box, [once, twice, trigger, resolve, behind, free], now=20.0,
-                  repeat_window=600.0, lease_to=("me", LONG))
-    assert [(d.id, new) for d, new in out] == [
-        (once.id, True), (once.id, False), (trigger.id, True), (resolve.id, True),
-        (behind.id, True), (free.id, True)]
-    assert [d.state for d, _ in out] == [State.in_flight, State.in_flight, State.in_flight,
-                                         State.queued, State.queued, State.in_flight]
-    assert out[1][0] is not once  # the stored one, as read back
-    assert [stored(box, d).state for d in (trigger, resolve, behind, free)] == [
-        State.in_flight, State.queued, State.queued, State.in_flight]
-
-
 # -- the intake policy (noise controls) -----------------------------------------------------------
 
 

@@ -521,10 +521,6 @@ def _stop_nothing() -> None:
     pass
 
 
-_MAX_PARAMS = 999
-"""Parameters one statement may take (SQLite before 3.32 allowed no more)."""
-
-
 class _SqliteDb:
     """The shared algorithms' statements (:class:`~armor_notify.outbox_core.Db`) on SQLite's
     connection: ``?`` placeholders are SQLite's own, and the write transaction holds the whole
@@ -554,35 +550,6 @@ class _SqliteDb:
         if not values:
             return "0", ()
         return f"{column} IN ({','.join('?' * len(values))})", values
-
-    def update_each(self, table: str, assign: str, match: str, columns: Sequence[tuple[str, str]],
-                    rows: Sequence[Sequence[Any]], params: Sequence[Any] = ()) -> list[bool]:
-        """One ``UPDATE … FROM v`` per chunk of rows. The write transaction holds the file, so a
-        count of the rows that match, taken first in the same transaction, says whether every
-        row will change; only when some will not (a lost lease: rare) is each row updated on its
-        own to tell which. Each statement is one step: SQLite gives up Python's GIL for every
-        step, and every time it does, the I/O threads' work gets in first."""
-        # VALUES names its columns column1, column2…: a subquery gives them theirs (a WITH
-        # would too, but then sqlite3 reports no row count for the UPDATE).
-        names = ",".join(f"column{i} AS {name}" for i, (name, _) in enumerate(columns, 1))
-        marks = "(" + ",".join("?" * len(columns)) + ")"
-        size = max(1, _MAX_PARAMS // len(columns))
-        out: list[bool] = []
-        for at in range(0, len(rows), size):
-            chunk = rows[at:at + size]
-            v = f"(SELECT {names} FROM (VALUES {','.join([marks] * len(chunk))})) AS v"
-            flat = [value for row in chunk for value in row]
-            if len(chunk) > 1:
-                (matched,) = self.one(f"SELECT count(*) FROM {v}, {table} WHERE {match}",
-                                      (*flat, *params)) or (0,)
-                if matched < len(chunk):
-                    out += [self.update_each(table, assign, match, columns, [row], params)[0]
-                            for row in chunk]
-                    continue
-            changed = self.execute(f"UPDATE {table} SET {assign} FROM {v} WHERE {match}",
-                                   (*flat, *params))
-            out += [changed == len(chunk)] * len(chunk)
-        return out
 
     def rate_key(self, key: str) -> Row | None:
         return self.one("SELECT tat, hold FROM rate_state WHERE key=?", (key,))

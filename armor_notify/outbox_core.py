@@ -589,36 +589,17 @@ def _keys_of(rules_for: RulesFor, destinations: Iterable[str]) -> set[str]:
 # -- after an attempt -----------------------------------------------------------------------------
 
 
-_OUTCOME = (("id", "text"), ("attempt", "integer"), ("state", "text"), ("run_at", "real"),
-            ("reason", "text"), ("hint", "text"), ("details", "text"), ("history", "text"),
-            ("finalized_at", "real"), ("first_attempt_at", "real"), ("message", "text"))
-"""What :func:`complete` writes of each delivery: the table ``v`` of its one statement."""
-
-
 def complete(db: Db, deliveries: Sequence[Delivery], owner: str, now: float) -> list[bool]:
     """Store the outcomes of attempts ``owner`` holds; for each, ``False`` if its lease was
-    lost. A batch is one statement (:meth:`Db.update_each`, each lease checked in it), not one
-    per delivery."""
-    rows = [(d.id, d.attempt_count, d.state.value, d.next_attempt_at, d.reason, d.hint,
-             _details(d), _history(d), now if d.state.final else None, d.first_attempt_at,
-             _message(d)) for d in deliveries]
-    if len(rows) == 1:  # the plain statement: cheaper for one
-        (id_, attempt, *values), = rows
-        return [db.execute(
-            "UPDATE deliveries SET state=?, run_at=?, lease_owner=NULL, reason=?, hint=?, "
-            "details=?, history=?, finalized_at=?, first_attempt_at=?, message=? WHERE id=? AND "
-            "lease_owner=? AND attempt=? AND state='in_flight'",
-            (*values, id_, owner, attempt)) == 1]
-    if len({row[0] for row in rows}) < len(rows):  # the same one twice: the first counts
-        return [complete(db, [d], owner, now)[0] for d in deliveries]
-    return db.update_each(
-        "deliveries",
-        "state=v.state, run_at=v.run_at, lease_owner=NULL, reason=v.reason, hint=v.hint, "
-        "details=v.details, history=v.history, finalized_at=v.finalized_at, "
-        "first_attempt_at=v.first_attempt_at, message=v.message",
-        "deliveries.id=v.id AND deliveries.lease_owner=? AND deliveries.attempt=v.attempt AND "
-        "deliveries.state='in_flight'",
-        _OUTCOME, rows, (owner,))
+    lost."""
+    return [db.execute(
+        "UPDATE deliveries SET state=?, run_at=?, lease_owner=NULL, reason=?, hint=?, "
+        "details=?, history=?, finalized_at=?, first_attempt_at=?, message=? WHERE id=? AND "
+        "lease_owner=? AND attempt=? AND state='in_flight'",
+        (d.state.value, d.next_attempt_at, d.reason, d.hint, _details(d), _history(d),
+         now if d.state.final else None, d.first_attempt_at, _message(d), d.id, owner,
+         d.attempt_count),
+    ) == 1 for d in deliveries]
 
 
 def requeue(deliveries: Sequence[Delivery], now: float) -> None:
@@ -791,12 +772,8 @@ def _message(d: Delivery) -> str | None:
     return json.dumps(ref) if isinstance(ref, dict) and ref else None
 
 
-_DETAILS = json.JSONEncoder(default=str)
-"""``json.dumps(…, default=str)``, made once (``dumps`` with an argument makes one per call)."""
-
-
 def _details(d: Delivery) -> str:
-    return _DETAILS.encode(d.details) if d.details else "{}"
+    return json.dumps(d.details, default=str) if d.details else "{}"
 
 
 def _to_row(d: Delivery, batch: tuple[str, int] | None = None) -> tuple[Any, ...]:

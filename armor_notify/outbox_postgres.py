@@ -209,12 +209,6 @@ def _storable(value: Any) -> Any:
     return value
 
 
-_TYPES = {"text": "text", "integer": "bigint", "real": "double precision"}
-"""The outbox's column types (:meth:`_Db.update_each`) as PostgreSQL names them."""
-_MAX_PARAMS = 8000
-"""Parameters one statement of :meth:`_Db.update_each` takes at most (PostgreSQL allows 65535)."""
-
-
 class _Db:
     """One transaction's statements (:class:`~armor_notify.outbox_core.Db`): ``?`` placeholders
     become psycopg's ``%s`` (a statement written with ``%s`` passes as it is), text is made
@@ -247,27 +241,6 @@ class _Db:
 
     def among(self, column: str, values: Collection[Any]) -> tuple[str, tuple[Any, ...]]:
         return f"{column} = ANY(?)", (list(values),)
-
-    def update_each(self, table: str, assign: str, match: str, columns: Sequence[tuple[str, str]],
-                    rows: Sequence[Sequence[Any]], params: Sequence[Any] = ()) -> list[bool]:
-        """One ``UPDATE … FROM v … RETURNING`` per chunk of rows: one round trip, and what it
-        returns says which rows matched (each is re-checked on its newest version as it is
-        locked, so a row another worker changed meanwhile does not match)."""
-        names = ",".join(name for name, _ in columns)
-        key = columns[0][0]
-        # Every value typed: VALUES would otherwise take a parameter PostgreSQL cannot type
-        # (None, a str) as text, which a number column refuses.
-        marks = "(" + ",".join(f"?::{_TYPES[kind]}" for _, kind in columns) + ")"
-        size = max(1, _MAX_PARAMS // len(columns))
-        out: list[bool] = []
-        for at in range(0, len(rows), size):
-            chunk = rows[at:at + size]
-            found = {row[0] for row in self.all(
-                f"WITH v({names}) AS (VALUES {','.join([marks] * len(chunk))}) UPDATE {table} "
-                f"SET {assign} FROM v WHERE {match} RETURNING v.{key}",
-                (*(value for row in chunk for value in row), *params))}
-            out += [_storable(row[0]) in found for row in chunk]
-        return out
 
     def rate_key(self, key: str) -> Row | None:
         """The key's row, locked (``FOR UPDATE``) so two transactions never book one key from

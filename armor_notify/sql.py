@@ -39,14 +39,6 @@ class Db(Reads, Protocol):
         """Run a statement; how many rows it changed."""
     def among(self, column: str, values: Collection[Any]) -> tuple[str, tuple[Any, ...]]:
         """The condition "``column`` is one of ``values``", and its parameters."""
-    def update_each(self, table: str, assign: str, match: str, columns: Sequence[tuple[str, str]],
-                    rows: Sequence[Sequence[Any]], params: Sequence[Any] = ()) -> list[bool]:
-        """Update many rows of ``table`` in one statement (a few for very many rows), each from
-        its own values: ``rows`` are a table ``v`` with ``columns`` (name, SQL type: ``text``,
-        ``integer``, ``real``), its first column unique; ``assign`` is the ``SET`` list (reading
-        ``v.column``) and ``match`` the condition that pairs a row of ``table`` with its row of
-        ``v`` (``table.id=v.id AND …``; ``params`` fill its placeholders). For each row of
-        ``rows``, whether it matched (and so changed) a row of ``table``."""
     def rate_key(self, key: str) -> Row | None:
         """Rate key ``key``'s ``(tat, hold)`` (``None``: no row), locked until the transaction
         ends where the backend locks rows (it creates a missing row to lock it)."""

@@ -537,37 +537,6 @@ def test_complete_stores_each_outcome_and_checks_each_lease(box: Outbox) -> None
     assert retried.first_attempt_at == 100.0
 
 
-def test_a_large_batch_of_outcomes_checks_each_lease(box: Outbox) -> None:
-    # More outcomes than one statement takes, each with its own values; a lost lease far into
-    # the batch is told apart from the others; the same delivery twice counts once.
-    batch = [delivery(n) for n in range(250)]
-    enqueue(box, batch, now=100.0)
-    leased = claim(box, "w", 100.0, limit=250, rules=LONG)
-    assert len(leased) == 250
-    for n, d in enumerate(leased):
-        if n % 3:
-            attempted(d, 100.0, reason=f"202 {n}").details["n"] = n
-        else:
-            attempted(d, 100.0, reason=f"503 {n}", retry_at=200.0 + n)
-    lost = leased[170]
-    attempted(lost, 100.5)  # claims an attempt it does not hold
-    assert box.complete(leased, "w", 101.0) == [n != 170 for n in range(250)]
-    got = {d.id: d for d in box.find(limit=300)}
-    for n, d in enumerate(leased):
-        if n == 170:
-            assert got[d.id].state is State.in_flight
-        elif n % 3:
-            assert (got[d.id].state, got[d.id].reason, got[d.id].details) == (
-                State.delivered, f"202 {n}", {"n": n})
-        else:
-            assert (got[d.id].state, got[d.id].reason, got[d.id].next_attempt_at) == (
-                State.queued, f"503 {n}", 200.0 + n)
-            assert [a.reason for a in got[d.id].attempts] == [f"503 {n}"]
-    (again,) = claim(box, "w", 200.0, rules=LONG)
-    assert box.complete([attempted(again, 200.0), again], "w", 201.0) == [True, False]
-    assert stored(box, again).state is State.delivered
-
-
 def test_where_a_delivery_was_posted_is_kept_and_found_by_its_incident(box: Outbox) -> None:
     history = box.history()
     assert history.posted("d", "key-1") is None

@@ -235,6 +235,26 @@ def test_enqueue_can_lease_what_is_due_to_the_sender_itself(box: Outbox) -> None
     assert stored(box, first).state is State.delivered
 
 
+def test_one_intake_sees_what_it_wrote_itself(box: Outbox) -> None:
+    # Repeats and the per-key order within one intake, as across intakes: the same alert twice
+    # is written once; of a trigger and its resolve only the trigger is leased; a key that
+    # already has an unfinished delivery leases nothing; other keys are leased.
+    enqueue(box, [delivery(9, dedup="old-key", due=500.0)], now=10.0)
+    once, twice = delivery(1), delivery(1)
+    trigger, resolve = delivery(2, dedup="shared"), delivery(3, status="resolved", dedup="shared")
+    behind, free = delivery(4, dedup="old-key"), delivery(5)
+    out = enqueue(box, [once, twice, trigger, resolve, behind, free], now=20.0,
+                  repeat_window=600.0, lease_to=("me", LONG))
+    assert [(d.id, new) for d, new in out] == [
+        (once.id, True), (once.id, False), (trigger.id, True), (resolve.id, True),
+        (behind.id, True), (free.id, True)]
+    assert [d.state for d, _ in out] == [State.in_flight, State.in_flight, State.in_flight,
+                                         State.queued, State.queued, State.in_flight]
+    assert out[1][0] is not once  # the stored one, as read back
+    assert [stored(box, d).state for d in (trigger, resolve, behind, free)] == [
+        State.in_flight, State.queued, State.queued, State.in_flight]
+
+
 # -- the intake policy (noise controls) -----------------------------------------------------------
 
 
@@ -535,6 +555,37 @@ def test_complete_stores_each_outcome_and_checks_each_lease(box: Outbox) -> None
     (retried,) = claim(box, "w", 160.0, rules=LONG)
     assert retried.id == later.id and retried.attempt_count == 1
     assert retried.first_attempt_at == 100.0
+
+
+def test_a_large_batch_of_outcomes_checks_each_lease(box: Outbox) -> None:
+    # More outcomes than one statement takes, each with its own values; a lost lease far into
+    # the batch is told apart from the others; the same delivery twice counts once.
+    batch = [delivery(n) for n in range(250)]
+    enqueue(box, batch, now=100.0)
+    leased = claim(box, "w", 100.0, limit=250, rules=LONG)
+    assert len(leased) == 250
+    for n, d in enumerate(leased):
+        if n % 3:
+            attempted(d, 100.0, reason=f"202 {n}").details["n"] = n
+        else:
+            attempted(d, 100.0, reason=f"503 {n}", retry_at=200.0 + n)
+    lost = leased[170]
+    attempted(lost, 100.5)  # claims an attempt it does not hold
+    assert box.complete(leased, "w", 101.0) == [n != 170 for n in range(250)]
+    got = {d.id: d for d in box.find(limit=300)}
+    for n, d in enumerate(leased):
+        if n == 170:
+            assert got[d.id].state is State.in_flight
+        elif n % 3:
+            assert (got[d.id].state, got[d.id].reason, got[d.id].details) == (
+                State.delivered, f"202 {n}", {"n": n})
+        else:
+            assert (got[d.id].state, got[d.id].reason, got[d.id].next_attempt_at) == (
+                State.queued, f"503 {n}", 200.0 + n)
+            assert [a.reason for a in got[d.id].attempts] == [f"503 {n}"]
+    (again,) = claim(box, "w", 200.0, rules=LONG)
+    assert box.complete([attempted(again, 200.0), again], "w", 201.0) == [True, False]
+    assert stored(box, again).state is State.delivered
 
 
 def test_where_a_delivery_was_posted_is_kept_and_found_by_its_incident(box: Outbox) -> None:

@@ -30,7 +30,7 @@ from .times import readable, zone
 if TYPE_CHECKING:
     from .alert import Alert
     from .api import Notifier, SendReport
-    from .config import StateSettings
+    from .config import Config, StateSettings
     from .history import History
     from .outbox import Outbox
     from .plugins import PluginManager
@@ -155,10 +155,33 @@ def _plugins() -> PluginManager:
     return pm
 
 
+def _configured(config: str | None) -> tuple[PluginManager, Config]:
+    """The plugins and the validated config: the end of a command's start-up."""
+    from .config import load_config
+
+    pm = _plugins()
+    cfg = load_config(config, pm.registry)
+    _started()
+    return pm, cfg
+
+
 def _notifier(config: str | None) -> Notifier:
     from .api import Notifier
 
-    return Notifier.from_file(config, plugins=_plugins())
+    pm, cfg = _configured(config)
+    return Notifier(cfg, pm)
+
+
+def _started() -> None:
+    """Start-up allocates many objects (modules, classes, pydantic's validators) and frees few,
+    so :func:`main` holds the cyclic garbage collector off until here, where they are frozen out
+    of its way (``gc.freeze``): collecting them would cost time now and on every full collection
+    later. Idempotent."""
+    import gc
+
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _json_flag(ctx: click.Context, as_json: bool) -> None:
@@ -207,6 +230,7 @@ def _open_outbox(state: str | None, state_dir: str | None,
 
     box = open_outbox(state_location(state, state_dir, settings))
     assert box is not None  # created when missing
+    _started()
     return box
 
 
@@ -239,11 +263,9 @@ def send(ctx: click.Context, event: str, config: str | None, as_json: bool, dry_
     3 some still queued for retry, 4 internal error.
     """
     from .api import Notifier
-    from .config import load_config
 
     _json_flag(ctx, as_json)
-    pm = _plugins()
-    cfg = load_config(config, pm.registry)
+    pm, cfg = _configured(config)
     outbox = None if dry_run else _open_outbox(state, state_dir, cfg.state)
     with Notifier(cfg, pm, outbox=outbox) as notifier:
         alerts = notifier.read_alerts(event, source=source)
@@ -723,11 +745,9 @@ def worker(ctx: click.Context, config: str | None, once: bool, wait: float | Non
     import signal
 
     from .api import Notifier
-    from .config import load_config
 
     _json_flag(ctx, as_json)
-    pm = _plugins()
-    cfg = load_config(config, pm.registry)
+    pm, cfg = _configured(config)
     finished: list[Delivery] = []
 
     def report(d: Delivery) -> None:
@@ -958,14 +978,12 @@ def serve(config: str | None, listen: str, workers: int, no_worker: bool, grace:
         raise ArmorNotifyError(f"armor-notify serve needs its extra ({exc.name} is missing): "
                                "pip install 'armor-notify[serve]'") from None
     from .api import Notifier
-    from .config import load_config
 
     host, sep, port_text = listen.rpartition(":")
     host = host.strip("[]")
     if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536 or not host:
         raise click.BadParameter("expected HOST:PORT, e.g. 127.0.0.1:8686", param_hint="--listen")
-    pm = _plugins()
-    cfg = load_config(config, pm.registry)
+    pm, cfg = _configured(config)
     tokens = api_tokens([t.get_secret_value() for t in cfg.serve.tokens])
     from .destinations import is_loopback_host
 
@@ -1041,10 +1059,8 @@ def db_upgrade(ctx: click.Context, config: str | None, as_json: bool, state: str
 def _ledger_notifier(config: str | None, state: str | None, state_dir: str | None) -> Notifier:
     """A notifier on the outbox the options name (for ``checks``, ``mute``, ``run``)."""
     from .api import Notifier
-    from .config import load_config
 
-    pm = _plugins()
-    cfg = load_config(config, pm.registry)
+    pm, cfg = _configured(config)
     return Notifier(cfg, pm, outbox=_open_outbox(state, state_dir, cfg.state))
 
 
@@ -1318,7 +1334,13 @@ def plugins(as_json: bool) -> None:
 
 
 def main() -> None:
-    cli(prog_name="armor-notify")
+    import gc
+
+    gc.disable()  # until the command's start-up is done (see _started)
+    try:
+        cli(prog_name="armor-notify")
+    finally:
+        gc.enable()
 
 
 if __name__ == "__main__":

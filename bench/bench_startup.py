@@ -23,15 +23,20 @@ Each figure is the median of ``--runs`` runs, as a ratio to the baseline's media
 run as a user's would: with bytecode caching on (pip compiles an installed package; the warm-up
 run writes the caches of an editable install), whatever ``PYTHONDONTWRITEBYTECODE`` says here,
 from a scratch directory. ``--importtime`` also prints the ten slowest imports of
-``armor-notify route`` (``python -X importtime``).
+``armor-notify route`` (``python -X importtime``). ``--instructions`` counts each command's
+instructions under valgrind's callgrind instead of timing it: slower, but the same count on a busy
+machine, so before/after comparisons (``at_commit.py``) hold where times swing by 2x.
 
     .venv/bin/python bench/bench_startup.py [--runs 15] [--importtime] [--venv .venv]
+    .venv/bin/python bench/bench_startup.py --instructions
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -130,6 +135,44 @@ def import_times(cmd: list[str], env: dict[str, str], bin_dir: Path, cwd: str,
     return sorted(rows, reverse=True)[:top]
 
 
+def instructions(cmd: list[str], env: dict[str, str], cwd: str) -> int:
+    """How many instructions ``cmd`` executes (valgrind's callgrind): the same count from run to
+    run whatever else the machine is doing, where times on a shared machine swing by 2x."""
+    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                           *cmd], env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode != 0 or not found:
+        raise RuntimeError(f"callgrind of {cmd[0]} failed ({proc.returncode}): "
+                           f"{proc.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def count_instructions(venv: str | None = None) -> list[Row]:
+    """Each command once under callgrind (after a warm-up run): instructions, as a ratio to
+    ``python -c pass``'s. Slow (about a minute) but repeatable: for before/after comparisons
+    (``at_commit.py``) on a busy machine. The targets are stated in time, so no verdicts."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
+    bin_dir = venv_bin(venv) if venv else clean_install()
+    env = {**os.environ, **ENV}
+    env.pop("ARMOR_NOTIFY_LOAD_PLUGINS", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    counts: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, cmd in commands(tmp, bin_dir).items():
+            run_env = {**env, **COMPLETION} if name == "shell completion" else env
+            run_once(cmd, run_env, tmp)
+            # valgrind runs the interpreter, not the script's #! line: name the interpreter.
+            counts[name] = instructions(cmd if cmd[0].endswith("python") else
+                                        [str(bin_dir / "python"), *cmd], run_env, tmp)
+    base = counts["python -c pass"]
+    rows = [venv_row("4 start-up", bin_dir, clean=venv is None)]
+    rows += [Row("4 start-up", f"{name} (instructions)", count / 1e6, "M", count / base,
+                 "python -c pass", note="one run under callgrind")
+             for name, count in counts.items()]
+    return rows
+
+
 def run(runs: int, importtime: bool, venv: str | None = None) -> list[Row]:
     """``venv``: the venv to run every command from; None: the clean install."""
     bin_dir = venv_bin(venv) if venv else clean_install()
@@ -182,9 +225,14 @@ def main() -> None:
     parser.add_argument("--venv", metavar="DIR",
                         help="run every command from this venv (e.g. .venv, the editable dev "
                              "install) instead of a clean install of the working tree")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count each command's instructions under valgrind instead of "
+                             "timing it: repeatable on a busy machine, for before/after")
     parser.add_argument("--json", action="store_true", help="rows as JSON lines (for run_all)")
     args = parser.parse_args()
-    emit(run(args.runs, args.importtime, args.venv), args.json)
+    rows = (count_instructions(args.venv) if args.instructions
+            else run(args.runs, args.importtime, args.venv))
+    emit(rows, args.json)
 
 
 if __name__ == "__main__":

@@ -351,10 +351,12 @@ class Notifier:
                                     until=now + seconds)
 
     def unmute(self, mute_id: int) -> tuple[Mute, list[str]]:
-        """End a mute now: what it held is due at once (unless another mute covers it).
+        """End a mute now: what it held is due at once (unless another mute covers it, or its
+        rule's schedule or a blackout with ``hold: true`` still holds it).
         Returns the mute and the ids of the deliveries released."""
         mute, released = self.outbox.lift_mute(mute_id, self.dispatcher.clock(),
-                                               self.config.defaults.timezone)
+                                               self.config.defaults.timezone,
+                                               self.gate.closed_until)
         if mute is None:
             raise ArmorNotifyError(f"no mute #{mute_id} in the outbox (see `armor-notify mute "
                                    "list --all`)")

@@ -46,17 +46,27 @@ class Gate:
             return decision
         return self._muted(delivery, decision, now, history) or decision
 
+    def closed_until(self, rule_name: str, now: float) -> Decision | None:
+        """The hold ``rule_name``'s operating schedule or a blackout puts on its alerts at
+        ``now`` (``hold: true``), or ``None``: what a lifted mute releases still waits for it."""
+        compiled = self.config.rule(rule_name)
+        if compiled is None or not compiled.model.hold:
+            return None
+        return self._closed(compiled.model, datetime.fromtimestamp(now, timezone.utc))
+
     def _muted(self, delivery: Delivery, decision: Decision, now: float,
                history: History) -> Decision | None:
         """5. mutes (``armor-notify mute``): a trigger a mute covers is held until the last
-        covering mute ends (not digested), so what still fails then is delivered. Resolves and
-        acknowledgements are never held."""
+        covering mute ends (not digested), or after that until its rule's operating hours open
+        (``hold: true``), so what still fails then is delivered. Resolves and acknowledgements
+        are never held."""
         covering = [m for m in history.mutes(now) if m.scope.covers(delivery)]
         if not covering:
             return None
         last = max(covering, key=lambda m: m.expires_at)
-        until = max(last.expires_at, decision.until or 0.0) if decision.action == "hold" \
-            else last.expires_at
+        # When the mute ends, the rule's operating hours (hold: true) may still be closed.
+        reopens = self.closed_until(delivery.rule, last.expires_at)
+        until = max(last.expires_at, reopens.until or 0.0) if reopens else last.expires_at
         return Decision("hold", last.holding(self._zone), until, mute=last.id)
 
     @property

@@ -7,7 +7,7 @@ dropped**: a trigger is written to the outbox as a delivery due when the mute en
 still failing then is delivered. A resolve of a held trigger settles both (nothing was sent, so
 nothing needs resolving), and resolves and acknowledgements themselves are never held. Lifting a
 mute early (``unmute``, or ``run``'s command exiting) makes what it held due at once, unless
-another mute still covers it.
+another mute still covers it or its rule's operating hours or a blackout still hold it.
 
 The SQL here runs inside the backends' transactions, through the :class:`~armor_notify.outbox_core.Db`
 seam, over the ``mutes`` table and the ``mute_id`` column of ``deliveries``.
@@ -16,7 +16,7 @@ seam, over the ``mutes`` table and the ``mute_id`` column of ``deliveries``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -27,7 +27,11 @@ from .times import readable
 if TYPE_CHECKING:
     from .delivery import Delivery
     from .matching import AssetGlobs
+    from .noise import Decision
     from .sql import Db, Reads
+
+Closed = Callable[[str, float], "Decision | None"]
+"""A rule's name and a time → the hold its schedule or a blackout puts on it then."""
 
 MAX_MUTE = 30 * 86400.0
 """The longest a mute may last (30 days): a forgotten mute must not silence a team for good."""
@@ -176,9 +180,12 @@ def settle_held(db: Db, delivery: Delivery, now: float) -> None:
                                       "nothing to resolve")
 
 
-def lift(db: Db, mute_id: int, now: float, zone: str) -> tuple[Mute | None, list[str]]:
+def lift(db: Db, mute_id: int, now: float, zone: str,
+         closed: Closed | None = None) -> tuple[Mute | None, list[str]]:
     """End a mute now; what it held is due at once, or moves to another mute that still covers
-    it. Returns the mute (``None``: no such mute) and the ids of the deliveries released."""
+    it, or waits for its rule's operating hours or a blackout to end (``closed``: the intake
+    policy's answer for a rule, see :meth:`armor_notify.gate.Gate.closed_until`). Returns the
+    mute (``None``: no such mute) and the ids of the deliveries released now."""
     from .alert import Alert
     from .delivery import Delivery
 
@@ -205,6 +212,10 @@ def lift(db: Db, mute_id: int, now: float, zone: str) -> tuple[Mute | None, list
             last = max(still, key=lambda m: m.expires_at)
             db.execute("UPDATE deliveries SET run_at=?, mute_id=?, reason=? WHERE id=?",
                        (last.expires_at, last.id, last.holding(zone), id_))
+        elif (hold := closed(rule, now) if closed is not None else None) is not None \
+                and hold.until is not None and hold.until > now:
+            db.execute("UPDATE deliveries SET run_at=?, mute_id=NULL, reason=? WHERE id=?",
+                       (hold.until, f"mute #{mute_id} was lifted; {hold.reason}", id_))
         else:
             db.execute("UPDATE deliveries SET run_at=?, reason=? WHERE id=?",
                        (now, f"released: mute #{mute_id} was lifted", id_))

@@ -31,7 +31,7 @@ from .alert import Alert
 from .delivery import Delivery
 from .history import History
 from .ledger import CheckState
-from .mutes import Mute, MuteScope
+from .mutes import Closed, Mute, MuteScope
 from .outbox_core import (
     CLOCK_SLACK,
     FINAL,
@@ -338,11 +338,11 @@ class SqliteOutbox:
                                                                         ended=ended))
         return found
 
-    def lift_mute(self, mute_id: int, now: float, zone: str = "UTC") -> tuple[Mute | None,
-                                                                             list[str]]:
+    def lift_mute(self, mute_id: int, now: float, zone: str = "UTC",
+                  closed: Closed | None = None) -> tuple[Mute | None, list[str]]:
         def run() -> tuple[Mute | None, list[str]]:
             with self._write(durable=True) as db:
-                return mutes.lift(db, mute_id, now, zone)
+                return mutes.lift(db, mute_id, now, zone, closed)
 
         lifted: tuple[Mute | None, list[str]] = self._run("unmute", run)
         return lifted

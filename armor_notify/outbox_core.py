@@ -36,7 +36,7 @@ from .noise import Decision, batch_key
 
 if TYPE_CHECKING:
     from .ledger import CheckState, Failing
-    from .mutes import Mute, MuteScope
+    from .mutes import Closed, Mute, MuteScope
 from .outcome import MAX_RETRY_AFTER
 from .sql import Db, Reads, Row
 
@@ -144,10 +144,12 @@ class Outbox(Protocol):
         """Store a mute in force from ``now`` to ``until``."""
     def mutes(self, now: float, *, ended: bool = False) -> list[Mute]:
         """Mutes in force (``ended``: all), newest first, with what each holds."""
-    def lift_mute(self, mute_id: int, now: float, zone: str = "UTC") -> tuple[Mute | None,
-                                                                             list[str]]:
-        """End a mute now; what it held is due at once. The mute (``None``: none with that
-        id) and the ids of the deliveries released."""
+    def lift_mute(self, mute_id: int, now: float, zone: str = "UTC",
+                  closed: Closed | None = None) -> tuple[Mute | None, list[str]]:
+        """End a mute now; what it held is due at once, unless ``closed`` (the intake policy's
+        :meth:`~armor_notify.gate.Gate.closed_until`) says its rule's schedule or a blackout
+        still holds it. The mute (``None``: none with that id) and the ids of the deliveries
+        released."""
     @property
     def schema_version(self) -> int:
         """The version of the store's schema (what ``armor-notify db upgrade`` reports)."""

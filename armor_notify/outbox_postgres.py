@@ -48,7 +48,7 @@ from .alert import Alert
 from .delivery import Delivery, State
 from .history import History
 from .ledger import CheckState
-from .mutes import Mute, MuteScope
+from .mutes import Closed, Mute, MuteScope
 from .outbox_core import MAX_TIME, CheckIntake, IntakePolicy, OutboxError, Row, RulesFor
 from .secrets import ELLIPSIS
 
@@ -466,12 +466,12 @@ class PostgresOutbox:
         with self._tx("read") as db:
             return mutes.listing(db, now, ended=ended)
 
-    def lift_mute(self, mute_id: int, now: float, zone: str = "UTC") -> tuple[Mute | None,
-                                                                             list[str]]:
+    def lift_mute(self, mute_id: int, now: float, zone: str = "UTC",
+                  closed: Closed | None = None) -> tuple[Mute | None, list[str]]:
         """End a mute now (under the intake lock), releasing what it held; workers are told."""
         with self._tx("unmute") as db:
             db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (_INTAKE_LOCK,))
-            lifted = mutes.lift(db, mute_id, now, zone)
+            lifted = mutes.lift(db, mute_id, now, zone, closed)
             if lifted[1]:
                 _notify(db)
             return lifted

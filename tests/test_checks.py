@@ -321,6 +321,40 @@ def test_a_second_mute_keeps_holding_what_the_first_released(nt: Notifier,
     assert len(released) == 2
 
 
+def test_lifting_a_mute_leaves_what_the_rules_operating_hours_still_hold(
+        capture: Capture, clock: Clock) -> None:
+    office = config(schedule={"timezone": "UTC", "windows": [
+        {"days": "daily", "start": "09:00", "end": "18:00"}]}, hold=True)
+    with notifier_for(capture, clock, office) as nt:
+        mute = nt.mute(assets=["orders"], reason="backfill", seconds=3600)
+        send(nt, result("fail"))  # 00:53 UTC: muted, and outside the rule's hours
+        clock.advance(600)
+        _, released = nt.unmute(mute.id)
+        assert released == []  # the mute is gone, the night is not
+        held = nt.inspect()
+        assert {d.next_attempt_at for d in held} == {T0 - 3200 + 9 * 3600}  # 09:00 UTC
+        assert {d.reason for d in held} == {
+            f"mute #{mute.id} was lifted; held: outside operating hours until "
+            "2026-11-30 09:00 UTC"}
+        assert {d.mute_id for d in held} == {None} and nt.mutes() == []
+        nt.drain(wait=0.3)  # a worker now: nothing is due
+        assert capture.notifications == []
+        clock.advance(9 * 3600 - 3200 - 600)  # 09:00
+        nt.drain()
+        assert sorted(n.destination for n in capture.notifications) == ["pd", "team"]
+
+
+def test_a_mute_that_ends_outside_the_rules_operating_hours_holds_until_they_open(
+        capture: Capture, clock: Clock) -> None:
+    office = config(schedule={"timezone": "UTC", "windows": [
+        {"days": "daily", "start": "09:00", "end": "18:00"}]}, hold=True)
+    with notifier_for(capture, clock, office) as nt:
+        nt.mute(assets=["orders"], reason="long backfill", seconds=20 * 3600)  # to 20:53 UTC
+        send(nt, result("fail"))
+        tomorrow_nine = T0 - 3200 + 33 * 3600  # 2026-12-01 09:00 UTC
+        assert {d.next_attempt_at for d in nt.inspect()} == {tomorrow_nine}
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"reason": "x", "seconds": 60}, "say what to mute"),
     ({"assets": ["a"], "reason": " ", "seconds": 60}, "say why"),

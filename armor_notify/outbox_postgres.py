@@ -342,23 +342,30 @@ class PostgresOutbox:
             return None if row is None else str(row[0])
 
         with conn.transaction():
-            db = _Db(conn.cursor())
-            stored = _number(version(db))
-            if stored < SCHEMA_VERSION:
-                db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (_SCHEMA_LOCK,))
-                stored = _number(version(db))  # whoever held the lock may have just done it
-            if stored == 0:
-                (encoding,) = db.one("SHOW server_encoding") or ("?",)
-                if str(encoding).upper() not in ("UTF8", "UTF-8"):
-                    raise OutboxError(f"{self.where}: the database's encoding is {encoding}; "
-                                      "the outbox needs UTF8 (CREATE DATABASE … ENCODING 'UTF8')")
-            if 0 <= stored < SCHEMA_VERSION:
-                for step in range(stored + 1, SCHEMA_VERSION + 1):
-                    for statement in MIGRATIONS[step]:
-                        db.execute(statement)
-                db.execute("INSERT INTO meta VALUES ('schema', ?) ON CONFLICT (key) DO UPDATE "
-                           "SET value = EXCLUDED.value", (str(SCHEMA_VERSION),))
-                stored = SCHEMA_VERSION
+            stored = _number(version(_Db(conn.cursor())))
+        if stored < SCHEMA_VERSION:
+            # A session lock, taken before the transaction that looks again and migrates: a
+            # transaction begun while waiting for the lock may still see the catalog as it was
+            # before the last holder committed, and migrate a second time, beside processes
+            # already using the tables (a deadlock, seen with two workers starting at once).
+            conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (_SCHEMA_LOCK,))
+            try:
+                with conn.transaction():
+                    db = _Db(conn.cursor())
+                    stored = _number(version(db))  # whoever held the lock may have just done it
+                    if stored == 0:
+                        self._check_encoding(db)
+                    if 0 <= stored < SCHEMA_VERSION:
+                        for step in range(stored + 1, SCHEMA_VERSION + 1):
+                            for statement in MIGRATIONS[step]:
+                                db.execute(statement)
+                        db.execute("INSERT INTO meta VALUES ('schema', ?) ON CONFLICT (key) DO "
+                                   "UPDATE SET value = EXCLUDED.value", (str(SCHEMA_VERSION),))
+                        stored = SCHEMA_VERSION
+            finally:
+                if not conn.broken:  # a broken connection's session locks are gone with it
+                    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))",
+                                 (_SCHEMA_LOCK,))
         if stored > SCHEMA_VERSION:
             raise OutboxError(f"{self.where}: the outbox was written by a newer armor-notify "
                               f"(schema {stored}; this version knows up to {SCHEMA_VERSION}); "
@@ -366,6 +373,12 @@ class PostgresOutbox:
         if stored != SCHEMA_VERSION:
             raise OutboxError(f"{self.where}: the outbox's schema version is not one this "
                               f"armor-notify knows (1 to {SCHEMA_VERSION})")
+
+    def _check_encoding(self, db: _Db) -> None:
+        (encoding,) = db.one("SHOW server_encoding") or ("?",)
+        if str(encoding).upper() not in ("UTF8", "UTF-8"):
+            raise OutboxError(f"{self.where}: the database's encoding is {encoding}; "
+                              "the outbox needs UTF8 (CREATE DATABASE … ENCODING 'UTF8')")
 
     @contextlib.contextmanager
     def _tx(self, what: str, *, durable: bool = True) -> Iterator[_Db]:
@@ -571,7 +584,8 @@ class PostgresOutbox:
         return dict(self._waits)
 
     def summary(self, now: float) -> core.Summary:
-        """Deliveries by state, in all and in the last hour, and the oldest waiting one."""
+        """Deliveries by state, in all and in the last hour, the oldest waiting one, checks by
+        state and missing, mutes in force and what they hold."""
         with self._tx("read") as db:
             return core.summary(db, now)
 

@@ -29,7 +29,13 @@ from armor_notify.alert import Alert
 from armor_notify.delivery import Delivery, State
 from armor_notify.destinations import RateLimit
 from armor_notify.outbox import ClaimRules, OutboxError
-from armor_notify.outbox_postgres import SCHEMA_VERSION, PostgresOutbox
+from armor_notify.outbox_postgres import (
+    _SCHEMA_LOCK,
+    MIGRATIONS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    PostgresOutbox,
+)
 
 LONG = ClaimRules(lease=1000.0, max_attempts=3)
 
@@ -244,6 +250,49 @@ def test_outboxes_opened_at_once_on_an_empty_database_make_the_schema_once() -> 
                 ("schema", str(SCHEMA_VERSION))]
         finally:
             database.drop()
+
+
+@pytest.mark.slow
+def test_an_outbox_that_waited_for_the_schema_lock_does_not_migrate_again(
+        database: postgres.Database) -> None:
+    # Another process makes the schema under the lock while this one opens: it sees no schema,
+    # waits for the lock, and must then see the schema the other committed. Had it migrated
+    # again, its CREATE INDEX would wait for the other's table lock below (as it waited for a
+    # worker's writes when two workers started at once: a deadlock).
+    import psycopg
+
+    key = "SELECT pg_advisory_{}(hashtextextended(%s, 0))"
+    maker = psycopg.connect(database.url, autocommit=True)
+    boxes: list[PostgresOutbox] = []  # opening connects and checks the schema
+    opened = threading.Thread(target=lambda: boxes.append(PostgresOutbox.open(database.url)),
+                              daemon=True)
+    try:
+        maker.execute(f"SET search_path TO {SCHEMA}")
+        maker.execute(key.format("lock"), (_SCHEMA_LOCK,))
+        maker.execute("BEGIN")
+        for step in range(1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[step]:
+                maker.execute(statement)
+        maker.execute("INSERT INTO meta VALUES ('schema', %s)", (str(SCHEMA_VERSION),))
+        opened.start()
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype='advisory' AND NOT granted"
+        deadline = time.monotonic() + 30
+        while admin(database.url, waiting) != [(1,)]:  # it found no schema and waits
+            assert time.monotonic() < deadline, "the outbox never waited for the schema lock"
+            time.sleep(0.02)
+        maker.execute("COMMIT")
+        maker.execute("BEGIN")
+        maker.execute("LOCK TABLE deliveries IN ROW EXCLUSIVE MODE")  # as a writer would
+        maker.execute(key.format("unlock"), (_SCHEMA_LOCK,))
+        opened.join(timeout=10)
+        assert not opened.is_alive(), "it migrated again: its CREATE INDEX waits for the writer"
+        assert len(boxes) == 1
+    finally:
+        maker.close()  # lets a stuck migration go on, so the database can be dropped
+        if opened.is_alive():
+            opened.join(timeout=30)
+        for box in boxes:
+            box.close()
 
 
 @pytest.mark.slow

@@ -1,9 +1,10 @@
 """What ``armor-notify serve`` counts, in Prometheus's text format (``GET /metrics``).
 
 Counters and the latency histogram are fed as deliveries become final (the in-process workers'
-``on_final``) and as alerts are accepted; the queue's depth and the age of its oldest waiting
-delivery are read from the outbox at each scrape, so they are right whichever process (this one,
-or a separate ``armor-notify worker``) delivers.
+``on_final``) and as alerts are accepted; the queue's depth, the age of its oldest waiting
+delivery, the checks by state and the mutes in force are read from the outbox at each scrape, so
+they are right whichever process (this one, a separate ``armor-notify worker``, ``send`` or
+``mute``) wrote them.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class Metrics:
 
 
 class _Queue(Collector):
-    """The outbox's depth by state and its oldest waiting delivery, read at each scrape."""
+    """The outbox's depth by state, its oldest waiting delivery, the checks and the mutes, read
+    at each scrape."""
 
     def __init__(self, summary: Callable[[float], Summary],
                  waits: Callable[[], Mapping[str, int]]) -> None:
@@ -90,6 +92,18 @@ class _Queue(Collector):
         oldest.add_metric([], max(0.0, now - found.oldest_waiting_since)
                           if found.oldest_waiting_since is not None else 0.0)
         yield oldest
+        checks = GaugeMetricFamily("armor_notify_checks",
+                                   "Checks in the check-state ledger by state.", labels=["state"])
+        for state, count in sorted(found.checks.items()):
+            checks.add_metric([state], count)
+        yield checks
+        yield GaugeMetricFamily("armor_notify_checks_missing",
+                                "Checks that stopped reporting (check_missing), failing or "
+                                "passing.", value=found.checks_missing)
+        yield GaugeMetricFamily("armor_notify_mutes_active", "Mutes in force.",
+                                value=found.mutes)
+        yield GaugeMetricFamily("armor_notify_held_deliveries",
+                                "Deliveries held by mutes until they end.", value=found.held)
         waits = CounterMetricFamily("armor_notify_rate_limit_waits",
                                     "Times this process found a destination's rate limit "
                                     "reached and left its deliveries waiting.",

@@ -470,7 +470,8 @@ class SqliteOutbox:
         return dict(self._waits)
 
     def summary(self, now: float) -> core.Summary:
-        """Deliveries by state, in all and in the last hour, and the oldest waiting one."""
+        """Deliveries by state, in all and in the last hour, the oldest waiting one, checks by
+        state and missing, mutes in force and what they hold."""
         with self._lock:
             result: core.Summary = self._run("read", lambda: core.summary(self._sql, now))
         return result

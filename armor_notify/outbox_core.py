@@ -154,7 +154,8 @@ class Outbox(Protocol):
     def schema_version(self) -> int:
         """The version of the store's schema (what ``armor-notify db upgrade`` reports)."""
     def summary(self, now: float) -> Summary:
-        """Deliveries by state, in all and in the last hour, and the oldest waiting one."""
+        """Deliveries by state, in all and in the last hour, the oldest waiting one, checks by
+        state and missing, mutes in force and what they hold."""
     @property
     def rate_waits(self) -> Mapping[str, int]:
         """By destination: how often this process's claims found its rate key closed, and
@@ -674,17 +675,27 @@ def find(db: Db, states: Iterable[str], limit: int, ids: Collection[str] | None,
 
 @dataclass(frozen=True)
 class Summary:
-    """How many deliveries are in each state, and since when the oldest unfinished one waits."""
+    """How many deliveries are in each state, since when the oldest unfinished one waits, and
+    how many checks fail and mutes hold."""
 
     counts: Mapping[str, int]
     oldest_waiting_since: float | None
     """``created_at`` of the oldest queued or in-flight delivery (``None``: none)."""
     last_hour: Mapping[str, int]
     """Deliveries accepted in the hour before ``now``, by state."""
+    checks: Mapping[str, int]
+    """Checks in the ledger by state: ``passing`` and ``failing`` (0 when none)."""
+    checks_missing: int
+    """Checks that stopped reporting (``check_missing``), whether failing or passing."""
+    mutes: int
+    """Mutes in force at ``now``."""
+    held: int
+    """Deliveries held by mutes now (due when their mute ends)."""
 
 
 def summary(db: Db, now: float) -> Summary:
-    """What the status page and the metrics show of the queue (one pass over an index each)."""
+    """What the status page and the metrics show of the queue (one pass over an index each),
+    the check ledger (one pass over its table) and the mutes in force with what they hold."""
     counts = {str(state): int(n) for state, n in db.all(
         "SELECT state, count(*) FROM deliveries GROUP BY state")}
     recent = {str(state): int(n) for state, n in db.all(
@@ -692,7 +703,15 @@ def summary(db: Db, now: float) -> Summary:
         (now - 3600,))}
     oldest = db.one("SELECT min(created_at) FROM deliveries WHERE state IN ('queued','in_flight')")
     first = oldest[0] if oldest else None
-    return Summary(counts, None if first is None else _time(first), recent)
+    checks = {"passing": 0, "failing": 0}
+    missing = 0
+    for state, n, gone in db.all(
+            "SELECT state, count(*), count(missing_since) FROM checks GROUP BY state"):
+        checks[str(state)] = int(n)
+        missing += int(gone)
+    in_force = mutes.listing(db, now, ended=False)
+    return Summary(counts, None if first is None else _time(first), recent, checks, missing,
+                   len(in_force), sum(m.held for m in in_force))
 
 
 # -- acting ---------------------------------------------------------------------------------------

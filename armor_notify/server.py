@@ -358,6 +358,8 @@ def create_app(service: Service) -> Starlette:
             now = time.time()
             problems = notifier.inspect([State.failed, State.dead], limit=50)
             return status_page.status(notifier.outbox.summary(now), problems,
+                                      checks=notifier.outbox.checks(failing=True),
+                                      mutes=notifier.outbox.mutes(now),
                                       config=notifier.config.path, csrf=service.csrf(request),
                                       flash=request.query_params.get("flash", ""), now=now)
 

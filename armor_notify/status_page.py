@@ -1,9 +1,10 @@
 """The status page of ``armor-notify serve`` (``GET /``): server-rendered HTML, no build step.
 
-What a person on call needs at a glance: the outbox by state, the last hour, and the newest
-failed and dead deliveries with their reasons and a retry button. Every piece of text that came
-from an alert, a destination's answer or the config is escaped; secrets were masked before they
-were stored. Forms carry the page's CSRF token.
+What a person on call needs at a glance: the outbox by state, the last hour, the newest failed
+and dead deliveries with their reasons and a retry button, the checks failing or missing, and the
+mutes in force with what they hold. Every piece of text that came from an alert, a destination's
+answer, a mute or the config is escaped; secrets were masked before they were stored. Forms carry
+the page's CSRF token.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ from .times import readable
 
 if TYPE_CHECKING:
     from .delivery import Delivery
+    from .ledger import CheckState
+    from .mutes import Mute
     from .outbox_core import Summary
 
 STATES = ("queued", "in_flight", "delivered", "failed", "dead", "suppressed", "batched",
           "digested", "skipped")
+CHECK_ROWS = 50
+"""Failing checks shown, newest first (``armor-notify checks --failing`` lists them all)."""
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:72rem;padding:0 1rem;
 color:#1d2330}
@@ -47,8 +52,9 @@ def login(error: str = "") -> str:
 <button type=submit>Sign in</button></form>""")
 
 
-def status(summary: Summary, problems: Sequence[Delivery], *, config: str, csrf: str,
-           flash: str = "", now: float) -> str:
+def status(summary: Summary, problems: Sequence[Delivery], *, checks: Sequence[CheckState],
+           mutes: Sequence[Mute], config: str, csrf: str, flash: str = "", now: float) -> str:
+    """The page; ``checks``: those failing or missing (any order), ``mutes``: those in force."""
     counts = _row(summary.counts)
     recent = _row(summary.last_hour)
     waiting = (f"the oldest waiting delivery was accepted {readable(summary.oldest_waiting_since)}"
@@ -64,7 +70,9 @@ def status(summary: Summary, problems: Sequence[Delivery], *, config: str, csrf:
 <tr><th>all</th>{counts}</tr><tr><th>last hour</th>{recent}</tr></table>
 <h2>Failed and dead deliveries, newest first</h2>
 <table id=problems><tr><th>Accepted</th><th>Alert</th><th>Destination</th><th>State</th>
-<th>Attempts</th><th>Why</th><th></th></tr>{rows}</table>""")
+<th>Attempts</th><th>Why</th><th></th></tr>{rows}</table>
+{_checks(summary, checks)}
+{_mutes(summary, mutes)}""")
 
 
 def _heads() -> str:
@@ -87,3 +95,49 @@ def _problem(d: Delivery, csrf: str) -> str:
             f"<td><form method=post action='/deliveries/{escape(d.id)}/retry'>"
             f"<input type=hidden name=csrf value='{escape(csrf)}'>"
             f"<button type=submit>Retry</button></form></td></tr>")
+
+
+def _checks(summary: Summary, checks: Sequence[CheckState]) -> str:
+    shown = sorted(checks, key=_failing_since, reverse=True)[:CHECK_ROWS]
+    rows = "".join(_check(c) for c in shown) or (
+        "<tr><td colspan=6 class=note>No failing checks.</td></tr>")
+    more = (f"<p class=note>{len(checks) - len(shown)} more: <code>armor-notify checks "
+            "--failing</code> lists them all.</p>" if len(checks) > len(shown) else "")
+    tally = (f"{summary.checks.get('failing', 0)} failing · "
+             f"{summary.checks.get('passing', 0)} passing · "
+             f"{summary.checks_missing} missing (stopped reporting)")
+    return f"""<h2>Failing checks, newest first</h2>
+<p class=note>{tally}</p>
+<table id=checks><tr><th>Check</th><th>Asset</th><th>Source</th><th>Failing since</th>
+<th>Last result</th><th></th></tr>{rows}</table>{more}"""
+
+
+def _failing_since(c: CheckState) -> float:
+    """When a check began failing, or (passing) went missing."""
+    return c.since if c.state == "failing" or c.missing_since is None else c.missing_since
+
+
+def _check(c: CheckState) -> str:
+    asset = c.alert.asset.name if c.alert is not None else c.asset_id
+    failing = c.state == "failing"
+    notes = [*([f"missing since {readable(c.missing_since)}"] if c.missing_since is not None
+               else []),
+             *([f"folded into {c.folded_into}"] if c.folded_into is not None else [])]
+    return (f"<tr class=check><td>{escape(c.check_id)}</td><td>{escape(asset)}</td>"
+            f"<td>{escape(c.source)}</td><td class={'failed' if failing else 'note'}>"
+            f"{escape(readable(c.since) if failing else c.state)}</td>"
+            f"<td>{escape(c.last_status)} {escape(readable(c.last_run_at))}</td>"
+            f"<td class=note>{escape('; '.join(notes))}</td></tr>")
+
+
+def _mutes(summary: Summary, mutes: Sequence[Mute]) -> str:
+    rows = "".join(
+        f"<tr class=mute><td>#{m.id}</td><td>{escape(m.scope.describe())}</td>"
+        f"<td>{escape(m.reason)}</td><td>{escape(m.author)}</td>"
+        f"<td>{escape(readable(m.ends_at))}</td><td>{m.held}</td></tr>" for m in mutes) or (
+        "<tr><td colspan=6 class=note>No mutes in force.</td></tr>")
+    held = f"{summary.held} deliver{'y' if summary.held == 1 else 'ies'}"
+    return f"""<h2>Mutes in force</h2>
+<p class=note>{summary.mutes} in force, holding {held} until they end</p>
+<table id=mutes><tr><th>Mute</th><th>Covers</th><th>Reason</th><th>By</th><th>Until</th>
+<th>Held</th></tr>{rows}</table>"""

@@ -1120,6 +1120,32 @@ def test_a_check_that_stops_reporting_raises_check_missing_once_until_it_reports
     assert box.next_overdue() == 720.0
 
 
+def test_the_summary_counts_checks_by_state_the_missing_ones_and_mutes_with_what_they_hold(
+        box: Outbox, registry: Registry) -> None:
+    config = check_config(registry)
+    empty = box.summary(100.0)
+    assert (empty.checks, empty.checks_missing, empty.mutes, empty.held) == (
+        {"passing": 0, "failing": 0}, 0, 0, 0)
+    mute = box.add_mute(MuteScope(assets=("db.marts.orders",)), "backfill", "ana", now=100.0,
+                        until=1000.0)
+    box.add_mute(MuteScope(tags=("pii",)), "audit", "bo", now=100.0, until=150.0)  # runs out
+    lifted = box.add_mute(MuteScope(assets=("db.*",)), "oops", "cy", now=100.0, until=1000.0)
+    box.lift_mute(lifted.id, 105.0)
+    report(box, config, [result(1, "fail")], 110.0)  # its page held: pager and chat
+    report(box, config, [result(1, "fail", check="unique", asset="customers",
+                                expect_every="1m")], 110.0)
+    report(box, config, [result(1, "pass", check="fresh", asset="events", expect_every="1m")],
+           110.0)
+    report(box, config, [result(1, "pass", check="volume", asset="items")], 110.0)
+    assert len(report(box, config, [], 300.0, sweep=True)) == 2  # unique and fresh go missing
+    found = box.summary(300.0)
+    assert (found.checks, found.checks_missing, found.mutes, found.held) == (
+        {"passing": 2, "failing": 2}, 2, 1, 2)
+    assert [(m.id, m.held) for m in box.mutes(300.0)] == [(mute.id, 2)]
+    ended = box.summary(1000.0)  # the mute ends: what it held is due, nothing held
+    assert (ended.mutes, ended.held) == (0, 0)
+
+
 @pytest.mark.parametrize("statuses", [("fail", "pass"), ("fail", "fail")])
 def test_results_of_one_check_in_one_intake_are_judged_one_after_the_other(
         box: Outbox, registry: Registry, statuses: tuple[str, str]) -> None:

@@ -322,6 +322,48 @@ def test_metrics_after_a_known_workload(pd: FakePagerDuty, tmp_path: Path) -> No
     assert PD_KEY not in text
 
 
+def check_result(check: str, status: str, asset: str, *, tags: tuple[str, ...] = (),
+                 expect_every: str | None = None) -> dict[str, Any]:
+    found: dict[str, Any] = {"id": check, "status": status}
+    if expect_every is not None:
+        found["expect_every"] = expect_every
+    return {"event_type": "metric_anomaly", "title": f"{check} on {asset}",
+            "asset": {"id": f"id-{asset}", "name": asset, "tags": list(tags)}, "check": found}
+
+
+def mute(config: Path, state: Path, *args: str, user: str = "ana") -> None:
+    """``armor-notify mute ARGS`` on the state ``serve`` uses, as another process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARMOR_NOTIFY_")}
+    exe = Path(sys.executable).with_name("armor-notify")
+    done = subprocess.run([str(exe), "mute", *args, "-c", str(config), "--state-dir", str(state)],
+                          env={**env, "USER": user}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_metrics_count_checks_by_state_the_missing_ones_and_mutes_with_what_they_hold(
+        pd: FakePagerDuty, tmp_path: Path) -> None:
+    config, state = write_config(tmp_path, pd.url), tmp_path / "state"
+    with serving(config, state) as server:
+        mute(config, state, "--tag", "backfill", "--for", "1h", "--reason", "backfill")
+        for result in (check_result("row_count", "fail", "db.public.orders", tags=("backfill",)),
+                       check_result("unique_id", "pass", "db.public.customers"),
+                       check_result("volume", "pass", "db.public.events", expect_every="1s")):
+            assert server.post("/v1/alerts", result).status_code == 202
+
+        def scrape() -> str:
+            return requests.get(server.url + "/metrics", timeout=5).text
+
+        # No result of volume for twice its interval: the service's worker marks it missing.
+        assert wait_for(lambda: metric(scrape(), "armor_notify_checks_missing") == 1, 30)
+        text = scrape()
+    assert metric(text, "armor_notify_checks", state="failing") == 1
+    assert metric(text, "armor_notify_checks", state="passing") == 2
+    assert metric(text, "armor_notify_mutes_active") == 1
+    assert metric(text, "armor_notify_held_deliveries") == 1  # row_count's page, held
+    assert metric(text, "armor_notify_queue_depth", state="queued") == 1
+    assert pd.events == []
+
+
 def test_rate_limit_waits_are_counted(pd: FakePagerDuty, tmp_path: Path) -> None:
     config = write_config(tmp_path, pd.url, rate_limit="1/minute")
     with serving(config, tmp_path / "state") as server:
@@ -373,6 +415,63 @@ def test_the_status_page_shows_failures_escaped_and_retries_them(tmp_path: Path)
             assert wait_for(lambda: any(r.status == 202 for r in pd.requests))
 
 
+def test_the_status_page_shows_failing_checks_and_mutes_escaped(pd: FakePagerDuty,
+                                                                  tmp_path: Path) -> None:
+    config, state = write_config(tmp_path, pd.url), tmp_path / "state"
+    hostile = "<script>document.title='owned'</script>.orders"
+    with serving(config, state) as server:
+        browser = requests.Session()
+        empty = browser.post(server.url + "/login", data={"token": TOKEN}, timeout=5).text
+        assert "No failing checks." in empty and "No mutes in force." in empty
+        assert "0 in force, holding 0 deliveries" in empty
+        mute(config, state, "--tag", "backfill", "--for", "2h", "--reason",
+             "<b>backfill</b> & co", user="<i>ana</i>")
+        assert server.post("/v1/alerts", check_result(
+            "<img src=x onerror=alert(1)>", "fail", hostile, tags=("backfill",))).status_code == 202
+        time.sleep(0.05)  # failing later: listed first
+        assert server.post("/v1/alerts", check_result(
+            "row_count", "fail", "db.public.customers")).status_code == 202
+        assert server.post("/v1/alerts", check_result(
+            "fresh", "pass", "db.public.events", expect_every="1s")).status_code == 202
+        assert wait_for(lambda: len(pd.events) == 1)  # customers' page; the other one is held
+        # fresh reports nothing for twice its interval: missing, though passing.
+        assert wait_for(lambda: "missing since" in browser.get(server.url + "/", timeout=5).text,
+                        30)
+        html = browser.get(server.url + "/", timeout=5).text
+    assert "<script>" not in html and "<img" not in html and "<b>" not in html \
+        and "<i>" not in html
+    checks = html[html.index("<h2>Failing checks"):html.index("<h2>Mutes in force")]
+    assert "2 failing · 1 passing · 1 missing" in checks
+    assert "&lt;script&gt;document.title=&#x27;owned&#x27;&lt;/script&gt;.orders" in checks
+    assert "&lt;img src=x onerror=alert(1)&gt;" in checks
+    rows = re.findall(r"<tr class=check><td>(.*?)</td>", checks)
+    assert rows == ["fresh", "row_count", "&lt;img src=x onerror=alert(1)&gt;"]  # newest first
+    mutes = html[html.index("<h2>Mutes in force"):]
+    assert "1 in force, holding 1 delivery until they end" in mutes
+    (row,) = re.findall(r"<tr class=mute>(.*?)</tr>", mutes)
+    assert re.findall(r"<td>(.*?)</td>", row)[:4] == [
+        "#1", "tag backfill", "&lt;b&gt;backfill&lt;/b&gt; &amp; co", "&lt;i&gt;ana&lt;/i&gt;"]
+    assert row.endswith("<td>1</td>")
+
+
+def test_the_status_page_lists_the_newest_failing_checks_and_says_how_many_more() -> None:
+    from armor_notify import status_page
+    from armor_notify.ledger import CheckState
+    from armor_notify.outbox_core import Summary
+
+    checks = [CheckState("dbt", f"check_{i}", f"asset_{i}", "failing", 1000.0 + i, "fail",
+                         2000.0, None) for i in range(60)]
+    checks[59].folded_into = "db.raw.<orders>"
+    summary = Summary({}, None, {}, {"failing": 60, "passing": 0}, 0, 0, 0)
+    html = status_page.status(summary, [], checks=checks, mutes=[], config="c.yaml", csrf="x",
+                              now=3000.0)
+    rows = re.findall(r"<tr class=check><td>(.*?)</td><td>(.*?)</td>.*?class=note>(.*?)</td>",
+                      html)
+    assert [r[0] for r in rows] == [f"check_{i}" for i in range(59, 9, -1)]
+    assert rows[0] == ("check_59", "asset_59", "folded into db.raw.&lt;orders&gt;")
+    assert "10 more: <code>armor-notify checks --failing</code> lists them all." in html
+
+
 def test_a_person_sees_the_failure_in_a_browser_and_retries_it(tmp_path: Path) -> None:
     from browser import chrome, screenshot
     from selenium.webdriver.common.by import By
@@ -405,6 +504,8 @@ def test_a_person_sees_the_failure_in_a_browser_and_retries_it(tmp_path: Path) -
                     By.ID, "problems").text
                 delivered = driver.find_element(By.CSS_SELECTOR, ".counts td.delivered").text
                 assert delivered == "1"
+                assert "No failing checks." in driver.find_element(By.ID, "checks").text
+                assert "No mutes in force." in driver.find_element(By.ID, "mutes").text
                 screenshot(driver, tmp_path / "status.png")
 
 

@@ -208,12 +208,12 @@ def lift(db: Db, mute_id: int, now: float, zone: str,
         probe = Delivery(alert=alert, destination=destination, destination_type="", rule=rule,
                          dedup_key="") if alert is not None else None
         still = [m for m in others if probe is not None and m.scope.covers(probe)]
+        hold = closed(rule, now) if closed is not None and not still else None
         if still:
             last = max(still, key=lambda m: m.expires_at)
             db.execute("UPDATE deliveries SET run_at=?, mute_id=?, reason=? WHERE id=?",
                        (last.expires_at, last.id, last.holding(zone), id_))
-        elif (hold := closed(rule, now) if closed is not None else None) is not None \
-                and hold.until is not None and hold.until > now:
+        elif hold is not None and (hold.until or 0.0) > now:
             db.execute("UPDATE deliveries SET run_at=?, mute_id=NULL, reason=? WHERE id=?",
                        (hold.until, f"mute #{mute_id} was lifted; {hold.reason}", id_))
         else:

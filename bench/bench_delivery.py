@@ -46,7 +46,8 @@ from typing import Any
 
 import requests
 import urllib3
-from armor_notify_plugins.pagerduty import PagerDutyConfig, encode_event, trigger_event
+from armor_notify_plugins.pagerduty import PagerDutyConfig
+from armor_notify_plugins.pagerduty_sender import encode_event, trigger_event
 from common import (
     INTEGRATION_KEYS,
     REST_API_KEY,

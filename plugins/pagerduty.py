@@ -8,7 +8,6 @@ is imported when the first sender is made, so checking a config never loads it.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -32,24 +31,6 @@ from .apprise_urls import read_apprise_url
 
 if TYPE_CHECKING:
     from armor_notify import Sender
-
-    from .pagerduty_sender import RATE_LIMIT_HINT as RATE_LIMIT_HINT
-    from .pagerduty_sender import REJECTED_CONTENT_HINT as REJECTED_CONTENT_HINT
-    from .pagerduty_sender import PagerDutySender as PagerDutySender
-    from .pagerduty_sender import encode_event as encode_event
-    from .pagerduty_sender import event_summary as event_summary
-    from .pagerduty_sender import trigger_event as trigger_event
-
-_LATER = frozenset({"PagerDutySender", "encode_event", "event_summary", "trigger_event",
-                    "lifecycle_event", "change_event", "RATE_LIMIT_HINT", "REJECTED_CONTENT_HINT",
-                    "ROUTING_KEY_HINT", "NETWORK_HINT"})
-"""Names of :mod:`.pagerduty_sender` that this module still answers for (imported on first use)."""
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LATER:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(".pagerduty_sender", __package__), name)
 
 REGION_BASES: Mapping[str, str] = {
     "us": "https://events.pagerduty.com",

@@ -17,10 +17,9 @@ never loads it.
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -40,27 +39,9 @@ from armor_notify import (
 from armor_notify.secrets import ELLIPSIS
 from armor_notify.templates import Template, TemplateText
 
-if TYPE_CHECKING:
-    from .slack_sender import ERROR_HINTS as ERROR_HINTS
-    from .slack_sender import SlackSender as SlackSender
-    from .slack_sender import build_digest_payload as build_digest_payload
-    from .slack_sender import build_payload as build_payload
-
-_LATER = frozenset({"SlackSender", "build_payload", "build_digest_payload", "ERROR_HINTS"})
-"""Names of :mod:`.slack_sender` that this module still answers for (imported on first use)."""
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LATER:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(".slack_sender", __package__), name)
-
-
 __all__ = [
     "SLACK",
     "SlackConfig",
-    "SlackSender",
-    "build_payload",
     "escape",
     "make_sender",
     "register_destination_types",

@@ -32,8 +32,8 @@ from armor_notify_plugins.apprise_bridge import (
     render_markdown,
 )
 from armor_notify_plugins.email import EmailSender
-from armor_notify_plugins.pagerduty import PagerDutySender
-from armor_notify_plugins.slack import SlackSender
+from armor_notify_plugins.pagerduty_sender import PagerDutySender
+from armor_notify_plugins.slack_sender import SlackSender
 from conftest import SITE, run_cli
 from fake_pagerduty import FakePagerDuty
 from fake_slack import WEBHOOK_PATH, FakeSlack

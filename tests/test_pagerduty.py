@@ -15,15 +15,14 @@ from typing import Any
 import pytest
 import requests
 import trustme
-from armor_notify_plugins import pagerduty
-from armor_notify_plugins.pagerduty import (
-    PAGERDUTY,
+from armor_notify_plugins.pagerduty import PAGERDUTY, PagerDutyConfig
+from armor_notify_plugins.pagerduty_sender import (
     RATE_LIMIT_HINT,
     REJECTED_CONTENT_HINT,
-    PagerDutyConfig,
     PagerDutySender,
     encode_event,
     event_summary,
+    trigger_event,
 )
 from conftest import tls_server_context
 from fake_pagerduty import (
@@ -549,7 +548,7 @@ def test_non_finite_numbers_never_break_the_json() -> None:
     alert = make_alert()
     alert = alert.model_copy(update={"freshness": Freshness.model_construct(
         delay_hours=float("inf"), threshold_hours=None, last_updated_at=None)})
-    event = pagerduty.trigger_event(config(), make_notification(alert))
+    event = trigger_event(config(), make_notification(alert))
     assert event["payload"]["custom_details"]["freshness_delay_hours"] == "inf"
     json.loads(encode_event(event))
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import trustme
 from armor_notify_plugins import slack
-from armor_notify_plugins.slack import SlackConfig, SlackSender, build_payload, escape
+from armor_notify_plugins.slack import SlackConfig, escape
+from armor_notify_plugins.slack_sender import ERROR_HINTS, SlackSender, build_payload
 from conftest import tls_server_context
 from fake_slack import (
     ERROR_STATUS,
@@ -425,7 +426,7 @@ def test_error_codes_fail_at_once_with_the_code_and_a_hint(
 
 
 def test_specific_hints() -> None:
-    hints = slack.ERROR_HINTS
+    hints = ERROR_HINTS
     assert "archived" in hints["channel_is_archived"]
     assert "create a new webhook for an active channel" in hints["channel_is_archived"]
     for code in ("invalid_token", "no_service"):

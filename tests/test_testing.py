@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 import requests
-from armor_notify_plugins.slack import SLACK, SlackConfig, SlackSender
+from armor_notify_plugins.slack import SLACK, SlackConfig
+from armor_notify_plugins.slack_sender import SlackSender
 from test_conformance import TestSlackConformance as _SlackSuite
 
 import armor_notify.pytest_plugin

@@ -20,8 +20,10 @@ from urllib.parse import quote
 
 import pytest
 from armor_notify_plugins.email import EmailConfig, EmailSender
-from armor_notify_plugins.pagerduty import PagerDutyConfig, PagerDutySender
-from armor_notify_plugins.slack import SlackConfig, SlackSender
+from armor_notify_plugins.pagerduty import PagerDutyConfig
+from armor_notify_plugins.pagerduty_sender import PagerDutySender
+from armor_notify_plugins.slack import SlackConfig
+from armor_notify_plugins.slack_sender import SlackSender
 from conftest import run_cli
 from fake_pagerduty import FakePagerDuty
 from fake_slack import FakeSlack
